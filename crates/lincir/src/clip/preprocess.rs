@@ -1,0 +1,314 @@
+//! Image preprocessing identical to transformers' `CLIPImageProcessor` (the PIL-based one):
+//! decode, EXIF orientation, convert to RGB (alpha composited over white, as transformers'
+//! `convert_to_rgb` does), resize the shortest edge with Pillow's antialiasing filter, center
+//! crop, rescale to [0, 1], normalise. Sizes and statistics come from `preprocessor_config.json`.
+//!
+//! Choices where PIL or the processor leave room (see docs/PREPROCESSING.md):
+//! - EXIF orientation is applied (as transformers' `load_image` does with
+//!   `ImageOps.exif_transpose`), so phone photos are upright.
+//! - 16-bit images keep their high byte (what Pillow does for 16-bit RGB(A) PNGs; for 16-bit
+//!   grayscale Pillow clips values above 255 to white, which destroys the image, so there we scale
+//!   like the colour case instead).
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use image::{DynamicImage, ImageDecoder, ImageReader};
+use serde_json::Value;
+
+use super::resample::{resize_rgb8, Filter};
+use crate::{Error, Result};
+
+pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
+
+/// OpenAI CLIP's normalisation statistics (the defaults of `CLIPImageProcessor`).
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
+
+/// How to resize before cropping.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Resize {
+    /// Shortest edge to this size, aspect kept (CLIP's setting).
+    ShortestEdge(usize),
+    /// Exactly this height and width.
+    Exact { height: usize, width: usize },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreprocessConfig {
+    pub resize: Option<Resize>,
+    pub filter: Filter,
+    pub crop: Option<(usize, usize)>, // (height, width)
+    pub rescale_factor: Option<f32>,
+    pub normalize: Option<([f32; 3], [f32; 3])>,
+}
+
+impl PreprocessConfig {
+    /// CLIP's preprocessing for square inputs of `image_size` (used when a model directory has no
+    /// `preprocessor_config.json`).
+    pub fn clip_default(image_size: usize) -> Self {
+        PreprocessConfig {
+            resize: Some(Resize::ShortestEdge(image_size)),
+            filter: Filter::Bicubic,
+            crop: Some((image_size, image_size)),
+            rescale_factor: Some(1.0 / 255.0),
+            normalize: Some((CLIP_MEAN, CLIP_STD)),
+        }
+    }
+
+    /// Reads `preprocessor_config.json` (both the old `size: 224` and the new
+    /// `size: {"shortest_edge": 224}` layouts).
+    pub fn from_file(path: &Path, image_size: usize) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, e))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| Error::file(path, format!("malformed JSON: {e}")))?;
+        let bad = |msg: String| Error::file(path, msg);
+        let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(true);
+        let default = Self::clip_default(image_size);
+        let resize = if flag("do_resize") {
+            Some(match v.get("size") {
+                None => default.resize.unwrap(),
+                Some(Value::Number(n)) => Resize::ShortestEdge(n.as_u64().ok_or_else(|| bad(format!("bad size {n}")))? as usize),
+                Some(Value::Object(m)) => {
+                    let get = |k: &str| m.get(k).and_then(Value::as_u64).map(|x| x as usize);
+                    match (get("shortest_edge"), get("height"), get("width")) {
+                        (Some(s), _, _) => Resize::ShortestEdge(s),
+                        (None, Some(height), Some(width)) => Resize::Exact { height, width },
+                        _ => return Err(bad(format!("unsupported size {}", Value::Object(m.clone())))),
+                    }
+                }
+                Some(other) => return Err(bad(format!("unsupported size {other}"))),
+            })
+        } else {
+            None
+        };
+        let filter = match v.get("resample") {
+            None => Filter::Bicubic,
+            Some(code) => code
+                .as_u64()
+                .and_then(Filter::from_pil_code)
+                .ok_or_else(|| bad(format!("resample {code} is not supported (1 lanczos, 2 bilinear, 3 bicubic)")))?,
+        };
+        let crop = if flag("do_center_crop") {
+            Some(match v.get("crop_size") {
+                None => default.crop.unwrap(),
+                Some(Value::Number(n)) => {
+                    let s = n.as_u64().ok_or_else(|| bad(format!("bad crop_size {n}")))? as usize;
+                    (s, s)
+                }
+                Some(Value::Object(m)) => {
+                    let get = |k: &str| m.get(k).and_then(Value::as_u64).map(|x| x as usize);
+                    (get("height").ok_or_else(|| bad("crop_size without height".into()))?,
+                     get("width").ok_or_else(|| bad("crop_size without width".into()))?)
+                }
+                Some(other) => return Err(bad(format!("unsupported crop_size {other}"))),
+            })
+        } else {
+            None
+        };
+        let rescale_factor = if flag("do_rescale") {
+            Some(v.get("rescale_factor").and_then(Value::as_f64).unwrap_or(1.0 / 255.0) as f32)
+        } else {
+            None
+        };
+        let stats = |k: &str, d: [f32; 3]| -> Result<[f32; 3]> {
+            match v.get(k) {
+                None => Ok(d),
+                Some(Value::Array(a)) if a.len() == 3 => {
+                    let mut out = [0f32; 3];
+                    for (o, x) in out.iter_mut().zip(a) {
+                        *o = x.as_f64().ok_or_else(|| bad(format!("{k} must hold numbers")))? as f32;
+                    }
+                    Ok(out)
+                }
+                Some(other) => Err(bad(format!("{k} must be 3 numbers, found {other}"))),
+            }
+        };
+        let normalize = if flag("do_normalize") {
+            Some((stats("image_mean", CLIP_MEAN)?, stats("image_std", CLIP_STD)?))
+        } else {
+            None
+        };
+        Ok(PreprocessConfig { resize, filter, crop, rescale_factor, normalize })
+    }
+
+    /// Output (height, width) for an input of (h, w) before cropping, as transformers'
+    /// `get_resize_output_image_size(default_to_square=False)` computes it.
+    pub fn resized_size(&self, h: usize, w: usize) -> (usize, usize) {
+        match self.resize {
+            None => (h, w),
+            Some(Resize::Exact { height, width }) => (height, width),
+            Some(Resize::ShortestEdge(s)) => {
+                let (short, long) = if w <= h { (w, h) } else { (h, w) };
+                if short == s {
+                    return (h, w);
+                }
+                let new_long = (s as f64 * long as f64 / short as f64) as usize;
+                if w <= h {
+                    (new_long, s)
+                } else {
+                    (s, new_long)
+                }
+            }
+        }
+    }
+}
+
+/// An 8-bit RGB image, interleaved `[h][w][3]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rgb8 {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// Decodes an image file, applies its EXIF orientation and converts it to 8-bit RGB.
+pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| Error::file(path, format!("cannot open image: {e}")))?
+        .with_guessed_format()
+        .map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| Error::file(path, format!("not a readable image: {e}")))?;
+    let orientation = decoder.orientation().map_err(|e| Error::file(path, format!("bad EXIF data: {e}")))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| Error::file(path, format!("corrupt image: {e}")))?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb8(&img))
+}
+
+/// Decodes an image held in memory (an upload); `name` is used in errors.
+pub fn decode_rgb8(bytes: &[u8], name: &str) -> Result<Rgb8> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::file(name, format!("cannot read image: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| Error::file(name, format!("not a readable image: {e}")))?;
+    let orientation = decoder.orientation().map_err(|e| Error::file(name, format!("bad EXIF data: {e}")))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| Error::file(name, format!("corrupt image: {e}")))?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb8(&img))
+}
+
+/// transformers' `convert_to_rgb`: RGB stays, anything else becomes RGBA and is composited over
+/// white with Pillow's integer `alpha_composite`; grey is replicated; 16 bits keep the high byte.
+fn to_rgb8(img: &DynamicImage) -> Rgb8 {
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let data = match img {
+        DynamicImage::ImageRgb8(b) => b.as_raw().clone(),
+        DynamicImage::ImageRgb16(b) => b.as_raw().iter().map(|&v| (v >> 8) as u8).collect(),
+        DynamicImage::ImageLuma8(b) => b.as_raw().iter().flat_map(|&l| [l, l, l]).collect(),
+        DynamicImage::ImageLuma16(b) => b.as_raw().iter().flat_map(|&l| [(l >> 8) as u8; 3]).collect(),
+        DynamicImage::ImageLumaA8(b) => b.as_raw().chunks_exact(2).flat_map(|p| over_white([p[0], p[0], p[0]], p[1])).collect(),
+        DynamicImage::ImageLumaA16(b) => b
+            .as_raw()
+            .chunks_exact(2)
+            .flat_map(|p| {
+                let l = (p[0] >> 8) as u8;
+                over_white([l, l, l], (p[1] >> 8) as u8)
+            })
+            .collect(),
+        DynamicImage::ImageRgba8(b) => b.as_raw().chunks_exact(4).flat_map(|p| over_white([p[0], p[1], p[2]], p[3])).collect(),
+        DynamicImage::ImageRgba16(b) => b
+            .as_raw()
+            .chunks_exact(4)
+            .flat_map(|p| over_white([(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8], (p[3] >> 8) as u8))
+            .collect(),
+        other => {
+            // Float images (HDR, EXR, float TIFF): the image crate's conversion, alpha over white.
+            let rgba = other.to_rgba8();
+            rgba.as_raw().chunks_exact(4).flat_map(|p| over_white([p[0], p[1], p[2]], p[3])).collect()
+        }
+    };
+    Rgb8 { width, height, data }
+}
+
+/// Pillow's `Image.alpha_composite(white, pixel)` in its integer arithmetic (7 extra bits,
+/// division by 255 as two shifts), then dropping alpha.
+fn over_white(rgb: [u8; 3], alpha: u8) -> [u8; 3] {
+    const BITS: u32 = 7;
+    let shift_div255 = |a: u32| ((a >> 8) + a) >> 8;
+    if alpha == 0 {
+        return [255, 255, 255];
+    }
+    let (sa, da) = (alpha as u32, 255u32);
+    let blend = da * (255 - sa);
+    let outa255 = sa * 255 + blend;
+    let coef1 = sa * 255 * 255 * (1 << BITS) / outa255;
+    let coef2 = 255 * (1 << BITS) - coef1;
+    rgb.map(|c| (shift_div255(c as u32 * coef1 + 255 * coef2 + (0x80 << BITS)) >> BITS) as u8)
+}
+
+/// Resize, center crop, rescale and normalise one RGB image.
+///
+/// # Shapes
+/// -> [3, crop_h, crop_w] f32, channel-first as the vision tower expects
+pub fn pixels(img: &Rgb8, cfg: &PreprocessConfig) -> Vec<f32> {
+    let (rh, rw) = cfg.resized_size(img.height, img.width);
+    let resized = resize_rgb8(&img.data, img.width, img.height, rw, rh, cfg.filter);
+    let (ch, cw) = cfg.crop.unwrap_or((rh, rw));
+    // transformers' center_crop: top = (h - crop_h) // 2, zero padding when the image is smaller.
+    let top = (rh as i64 - ch as i64).div_euclid(2);
+    let left = (rw as i64 - cw as i64).div_euclid(2);
+    let scale = cfg.rescale_factor.unwrap_or(1.0);
+    let (mean, std) = cfg.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
+    let mut out = vec![0f32; 3 * ch * cw];
+    for c in 0..3 {
+        for y in 0..ch {
+            for x in 0..cw {
+                let (sy, sx) = (y as i64 + top, x as i64 + left);
+                let v = if sy >= 0 && sx >= 0 && (sy as usize) < rh && (sx as usize) < rw {
+                    resized[(sy as usize * rw + sx as usize) * 3 + c] as f32
+                } else {
+                    0.0
+                };
+                out[(c * ch + y) * cw + x] = (v * scale - mean[c]) / std[c];
+            }
+        }
+    }
+    out
+}
+
+/// Stacks preprocessed images into a batch.
+///
+/// # Shapes
+/// -> [batch, 3, crop_h, crop_w]
+pub fn stack(images: Vec<Vec<f32>>, cfg: &PreprocessConfig, device: &Device) -> Result<Tensor> {
+    let n = images.len();
+    let (h, w) = cfg.crop.ok_or_else(|| Error::Invalid("batched preprocessing needs a crop size".into()))?;
+    let flat: Vec<f32> = images.into_iter().flatten().collect();
+    Ok(Tensor::from_vec(flat, (n, 3, h, w), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_edge_sizes_follow_transformers() {
+        let cfg = PreprocessConfig::clip_default(224);
+        assert_eq!(cfg.resized_size(480, 640), (224, 298)); // int(224 * 640 / 480) = 298
+        assert_eq!(cfg.resized_size(640, 480), (298, 224));
+        assert_eq!(cfg.resized_size(224, 500), (224, 500));
+        assert_eq!(cfg.resized_size(100, 100), (224, 224));
+    }
+
+    #[test]
+    fn alpha_over_white() {
+        assert_eq!(over_white([10, 20, 30], 255), [10, 20, 30]);
+        assert_eq!(over_white([10, 20, 30], 0), [255, 255, 255]);
+        let half = over_white([0, 0, 0], 128);
+        assert!((126..=128).contains(&half[0]), "{half:?}");
+    }
+
+    #[test]
+    fn old_and_new_preprocessor_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(PREPROCESSOR_FILE);
+        std::fs::write(&p, r#"{"size": 224, "crop_size": 224, "resample": 3}"#).unwrap();
+        let old = PreprocessConfig::from_file(&p, 224).unwrap();
+        std::fs::write(&p, r#"{"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}}"#).unwrap();
+        let new = PreprocessConfig::from_file(&p, 224).unwrap();
+        assert_eq!(old, new);
+        assert_eq!(old, PreprocessConfig::clip_default(224));
+        std::fs::write(&p, r#"{"resample": 0}"#).unwrap();
+        let e = PreprocessConfig::from_file(&p, 224).unwrap_err().to_string();
+        assert!(e.contains("preprocessor_config.json") && e.contains("resample"), "{e}");
+    }
+}

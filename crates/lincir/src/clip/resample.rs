@@ -1,0 +1,192 @@
+//! Pillow's resampling of 8-bit images (`Image.resize` with a convolution filter), reproduced
+//! bit for bit: separable, horizontal pass then vertical pass, filter support widened by the
+//! scale when shrinking (antialiasing), coefficients in 22-bit fixed point, rounding and clipping
+//! to 8 bits after each pass. This is what `CLIPImageProcessor` runs on every image.
+
+/// Pillow's resampling filters (the `resample` codes of `preprocessor_config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Lanczos,  // 1
+    Bilinear, // 2
+    Bicubic,  // 3
+}
+
+impl Filter {
+    pub fn from_pil_code(code: u64) -> Option<Self> {
+        match code {
+            1 => Some(Filter::Lanczos),
+            2 => Some(Filter::Bilinear),
+            3 => Some(Filter::Bicubic),
+            _ => None,
+        }
+    }
+
+    fn support(self) -> f64 {
+        match self {
+            Filter::Lanczos => 3.0,
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+            Filter::Bicubic => {
+                // Keys' cubic with a = -0.5, written as Pillow evaluates it.
+                const A: f64 = -0.5;
+                let x = x.abs();
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+            Filter::Lanczos => {
+                if (-3.0..3.0).contains(&x) {
+                    sinc(x) * sinc(x / 3.0)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x
+    }
+}
+
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Per output pixel: first input index, number of taps, and fixed-point coefficients.
+struct Coefficients {
+    ksize: usize,
+    bounds: Vec<(usize, usize)>,
+    weights: Vec<i32>, // [out, ksize]
+}
+
+fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filter.support() * filterscale;
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut weights = vec![0i32; out_size * ksize];
+    let mut k = vec![0f64; ksize];
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let ss = 1.0 / filterscale;
+        // C's (int) cast truncates toward zero; negatives are clamped to 0 right after.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+        let mut total = 0.0;
+        for (x, kx) in k.iter_mut().enumerate().take(xmax) {
+            *kx = filter.weight((x as f64 + xmin as f64 - center + 0.5) * ss);
+            total += *kx;
+        }
+        for x in 0..xmax {
+            let w = if total != 0.0 { k[x] / total } else { k[x] };
+            let fixed = w * (1u32 << PRECISION_BITS) as f64;
+            weights[xx * ksize + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+        }
+        bounds.push((xmin, xmax));
+    }
+    Coefficients { ksize, bounds, weights }
+}
+
+#[inline]
+fn clip8(acc: i32) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Resizes an interleaved 8-bit RGB image (`[h][w][3]`) to `out_w` x `out_h` exactly as
+/// Pillow's `Image.resize((out_w, out_h), filter)` does.
+pub fn resize_rgb8(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+    assert_eq!(src.len(), w * h * 3, "rgb buffer size");
+    if (w, h) == (out_w, out_h) {
+        return src.to_vec();
+    }
+    let mut img = src.to_vec();
+    let (mut cur_w, mut cur_h) = (w, h);
+    let vert = coefficients(h, out_h, filter);
+    if out_w != w {
+        // Only the rows the vertical pass reads are computed (Pillow's ybox_first..ybox_last);
+        // computing all rows gives identical values for those, so keep it simple.
+        let horiz = coefficients(w, out_w, filter);
+        let mut out = vec![0u8; out_w * cur_h * 3];
+        for y in 0..cur_h {
+            let row = &img[y * cur_w * 3..(y + 1) * cur_w * 3];
+            for (xx, &(xmin, n)) in horiz.bounds.iter().enumerate() {
+                let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
+                let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                for (i, &kx) in k.iter().enumerate() {
+                    let p = (xmin + i) * 3;
+                    acc[0] += row[p] as i32 * kx;
+                    acc[1] += row[p + 1] as i32 * kx;
+                    acc[2] += row[p + 2] as i32 * kx;
+                }
+                let o = (y * out_w + xx) * 3;
+                out[o] = clip8(acc[0]);
+                out[o + 1] = clip8(acc[1]);
+                out[o + 2] = clip8(acc[2]);
+            }
+        }
+        img = out;
+        cur_w = out_w;
+    }
+    if out_h != cur_h {
+        let mut out = vec![0u8; cur_w * out_h * 3];
+        for (yy, &(ymin, n)) in vert.bounds.iter().enumerate() {
+            let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
+            for x in 0..cur_w * 3 {
+                let mut acc = 1i32 << (PRECISION_BITS - 1);
+                for (i, &ky) in k.iter().enumerate() {
+                    acc += img[(ymin + i) * cur_w * 3 + x] as i32 * ky;
+                }
+                out[yy * cur_w * 3 + x] = clip8(acc);
+            }
+        }
+        img = out;
+        cur_h = out_h;
+    }
+    debug_assert_eq!((cur_w, cur_h), (out_w, out_h));
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_size_is_a_copy() {
+        let src: Vec<u8> = (0..4 * 3 * 3).map(|v| v as u8).collect();
+        assert_eq!(resize_rgb8(&src, 4, 3, 4, 3, Filter::Bicubic), src);
+    }
+
+    #[test]
+    fn flat_image_stays_flat_and_coefficients_sum_to_one() {
+        let src = vec![200u8; 37 * 23 * 3];
+        let out = resize_rgb8(&src, 37, 23, 10, 7, Filter::Bicubic);
+        assert!(out.iter().all(|&v| v == 200));
+        let c = coefficients(37, 10, Filter::Bicubic);
+        for xx in 0..10 {
+            let s: i64 = c.weights[xx * c.ksize..(xx + 1) * c.ksize].iter().map(|&w| w as i64).sum();
+            assert!((s - (1 << PRECISION_BITS)).abs() <= c.ksize as i64, "row {xx} sums to {s}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Batch embedding of texts and image files: what `lincir embed` and the benchmarks call.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use crate::clip::{preprocess, tokenizer::pad_batch, Clip};
+use crate::{Error, Result};
+
+/// File extensions treated as images when walking directories.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Expands files and directories into image files: files are kept as given (whatever their
+/// extension), directories are walked recursively in sorted order keeping image extensions.
+pub fn collect_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            walk_sorted(p, &mut out)?;
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::file(p, "no such file or directory"));
+        }
+    }
+    Ok(out)
+}
+
+fn walk_sorted(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::file(dir, format!("cannot list directory: {e}")))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::file(dir, format!("cannot list directory: {e}")))?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk_sorted(&p, out)?;
+        } else if is_image_file(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Embeds texts with the text tower, `batch_size` at a time, each batch padded to its longest.
+/// `progress` is called with the number of texts finished after each batch.
+///
+/// # Shapes
+/// -> [texts, projection_dim], un-normalised, in input order
+pub fn embed_texts(clip: &Clip, texts: &[String], batch_size: usize, progress: &dyn Fn(usize)) -> Result<Tensor> {
+    let tower = clip.text()?;
+    let batch_size = batch_size.max(1);
+    let mut parts = Vec::new();
+    for chunk in texts.chunks(batch_size) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let ids = clip.tokenizer.encode_batch(&refs)?;
+        let ids = pad_batch(&ids, &clip.device)?;
+        parts.push(tower.embed(&ids)?);
+        progress(chunk.len());
+    }
+    concat(parts, tower.projection_dim(), clip)
+}
+
+/// Loads and preprocesses image files in parallel.
+///
+/// # Shapes
+/// -> [files, 3, size, size]
+pub fn load_pixels(clip: &Clip, paths: &[PathBuf]) -> Result<Tensor> {
+    let images: Vec<Vec<f32>> = paths
+        .par_iter()
+        .map(|p| preprocess::load_rgb8(p).map(|img| preprocess::pixels(&img, &clip.preprocess)))
+        .collect::<Result<_>>()?;
+    preprocess::stack(images, &clip.preprocess, &clip.device)
+}
+
+/// Embeds image files with the vision tower, `batch_size` at a time.
+///
+/// # Shapes
+/// -> [files, projection_dim], un-normalised, in input order
+pub fn embed_image_files(clip: &Clip, paths: &[PathBuf], batch_size: usize, progress: &dyn Fn(usize)) -> Result<Tensor> {
+    let tower = clip.vision()?;
+    let mut parts = Vec::new();
+    for chunk in paths.chunks(batch_size.max(1)) {
+        let pixels = load_pixels(clip, chunk)?;
+        parts.push(tower.embed(&pixels)?);
+        progress(chunk.len());
+    }
+    concat(parts, clip.config.projection_dim, clip)
+}
+
+fn concat(parts: Vec<Tensor>, dim: usize, clip: &Clip) -> Result<Tensor> {
+    if parts.is_empty() {
+        return Ok(Tensor::zeros((0, dim), candle_core::DType::F32, &clip.device)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?.to_dtype(candle_core::DType::F32)?)
+}

@@ -1,0 +1,12 @@
+//! lincir: LinCIR (language-only training of zero-shot composed image retrieval) in Rust.
+//!
+//! The data flow is the module layout: [`clip`] holds the frozen CLIP (tokenizer, image
+//! preprocessing, both towers, weight loading), [`prompt`] the one place that knows the
+//! pseudo-word conventions, [`embed`] batch embedding of texts and image files.
+
+pub mod clip;
+pub mod embed;
+pub mod error;
+pub mod prompt;
+
+pub use error::{Error, Result};
