@@ -43,7 +43,8 @@ impl LayerNorm {
     /// x: [..., size] -> [..., size]
     pub fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
         Ok(match grad {
-            Grad::No => candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32)?,
+            // The fused kernel needs contiguous input.
+            Grad::No => candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)?,
             Grad::Yes => candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)?,
         })
     }
