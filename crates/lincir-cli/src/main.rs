@@ -1,1 +1,44 @@
-fn main() {}
+//! The `lincir` command line: parse, build library objects, call the library, print.
+//! Exit codes: 0 success, 1 runtime failure, 2 usage error.
+
+mod bench;
+mod embed;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lincir", version, about = "LinCIR: zero-shot composed image retrieval with a language-only trained phi")]
+struct Cli {
+    /// Worker threads for the tensor library and image decoding (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed texts (one per line) or images with CLIP into a safetensors file.
+    Embed(embed::EmbedArgs),
+    /// Measure throughput on this machine.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // candle reads RAYON_NUM_THREADS for its own kernels; rayon's global pool serves the rest.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    let result = match cli.command {
+        Command::Embed(args) => embed::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -102,3 +102,36 @@ fn concat(parts: Vec<Tensor>, dim: usize, clip: &Clip) -> Result<Tensor> {
     }
     Ok(Tensor::cat(&parts, 0)?.to_dtype(candle_core::DType::F32)?)
 }
+
+/// Writes embeddings as safetensors: tensor `embeddings` (f32, [N, D]) and metadata `names`
+/// (a JSON array), plus any extra metadata. Written to a temporary file and renamed, so a
+/// crash never leaves a half-written output.
+pub fn write_embeddings(
+    path: &Path,
+    embeddings: &Tensor,
+    names: &serde_json::Value,
+    extra: &[(&str, String)],
+) -> Result<()> {
+    let emb = embeddings.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let shape = emb.dims().to_vec();
+    let data: Vec<f32> = emb.flatten_all()?.to_vec1()?;
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
+        .map_err(|e| Error::file(path, format!("cannot build the output tensor: {e}")))?;
+    let mut meta = std::collections::HashMap::new();
+    meta.insert("names".to_string(), names.to_string());
+    for (k, v) in extra {
+        meta.insert(k.to_string(), v.clone());
+    }
+    let tmp = path.with_extension("safetensors.partial");
+    safetensors::serialize_to_file([("embeddings", view)], Some(meta), &tmp)
+        .map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
+    Ok(())
+}
+
+/// Reads texts, one per line (a trailing newline does not add an empty text).
+pub fn read_text_lines(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read texts: {e}")))?;
+    Ok(text.lines().map(str::to_string).collect())
+}

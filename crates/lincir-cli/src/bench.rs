@@ -1,0 +1,145 @@
+//! `lincir bench encode`: texts/s and images/s of a CLIP on this machine, written as JSON.
+//! scripts/bench_encode_torch.py measures the same workload with transformers for comparison.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use clap::{Args, Subcommand};
+use lincir::clip::{preprocess, tokenizer::pad_batch, Clip, LoadOptions};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Text and image encoding throughput of a CLIP model.
+    Encode(EncodeArgs),
+}
+
+#[derive(Args)]
+pub struct EncodeArgs {
+    /// CLIP model: a local directory or a hub id.
+    #[arg(long)]
+    model: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Timed text batches (after one warm-up batch).
+    #[arg(long, default_value_t = 5)]
+    text_batches: usize,
+    /// Timed image batches (after one warm-up batch); 0 skips images.
+    #[arg(long, default_value_t = 2)]
+    image_batches: usize,
+    /// Write the numbers as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Encode(args) => encode(args),
+    }
+}
+
+/// Deterministic caption-like texts of 8 to 24 words (the length of real captions).
+pub fn synthetic_captions(n: usize, seed: u64) -> Vec<String> {
+    const WORDS: &[&str] = &[
+        "a", "the", "photo", "of", "man", "woman", "dog", "cat", "red", "blue", "small", "large", "riding",
+        "horse", "on", "beach", "at", "sunset", "with", "two", "people", "standing", "next", "to", "car",
+        "wooden", "table", "in", "kitchen", "green", "field", "under", "cloudy", "sky", "holding", "umbrella",
+    ];
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    (0..n)
+        .map(|_| {
+            let len = 8 + next() % 17;
+            (0..len).map(|_| WORDS[next() % WORDS.len()]).collect::<Vec<_>>().join(" ")
+        })
+        .collect()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown cpu".into());
+    format!("{cpu}, {} threads", candle_core::utils::get_num_threads())
+}
+
+fn encode(args: EncodeArgs) -> Result<()> {
+    if args.batch_size == 0 || args.text_batches == 0 {
+        bail!("--batch-size and --text-batches must be at least 1");
+    }
+    let clip = Clip::load(&args.model, &LoadOptions::default())?;
+    let b = args.batch_size;
+
+    // Texts: tokenise + pad to the batch's longest + encode, as `lincir embed` does.
+    let texts = synthetic_captions(b * (args.text_batches + 1), 0);
+    let tower = clip.text()?;
+    let mut text_secs = 0.0;
+    let mut tokens = 0usize;
+    for (i, chunk) in texts.chunks(b).enumerate() {
+        let t = Instant::now();
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let ids = clip.tokenizer.encode_batch(&refs)?;
+        tokens += ids.iter().map(Vec::len).sum::<usize>();
+        let out = tower.embed(&pad_batch(&ids, &clip.device)?)?;
+        out.to_vec2::<f32>()?;
+        if i > 0 {
+            text_secs += t.elapsed().as_secs_f64();
+        }
+    }
+    let texts_per_s = (b * args.text_batches) as f64 / text_secs;
+
+    // Images: the vision tower on preprocessed pixels; preprocessing measured on its own.
+    let mut images_per_s = None;
+    if args.image_batches > 0 {
+        let s = clip.config.vision.image_size;
+        let pixels = Tensor::randn(0f32, 1f32, (b, 3, s, s), &clip.device)?;
+        let vision = clip.vision()?;
+        let mut secs = 0.0;
+        for i in 0..=args.image_batches {
+            let t = Instant::now();
+            vision.embed(&pixels)?.to_vec2::<f32>()?;
+            if i > 0 {
+                secs += t.elapsed().as_secs_f64();
+            }
+        }
+        images_per_s = Some((b * args.image_batches) as f64 / secs);
+    }
+    let photo = preprocess::Rgb8 {
+        width: 640,
+        height: 480,
+        data: (0..640 * 480 * 3).map(|i| ((i * 7919) % 251) as u8).collect(),
+    };
+    let t = Instant::now();
+    let reps = 20;
+    for _ in 0..reps {
+        std::hint::black_box(preprocess::pixels(&photo, &clip.preprocess));
+    }
+    let preprocess_per_s = reps as f64 / t.elapsed().as_secs_f64();
+
+    let report = serde_json::json!({
+        "tool": "lincir",
+        "model": clip.name,
+        "machine": machine(),
+        "batch_size": b,
+        "dtype": "f32",
+        "texts_per_s": texts_per_s,
+        "mean_tokens_per_text": tokens as f64 / texts.len() as f64,
+        "images_per_s": images_per_s,
+        "preprocess_640x480_per_s_one_thread": preprocess_per_s,
+    });
+    println!("{:<44} {:>12}", "measure", "value");
+    println!("{:<44} {:>12.1}", "texts/s (batch, padded to longest)", texts_per_s);
+    if let Some(v) = images_per_s {
+        println!("{:<44} {:>12.2}", "images/s (vision tower)", v);
+    }
+    println!("{:<44} {:>12.1}", "preprocess 640x480 -> crop, images/s (1 thread)", preprocess_per_s);
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}

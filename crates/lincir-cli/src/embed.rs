@@ -1,0 +1,64 @@
+//! `lincir embed`: texts or images -> safetensors of projected, un-normalised CLIP embeddings.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use lincir::clip::{Clip, LoadOptions, Towers};
+use lincir::embed;
+
+use crate::progress;
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// CLIP model: a local Hugging Face directory or a hub id (e.g. openai/clip-vit-large-patch14).
+    #[arg(long)]
+    model: String,
+    /// A text file, one text per line (metadata `names` holds their 1-based line numbers).
+    #[arg(long, conflicts_with = "images", required_unless_present = "images")]
+    texts: Option<PathBuf>,
+    /// Image files and/or directories (walked recursively, in sorted order).
+    #[arg(long, num_args = 1.., required_unless_present = "texts")]
+    images: Vec<PathBuf>,
+    /// Output safetensors file: tensor `embeddings` [N, projection_dim] f32, metadata `names`.
+    #[arg(long)]
+    out: PathBuf,
+    /// Texts or images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+pub fn run(args: EmbedArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let towers = if args.texts.is_some() { Towers::Text } else { Towers::Vision };
+    let clip = Clip::load(&args.model, &LoadOptions { towers, ..Default::default() })?;
+    let started = std::time::Instant::now();
+    let (embeddings, names, kind) = if let Some(path) = &args.texts {
+        let texts = embed::read_text_lines(path)?;
+        let pb = progress::bar(texts.len(), "texts");
+        let e = embed::embed_texts(&clip, &texts, args.batch_size, &|n| pb.inc(n as u64))?;
+        pb.finish_and_clear();
+        let names: Vec<usize> = (1..=texts.len()).collect();
+        (e, serde_json::json!(names), "text")
+    } else {
+        let paths = embed::collect_image_paths(&args.images)?;
+        let pb = progress::bar(paths.len(), "images");
+        let e = embed::embed_image_files(&clip, &paths, args.batch_size, &|n| pb.inc(n as u64))?;
+        pb.finish_and_clear();
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        (e, serde_json::json!(names), "image")
+    };
+    let n = embeddings.dim(0)?;
+    embed::write_embeddings(&args.out, &embeddings, &names, &[("model", clip.name.clone()), ("kind", kind.into())])?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "embedded {n} {kind}s with {} in {secs:.1}s ({:.1}/s) -> {} [{n}, {}]",
+        clip.name,
+        n as f64 / secs.max(1e-9),
+        args.out.display(),
+        embeddings.dim(1)?
+    );
+    Ok(())
+}

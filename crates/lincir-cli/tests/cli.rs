@@ -1,0 +1,184 @@
+//! The `lincir` binary end to end on the committed tiny CLIP: `embed` outputs, hub-cache
+//! resolution offline, and bad input (one-line errors naming the file, exit code 1, no panic).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lincir/tests/fixtures")
+}
+
+fn lincir(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lincir")).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap()
+}
+
+/// clip-a (quick_gelu, real vocabulary) with the BPE files: a complete model directory.
+fn model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for src in [fixtures().join("clip-a"), fixtures().join("bpe")] {
+        for e in std::fs::read_dir(&src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Exit code 1, a single `error:` line on stderr that contains every `needle`, no panic.
+fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line expected: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "`{n}` not in: {stderr}");
+    }
+}
+
+fn read_output(path: &Path) -> (Vec<usize>, Vec<f32>, serde_json::Value) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("embeddings").unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    let data = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let names = serde_json::from_str(meta.metadata().as_ref().unwrap().get("names").unwrap()).unwrap();
+    (t.shape().to_vec(), data, names)
+}
+
+#[test]
+fn embed_texts_writes_embeddings_and_line_numbers() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let texts = work.path().join("texts.txt");
+    std::fs::write(&texts, "a red circle\na photo of $ that is blue\n\nthe same red circle\na red circle\n").unwrap();
+    let out = work.path().join("t.safetensors");
+    let o = lincir(&["embed", "--model", model.path().to_str().unwrap(), "--texts", texts.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch-size", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (shape, data, names) = read_output(&out);
+    assert_eq!(shape, vec![5, 16], "[texts, projection_dim]");
+    assert_eq!(names, serde_json::json!([1, 2, 3, 4, 5]));
+    // Batching and padding do not change a text's embedding: lines 1 and 5 are the same text
+    // in different batches with different padding.
+    let row = |i: usize| &data[i * 16..(i + 1) * 16];
+    let diff = row(0).iter().zip(row(4)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
+    assert!(row(0) != row(1));
+}
+
+#[test]
+fn embed_images_walks_directories_in_sorted_order() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let imgs = work.path().join("imgs");
+    std::fs::create_dir_all(imgs.join("sub")).unwrap();
+    let src = fixtures().join("images");
+    std::fs::copy(src.join("chelsea_palette.png"), imgs.join("b.png")).unwrap();
+    std::fs::copy(src.join("astronaut_512x512.jpg"), imgs.join("sub/a.jpg")).unwrap();
+    std::fs::copy(src.join("coffee_400x600.webp"), imgs.join("a.webp")).unwrap();
+    std::fs::write(imgs.join("notes.txt"), "not an image").unwrap();
+    let single = src.join("camera_gray_256.png");
+    let out = work.path().join("i.safetensors");
+    let o = lincir(&["embed", "--model", model.path().to_str().unwrap(), "--images", single.to_str().unwrap(), imgs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (shape, _, names) = read_output(&out);
+    assert_eq!(shape, vec![4, 16]);
+    let names: Vec<String> = names.as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    let tails: Vec<&str> = names.iter().map(|n| n.rsplit('/').next().unwrap()).collect();
+    assert_eq!(tails, ["camera_gray_256.png", "a.webp", "b.png", "a.jpg"]);
+}
+
+#[test]
+fn hub_id_resolves_from_an_offline_cache() {
+    // The Hugging Face cache layout: models--org--name/{refs/main, blobs/, snapshots/<rev>/}.
+    let model = model_dir();
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--lincir-test--tiny-clip");
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(rev);
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), rev).unwrap();
+    for (i, e) in std::fs::read_dir(model.path()).unwrap().enumerate() {
+        let e = e.unwrap();
+        let blob = repo.join("blobs").join(format!("blob{i}"));
+        std::fs::copy(e.path(), &blob).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/blob{i}"), snap.join(e.file_name())).unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let texts = work.path().join("t.txt");
+    std::fs::write(&texts, "a dog\n").unwrap();
+    let out = work.path().join("o.safetensors");
+    let run = |id: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lincir"))
+            .args(["embed", "--model", id, "--texts", texts.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .current_dir(work.path())
+            .output()
+            .unwrap()
+    };
+    let o = run("lincir-test/tiny-clip");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_output(&out).0, vec![1, 16]);
+    let o = run("lincir-test/not-cached");
+    assert_clean_failure(&o, &["lincir-test/not-cached", "config.json", "not in the Hugging Face cache", "HF_HUB_OFFLINE"]);
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_naming_the_culprit() {
+    let work = tempfile::tempdir().unwrap();
+    let texts = work.path().join("t.txt");
+    std::fs::write(&texts, "a dog\n").unwrap();
+    let out = work.path().join("o.safetensors");
+    let (t, o) = (texts.to_str().unwrap(), out.to_str().unwrap());
+
+    // A model directory that does not exist.
+    let missing = work.path().join("no-such-model");
+    assert_clean_failure(&lincir(&["embed", "--model", missing.to_str().unwrap(), "--texts", t, "--out", o]), &["no-such-model", "not found"]);
+
+    // No weights.
+    let model = model_dir();
+    std::fs::remove_file(model.path().join("model.safetensors")).unwrap();
+    assert_clean_failure(&lincir(&["embed", "--model", model.path().to_str().unwrap(), "--texts", t, "--out", o]), &["no weights found"]);
+
+    // A tensor of the wrong shape.
+    let model = model_dir();
+    let cfg_path = model.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["text_config"]["intermediate_size"] = serde_json::json!(44);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    assert_clean_failure(
+        &lincir(&["embed", "--model", model.path().to_str().unwrap(), "--texts", t, "--out", o]),
+        &["model.safetensors", "text_model.encoder.layers.0.mlp.fc1.weight", "[40, 24]", "[44, 24]"],
+    );
+
+    // A truncated safetensors file.
+    let model = model_dir();
+    let w = model.path().join("model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 3]).unwrap();
+    assert_clean_failure(&lincir(&["embed", "--model", model.path().to_str().unwrap(), "--texts", t, "--out", o]), &["model.safetensors", "safetensors"]);
+
+    // An unreadable image.
+    let model = model_dir();
+    let bad = work.path().join("broken.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 truncated").unwrap();
+    assert_clean_failure(
+        &lincir(&["embed", "--model", model.path().to_str().unwrap(), "--images", bad.to_str().unwrap(), "--out", o]),
+        &["broken.jpg"],
+    );
+
+    // A missing text file.
+    assert_clean_failure(&lincir(&["embed", "--model", model.path().to_str().unwrap(), "--texts", "nope.txt", "--out", o]), &["nope.txt"]);
+    assert!(!out.exists(), "no output is written on failure");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let o = lincir(&["embed", "--model", "x"]);
+    assert_eq!(o.status.code(), Some(2));
+}
