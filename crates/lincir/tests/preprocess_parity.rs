@@ -34,7 +34,9 @@ fn pixels_match_clip_image_processor() {
             }
         }
         println!("{name:32} {}x{}: max |diff| {worst:.4} ({worst_u8:.2} steps of 1/255), {off_by_one} values off by one step", img.width, img.height);
-        if std::env::var("NOASSERT").is_err() { assert!(worst_u8 <= 1.0 + 1e-3, "{name}: differs by {worst_u8} steps of 1/255"); }
+        // The issue allows one 8-bit step; decoding (libjpeg) and resampling are bit-exact, so
+        // anything beyond float rounding is a regression.
+        assert!(worst_u8 <= 1e-3, "{name}: differs by {worst_u8} steps of 1/255");
     }
 }
 
@@ -57,6 +59,17 @@ fn unreadable_images_are_errors_naming_the_file() {
     std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
     let e = load_rgb8(&truncated).unwrap_err().to_string();
     assert!(e.contains("truncated.png"), "{e}");
+    let jpg = std::fs::read(fixtures().join("images/astronaut_512x512.jpg")).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &jpg[..jpg.len() / 2]).unwrap();
+    let e = load_rgb8(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
+    let garbage = dir.path().join("garbage.jpg");
+    let mut g = jpg[..200].to_vec();
+    g.extend(std::iter::repeat_n(0x55u8, 5000));
+    std::fs::write(&garbage, &g).unwrap();
+    let e = load_rgb8(&garbage).unwrap_err().to_string();
+    assert!(e.contains("garbage.jpg"), "{e}");
     let e = load_rgb8(&dir.path().join("missing.png")).unwrap_err().to_string();
     assert!(e.contains("missing.png"), "{e}");
 }

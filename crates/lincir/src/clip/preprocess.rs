@@ -16,6 +16,7 @@ use candle_core::{Device, Tensor};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use serde_json::Value;
 
+use super::jpeg;
 use super::resample::{resize_rgb8, Filter};
 use crate::{Error, Result};
 
@@ -163,25 +164,30 @@ pub struct Rgb8 {
 
 /// Decodes an image file, applies its EXIF orientation and converts it to 8-bit RGB.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::file(path, format!("cannot open image: {e}")))?
-        .with_guessed_format()
-        .map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
-    let mut decoder = reader.into_decoder().map_err(|e| Error::file(path, format!("not a readable image: {e}")))?;
-    let orientation = decoder.orientation().map_err(|e| Error::file(path, format!("bad EXIF data: {e}")))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| Error::file(path, format!("corrupt image: {e}")))?;
-    img.apply_orientation(orientation);
-    Ok(to_rgb8(&img))
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
+    decode(&bytes).map_err(|msg| Error::file(path, msg))
 }
 
 /// Decodes an image held in memory (an upload); `name` is used in errors.
 pub fn decode_rgb8(bytes: &[u8], name: &str) -> Result<Rgb8> {
+    decode(bytes).map_err(|msg| Error::file(name, msg))
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| Error::file(name, format!("cannot read image: {e}")))?;
-    let mut decoder = reader.into_decoder().map_err(|e| Error::file(name, format!("not a readable image: {e}")))?;
-    let orientation = decoder.orientation().map_err(|e| Error::file(name, format!("bad EXIF data: {e}")))?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| Error::file(name, format!("corrupt image: {e}")))?;
+        .map_err(|e| format!("cannot read image: {e}"))?;
+    let mut decoder = reader.into_decoder().map_err(|e| format!("not a readable image: {e}"))?;
+    let orientation = decoder.orientation().map_err(|e| format!("bad EXIF data: {e}"))?;
+    let mut img = if jpeg::is_jpeg(bytes) {
+        // libjpeg, as Pillow: the image crate's decoder is not bit-exact (see jpeg.rs).
+        drop(decoder);
+        let (w, h, data) = jpeg::decode_rgb8(bytes)?;
+        let buf = image::RgbImage::from_raw(w as u32, h as u32, data).ok_or("JPEG decoder returned a short buffer")?;
+        DynamicImage::ImageRgb8(buf)
+    } else {
+        DynamicImage::from_decoder(decoder).map_err(|e| format!("corrupt image: {e}"))?
+    };
     img.apply_orientation(orientation);
     Ok(to_rgb8(&img))
 }

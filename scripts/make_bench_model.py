@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Writes a random-weight CLIP of ViT-L/14 size in Hugging Face layout for speed benchmarks
+(no real weights can be downloaded here; speed does not depend on the values).
+
+    python3 scripts/make_bench_model.py OUT_DIR [--size large|base]
+"""
+import argparse, json, shutil
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+SIZES = {
+    # openai/clip-vit-large-patch14
+    "large": dict(projection_dim=768,
+                  text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, projection_dim=768),
+                  vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                                     patch_size=14, image_size=224, projection_dim=768)),
+    # openai/clip-vit-base-patch32
+    "base": dict(projection_dim=512,
+                 text_config=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8, projection_dim=512),
+                 vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                    patch_size=32, image_size=224, projection_dim=512)),
+}
+
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("--size", default="large", choices=sorted(SIZES))
+args = ap.parse_args()
+out = Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+torch.manual_seed(0)
+model = CLIPModel(CLIPConfig(**SIZES[args.size])).eval()
+model.save_pretrained(out, safe_serialization=True)
+bpe = Path(__file__).resolve().parent.parent / "crates/lincir/tests/fixtures/bpe"
+for f in ("vocab.json", "merges.txt"):
+    shutil.copy(bpe / f, out / f)
+(out / "preprocessor_config.json").write_text(json.dumps({
+    "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+    "do_rescale": True, "do_resize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "rescale_factor": 1 / 255,
+    "size": {"shortest_edge": 224}}, indent=2))
+print(f"wrote {out} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f} M parameters)")
