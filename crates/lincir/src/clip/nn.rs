@@ -4,8 +4,7 @@
 //! they have no backward pass and silently drop gradients), [`Grad::Yes`] uses unfused ops whose
 //! backward exists. The text tower uses the second when a pseudo word needs its gradient.
 
-use candle_core::{Module, Tensor, D};
-use candle_nn::Linear;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
 
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
@@ -18,10 +17,62 @@ pub enum Grad {
     Yes,
 }
 
+/// y = x Wᵀ + b over the last dimension, computed as one 2-D matrix product over all leading
+/// dimensions (candle_nn::Linear broadcasts the weight into a batch of small products instead,
+/// which is several times slower for short text sequences).
+pub struct Linear {
+    weight_t: Tensor, // [input, output], contiguous
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// # Shapes
+    /// x: [..., input] -> [..., output]
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let input = *dims.last().expect("linear input has at least one dimension");
+        let rows = x.elem_count() / input;
+        let y = x.contiguous()?.reshape((rows, input))?.matmul(&self.weight_t)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims.to_vec();
+        *out.last_mut().unwrap() = self.weight_t.dim(1)?;
+        Ok(y.reshape(out)?)
+    }
+}
+
 pub fn linear(w: &Weights, prefix: &str, input: usize, output: usize, bias: bool) -> Result<Linear> {
     let weight = w.get(&format!("{prefix}.weight"), &[output, input])?;
     let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[output])?) } else { None };
-    Ok(Linear::new(weight, bias))
+    Ok(Linear { weight_t: weight.t()?.contiguous()?, bias })
+}
+
+/// x · sigmoid(1.702 x) in one pass over the data (inference only: no backward).
+struct QuickGeluOp;
+
+impl CustomOp1 for QuickGeluOp {
+    fn name(&self) -> &'static str {
+        "quick-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("quick-gelu: only f32 is supported on the fast path")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("quick-gelu: input must be contiguous")
+        };
+        let mut out = data[start..end].to_vec();
+        out.par_chunks_mut(4096).for_each(|c| {
+            for v in c {
+                *v /= 1.0 + (-1.702 * *v).exp();
+            }
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
 }
 
 pub struct LayerNorm {
@@ -50,8 +101,11 @@ impl LayerNorm {
     }
 }
 
-pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+pub fn activate(x: &Tensor, act: Activation, grad: Grad) -> Result<Tensor> {
     Ok(match act {
+        Activation::QuickGelu if grad == Grad::No && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
+            x.contiguous()?.apply_op1_no_bwd(&QuickGeluOp)?
+        }
         Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
         Activation::Gelu => x.gelu_erf()?,
         Activation::GeluTanh => x.gelu()?,
@@ -59,9 +113,8 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
 }
 
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v projections fused into one product: [hidden] -> [3 * hidden].
+    qkv: Linear,
     out: Linear,
     heads: usize,
     head_dim: usize,
@@ -70,10 +123,20 @@ struct Attention {
 impl Attention {
     fn load(w: &Weights, prefix: &str, cfg: &TowerConfig) -> Result<Self> {
         let h = cfg.hidden_size;
+        let parts = ["q_proj", "k_proj", "v_proj"]
+            .map(|p| linear(w, &format!("{prefix}.{p}"), h, h, true));
+        let [q, k, v] = parts;
+        let (q, k, v) = (q?, k?, v?);
+        let cat_bias = |l: [&Linear; 3]| -> Result<Tensor> {
+            let b: Vec<&Tensor> = l.iter().map(|l| l.bias.as_ref().expect("attention projections have a bias")).collect();
+            Ok(Tensor::cat(&b, 0)?)
+        };
+        let qkv = Linear {
+            weight_t: Tensor::cat(&[&q.weight_t, &k.weight_t, &v.weight_t], 1)?.contiguous()?,
+            bias: Some(cat_bias([&q, &k, &v])?),
+        };
         Ok(Attention {
-            q: linear(w, &format!("{prefix}.q_proj"), h, h, true)?,
-            k: linear(w, &format!("{prefix}.k_proj"), h, h, true)?,
-            v: linear(w, &format!("{prefix}.v_proj"), h, h, true)?,
+            qkv,
             out: linear(w, &format!("{prefix}.out_proj"), h, h, true)?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
@@ -84,18 +147,12 @@ impl Attention {
     /// x: [batch, seq, hidden]; mask: [seq, seq] additive (0 or -inf) -> [batch, seq, hidden]
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
-        let split = |t: Tensor| -> Result<Tensor> {
-            // [b, s, h] -> [b * heads, s, head_dim]
-            Ok(t.reshape((b, s, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?.reshape((
-                b * self.heads,
-                s,
-                self.head_dim,
-            ))?)
-        };
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let q = split((self.q.forward(x)? * scale)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
+        let (n, d) = (self.heads, self.head_dim);
+        // [b, s, 3h] -> [3, b * heads, s, head_dim] in one copy
+        let qkv = self.qkv.forward(x)?.reshape((b, s, 3, n, d))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
+        let qkv = qkv.reshape((3, b * n, s, d))?;
+        let q = (qkv.get(0)? * (d as f64).powf(-0.5))?;
+        let (k, v) = (qkv.get(1)?, qkv.get(2)?);
         let mut scores = q.matmul(&k.t()?)?; // [b*heads, s, s]
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
@@ -105,8 +162,8 @@ impl Attention {
             Grad::Yes => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };
         let ctx = probs.matmul(&v)?; // [b*heads, s, head_dim]
-        let ctx = ctx.reshape((b, self.heads, s, self.head_dim))?.transpose(1, 2)?.reshape((b, s, h))?;
-        Ok(self.out.forward(&ctx)?)
+        let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b, s, h))?;
+        self.out.forward(&ctx)
     }
 }
 
@@ -134,7 +191,7 @@ impl EncoderLayer {
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x, grad)?, mask, grad)?)?;
-        let y = self.fc2.forward(&activate(&self.fc1.forward(&self.ln2.forward(&x, grad)?)?, self.act)?)?;
+        let y = self.fc2.forward(&activate(&self.fc1.forward(&self.ln2.forward(&x, grad)?)?, self.act, grad)?)?;
         Ok((x + y)?)
     }
 }

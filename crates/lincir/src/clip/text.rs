@@ -1,10 +1,9 @@
 //! CLIP's text tower with its projection, and the entry point that injects pseudo words.
 
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::Linear;
+use candle_core::{DType, Device, Tensor};
 
 use super::config::{ClipConfig, TextConfig};
-use super::nn::{linear, Encoder, Grad, LayerNorm};
+use super::nn::{linear, Encoder, Grad, LayerNorm, Linear};
 use super::weights::Weights;
 use crate::prompt::PSEUDO_TOKEN_ID;
 use crate::{Error, Result};

@@ -1,10 +1,9 @@
 //! CLIP's vision tower (ViT) with its projection.
 
-use candle_core::{Module, Tensor};
-use candle_nn::Linear;
+use candle_core::Tensor;
 
 use super::config::{ClipConfig, VisionConfig};
-use super::nn::{linear, Encoder, Grad, LayerNorm};
+use super::nn::{linear, Encoder, Grad, LayerNorm, Linear};
 use super::weights::Weights;
 use crate::{Error, Result};
 
