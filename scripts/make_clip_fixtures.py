@@ -274,6 +274,26 @@ def write_images():
     print(f"images: {len(files)}")
 
 
+def write_shapes_reference(shared):
+    """transformers on the shapes CLIP (../shared/shapes/clip): used by the shared test suite."""
+    from transformers import CLIPModel, CLIPTokenizer
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    d = Path(shared) / "shapes"
+    model = CLIPModel.from_pretrained(d / "clip").eval()
+    tok = CLIPTokenizer.from_pretrained(d / "clip")
+    proc = CLIPImageProcessorPil.from_pretrained(d / "clip")
+    texts = (d / "captions.txt").read_text().splitlines()[:6] + ["a photo of $ that is red", "a large green pentagon on cyan"]
+    images = sorted(os.listdir(d / "bench/dev"))[::97][:6]
+    with torch.no_grad():
+        enc = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        t = text_features(model, enc["input_ids"])
+        px = proc(images=[Image.open(d / "bench/dev" / n) for n in images], return_tensors="pt")["pixel_values"]
+        i = image_features(model, px)
+    save_file({"text": t.contiguous(), "image": i.contiguous()}, str(OUT / "expected_shapes.safetensors"),
+              metadata={"texts": json.dumps(texts), "images": json.dumps(images)})
+    print(f"shapes: {len(texts)} texts, {len(images)} images")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default="../shared", help="the shared folder (captions for tokenizer cases)")
@@ -302,6 +322,8 @@ def main():
                                 hidden_act="gelu", layer_norm_eps=1e-6, image_size=28, patch_size=14, **common_v)),
         seed=2, eot=999, vocab=1000, dtype_store="f32", sharded=True, pth_copy="clip-b-pth")
     write_images()
+    if shared:
+        write_shapes_reference(shared)
 
 
 if __name__ == "__main__":
