@@ -37,6 +37,9 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let (embeddings, names, kind) = if let Some(path) = &args.texts {
         let texts = embed::read_text_lines(path)?;
+        if texts.is_empty() {
+            bail!("{}: no texts (the file is empty)", path.display());
+        }
         let pb = progress::bar(texts.len(), "texts");
         let e = embed::embed_texts(&clip, &texts, args.batch_size, &|n| pb.inc(n as u64))?;
         pb.finish_and_clear();
@@ -44,6 +47,10 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         (e, serde_json::json!(names), "text")
     } else {
         let paths = embed::collect_image_paths(&args.images)?;
+        if paths.is_empty() {
+            let given: Vec<String> = args.images.iter().map(|p| p.display().to_string()).collect();
+            bail!("no image files found in {} (extensions: {})", given.join(", "), embed::IMAGE_EXTENSIONS.join(", "));
+        }
         let pb = progress::bar(paths.len(), "images");
         let e = embed::embed_image_files(&clip, &paths, args.batch_size, &|n| pb.inc(n as u64))?;
         pb.finish_and_clear();

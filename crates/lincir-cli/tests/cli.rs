@@ -174,6 +174,13 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit() {
 
     // A missing text file.
     assert_clean_failure(&lincir(&["embed", "--model", model.path().to_str().unwrap(), "--texts", "nope.txt", "--out", o]), &["nope.txt"]);
+    // Nothing to embed.
+    let empty = work.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    assert_clean_failure(&lincir(&["embed", "--model", model.path().to_str().unwrap(), "--texts", empty.to_str().unwrap(), "--out", o]), &["empty.txt", "no texts"]);
+    let empty_dir = work.path().join("no-images");
+    std::fs::create_dir(&empty_dir).unwrap();
+    assert_clean_failure(&lincir(&["embed", "--model", model.path().to_str().unwrap(), "--images", empty_dir.to_str().unwrap(), "--out", o]), &["no-images", "no image files"]);
     assert!(!out.exists(), "no output is written on failure");
 }
 

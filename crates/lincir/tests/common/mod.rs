@@ -19,15 +19,3 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     assert!(scale > 0.0, "reference is all zeros");
     diff / scale
 }
-
-/// A model directory assembled in a temp dir: a fixture model plus the real CLIP BPE files.
-pub fn model_dir_with_tokenizer(fixture: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for src in [fixtures().join(fixture), fixtures().join("bpe")] {
-        for e in std::fs::read_dir(&src).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
-    dir
-}
