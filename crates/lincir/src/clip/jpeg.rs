@@ -72,10 +72,7 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
         Ok((w, h, px))
     });
     match result {
-        Ok(Ok(img)) if TRUNCATED.with(Cell::get) => {
-            let _ = img;
-            Err("truncated JPEG (premature end of data)".into())
-        }
+        Ok(Ok(_)) if TRUNCATED.with(Cell::get) => Err("truncated JPEG (premature end of data)".into()),
         Ok(Ok(img)) => Ok(img),
         Ok(Err(e)) => Err(format!("corrupt JPEG: {e}")),
         Err(payload) => Err(format!(

@@ -41,6 +41,20 @@ impl Linear {
         *out.last_mut().unwrap() = self.weight_t.dim(1)?;
         Ok(y.reshape(out)?)
     }
+
+    /// One layer computing several layers' outputs side by side (their weights concatenated along
+    /// the output dimension); all or none must have a bias.
+    fn concat_outputs(parts: &[Linear]) -> Result<Linear> {
+        let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight_t).collect();
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|l| l.bias.as_ref()).collect();
+        if biases.is_none() && parts.iter().any(|l| l.bias.is_some()) {
+            return Err(crate::Error::Invalid("cannot concatenate layers with and without bias".into()));
+        }
+        Ok(Linear {
+            weight_t: Tensor::cat(&weights, 1)?.contiguous()?,
+            bias: biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
+        })
+    }
 }
 
 pub fn linear(w: &Weights, prefix: &str, input: usize, output: usize, bias: bool) -> Result<Linear> {
@@ -123,18 +137,8 @@ struct Attention {
 impl Attention {
     fn load(w: &Weights, prefix: &str, cfg: &TowerConfig) -> Result<Self> {
         let h = cfg.hidden_size;
-        let parts = ["q_proj", "k_proj", "v_proj"]
-            .map(|p| linear(w, &format!("{prefix}.{p}"), h, h, true));
-        let [q, k, v] = parts;
-        let (q, k, v) = (q?, k?, v?);
-        let cat_bias = |l: [&Linear; 3]| -> Result<Tensor> {
-            let b: Vec<&Tensor> = l.iter().map(|l| l.bias.as_ref().expect("attention projections have a bias")).collect();
-            Ok(Tensor::cat(&b, 0)?)
-        };
-        let qkv = Linear {
-            weight_t: Tensor::cat(&[&q.weight_t, &k.weight_t, &v.weight_t], 1)?.contiguous()?,
-            bias: Some(cat_bias([&q, &k, &v])?),
-        };
+        let [q, k, v] = ["q_proj", "k_proj", "v_proj"].map(|p| linear(w, &format!("{prefix}.{p}"), h, h, true));
+        let qkv = Linear::concat_outputs(&[q?, k?, v?])?;
         Ok(Attention {
             qkv,
             out: linear(w, &format!("{prefix}.out_proj"), h, h, true)?,

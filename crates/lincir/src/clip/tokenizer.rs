@@ -84,11 +84,7 @@ impl ClipTokenizer {
     /// Token ids of one text: start, at most `context_length - 2` BPE tokens, end (truncation
     /// keeps the end token, as transformers' `truncation=True, max_length=77`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::file(&self.source, format!("cannot tokenize {text:?}: {e}")))?;
-        Ok(self.frame(enc.get_ids()))
+        Ok(self.frame(&self.encode_plain(text)?))
     }
 
     /// BPE tokens of a text without start/end and without truncation.
