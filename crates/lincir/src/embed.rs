@@ -112,22 +112,12 @@ pub fn write_embeddings(
     names: &serde_json::Value,
     extra: &[(&str, String)],
 ) -> Result<()> {
-    let emb = embeddings.to_dtype(candle_core::DType::F32)?.contiguous()?;
-    let shape = emb.dims().to_vec();
-    let data: Vec<f32> = emb.flatten_all()?.to_vec1()?;
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
-        .map_err(|e| Error::file(path, format!("cannot build the output tensor: {e}")))?;
     let mut meta = std::collections::HashMap::new();
     meta.insert("names".to_string(), names.to_string());
     for (k, v) in extra {
         meta.insert(k.to_string(), v.clone());
     }
-    let tmp = path.with_extension("safetensors.partial");
-    safetensors::serialize_to_file([("embeddings", view)], Some(meta), &tmp)
-        .map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot write: {e}")))?;
-    Ok(())
+    crate::io::write_safetensors_atomic(path, &[("embeddings".to_string(), embeddings.clone())], meta)
 }
 
 /// Reads texts, one per line (a trailing newline does not add an empty text).

@@ -7,6 +7,10 @@
 pub mod clip;
 pub mod embed;
 pub mod error;
+pub mod io;
+pub mod phi;
 pub mod prompt;
+pub mod rng;
+pub mod smp;
 
 pub use error::{Error, Result};

@@ -15,6 +15,13 @@ pub const CONTEXT_LENGTH: usize = 77;
 pub const START_OF_TEXT_ID: u32 = 49406;
 pub const END_OF_TEXT_ID: u32 = 49407;
 
+/// The placeholder that masking writes into a caption where the pseudo word goes. It is one token
+/// whatever surrounds it (the official code adds it as a special token and maps it to 259).
+pub const PLACEHOLDER: &str = "[$]";
+
+/// The masked caption used when masking left no placeholder (LinCIR spec, SMP step 4).
+pub const FALLBACK_MASKED: &str = "a photo of [$]";
+
 /// The query template of the paper's zero-shot evaluation.
 pub const QUERY_TEMPLATE: &str = "a photo of $ that {}";
 

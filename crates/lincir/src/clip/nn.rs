@@ -4,7 +4,8 @@
 //! they have no backward pass and silently drop gradients), [`Grad::Yes`] uses unfused ops whose
 //! backward exists. The text tower uses the second when a pseudo word needs its gradient.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, D};
 
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
@@ -25,6 +26,31 @@ pub struct Linear {
     bias: Option<Tensor>,
 }
 
+/// y = x Wᵀ for a frozen W whose backward pass computes only the input gradient. candle's matmul
+/// backward also computes the weight gradient, which training never uses: skipping it saves about
+/// a quarter of the backward time and all of the weight-gradient memory (docs/PERFORMANCE.md).
+struct FrozenMatmul {
+    weight_t: Tensor, // [input, output]
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, x_layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = x_layout.shape().dims2()?;
+        let (_, n) = self.weight_t.dims2()?;
+        let (storage, w_layout) = self.weight_t.storage_and_layout();
+        let Storage::Cpu(w) = &*storage else { candle_core::bail!("frozen-matmul: weight is not on the CPU") };
+        Ok((x.matmul(w, (1, m, n, k), x_layout, w_layout)?, Shape::from((m, n))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_y.matmul(&self.weight_t.t()?)?))
+    }
+}
+
 impl Linear {
     /// # Shapes
     /// x: [..., input] -> [..., output]
@@ -32,7 +58,12 @@ impl Linear {
         let dims = x.dims();
         let input = *dims.last().expect("linear input has at least one dimension");
         let rows = x.elem_count() / input;
-        let y = x.contiguous()?.reshape((rows, input))?.matmul(&self.weight_t)?;
+        let x2 = x.contiguous()?.reshape((rows, input))?;
+        let y = if x2.track_op() && x2.device().is_cpu() {
+            x2.apply_op1(FrozenMatmul { weight_t: self.weight_t.clone() })?
+        } else {
+            x2.matmul(&self.weight_t)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

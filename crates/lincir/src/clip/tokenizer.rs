@@ -110,7 +110,25 @@ impl ClipTokenizer {
         self.inner.decode(ids, true).map_err(|e| Error::file(&self.source, format!("cannot decode: {e}")))
     }
 
-    fn frame(&self, body: &[u32]) -> Vec<u32> {
+    /// Decodes BPE ids to text as CLIP's reference tokenizer does: tokens joined, byte-level
+    /// characters mapped back to bytes, every `</w>` (end of word) read as a space, stripped.
+    /// Used to cut an over-long caption to its first 75 tokens.
+    pub fn decode_words(&self, ids: &[u32]) -> Result<String> {
+        let mut joined = String::new();
+        for &id in ids {
+            let tok = self
+                .inner
+                .id_to_token(id)
+                .ok_or_else(|| Error::file(&self.source, format!("cannot decode: id {id} is not in the vocabulary")))?;
+            joined.push_str(&tok);
+        }
+        let table = byte_level_decoder();
+        let bytes: Vec<u8> = joined.chars().filter_map(|c| table.get(&c).copied()).collect();
+        Ok(String::from_utf8_lossy(&bytes).replace("</w>", " ").trim().to_string())
+    }
+
+    /// Start token, at most `context_length - 2` of `body`, end token.
+    pub fn frame(&self, body: &[u32]) -> Vec<u32> {
         let keep = body.len().min(self.context_length - 2);
         let mut ids = Vec::with_capacity(keep + 2);
         ids.push(self.start_id);
@@ -118,6 +136,27 @@ impl ClipTokenizer {
         ids.push(self.end_id);
         ids
     }
+}
+
+/// The inverse of byte-level BPE's byte-to-character table: printable bytes stand for themselves,
+/// the others were shifted to code points from 256 on.
+fn byte_level_decoder() -> &'static std::collections::HashMap<char, u8> {
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<char, u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let printable = |b: u8| (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let mut next = 256u32;
+        (0..=255u8)
+            .map(|b| {
+                if printable(b) {
+                    (char::from(b), b)
+                } else {
+                    let c = char::from_u32(next).expect("valid code point");
+                    next += 1;
+                    (c, b)
+                }
+            })
+            .collect()
+    })
 }
 
 /// Pads token sequences with 0 to the longest one. Exact for CLIP: attention is causal and

@@ -1,0 +1,68 @@
+//! Files written by lincir: atomically (temporary file + rename, so an interrupted run never
+//! leaves a half-written output) and as safetensors where they hold tensors.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::{Error, Result};
+
+/// The temporary sibling a file is written to before being renamed into place.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// Writes bytes to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = partial_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot write: {e}")))
+}
+
+/// Writes named tensors (stored as f32) and string metadata as one safetensors file, atomically.
+pub fn write_safetensors_atomic(path: &Path, tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<()> {
+    let mut buffers = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t.to_dtype(DType::F32)?.contiguous()?;
+        let data: Vec<f32> = t.flatten_all()?.to_vec1()?;
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        buffers.push((name.clone(), t.dims().to_vec(), bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::file(path, format!("cannot build tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tmp = partial_path(path);
+    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot write: {e}")))
+}
+
+/// Every tensor of a parsed safetensors file, converted to f32 on the CPU.
+pub fn safetensors_to_tensors(path: &Path, st: &safetensors::SafeTensors) -> Result<HashMap<String, Tensor>> {
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let t = candle_core::safetensors::Load::load(&view, &Device::Cpu)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map_err(|e| Error::tensor(path, &name, e))?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// Reads a whole safetensors file: tensors (f32, CPU) and metadata.
+pub fn read_safetensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::file(path, format!("not a readable safetensors file: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, e))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    Ok((safetensors_to_tensors(path, &st)?, meta))
+}

@@ -1,0 +1,222 @@
+//! phi: the MLP that turns a CLIP embedding into a pseudo word, and its checkpoint formats.
+//!
+//! `Linear(P, 4P) -> GELU(erf) -> Dropout -> Linear(4P, 4P) -> GELU -> Dropout -> Linear(4P, W)`
+//! with P the CLIP projection dimension and W the text width. Parameter names are the official
+//! ones (`layers.0.*`, `layers.3.*`, `layers.6.*`: the positions in PyTorch's `nn.Sequential`), so
+//! our safetensors checkpoints and the official `.pt` files share one key space.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The three linear layers by their official names.
+pub const LAYER_NAMES: [&str; 3] = ["layers.0", "layers.3", "layers.6"];
+
+/// `format` metadata of a lincir phi checkpoint.
+const FORMAT: &str = "lincir-phi";
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PhiConfig {
+    /// P: the CLIP projection dimension (phi's input).
+    pub input_dim: usize,
+    /// 4P in the paper.
+    pub hidden_dim: usize,
+    /// W: the width of CLIP's token embeddings (phi's output, a pseudo word).
+    pub output_dim: usize,
+    /// Dropout probability while training (0.5 in the paper); never applied at evaluation.
+    pub dropout: f64,
+    /// L2-normalise phi's input (training and evaluation alike). Off in the paper.
+    pub l2_normalize: bool,
+}
+
+impl PhiConfig {
+    /// The paper's phi for a backbone with projection dim `p` and text width `w`.
+    pub fn for_backbone(p: usize, w: usize) -> Self {
+        PhiConfig { input_dim: p, hidden_dim: 4 * p, output_dim: w, dropout: 0.5, l2_normalize: false }
+    }
+
+    /// (output, input) shape of each linear layer's weight.
+    fn weight_shapes(&self) -> [(usize, usize); 3] {
+        [(self.hidden_dim, self.input_dim), (self.hidden_dim, self.hidden_dim), (self.output_dim, self.hidden_dim)]
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.weight_shapes().iter().map(|(o, i)| o * i + o).sum()
+    }
+}
+
+/// Dropout masks of one forward pass: 0 where dropped, 1/(1-p) where kept.
+///
+/// # Shapes
+/// each: [batch, hidden_dim]
+pub struct DropoutMasks {
+    pub first: Tensor,
+    pub second: Tensor,
+}
+
+pub struct Phi {
+    pub config: PhiConfig,
+    /// (weight [out, in], bias [out]) per layer, trainable.
+    layers: Vec<(Var, Var)>,
+}
+
+impl Phi {
+    /// PyTorch's default `nn.Linear` initialisation: U(-1/sqrt(in), 1/sqrt(in)) for weights and
+    /// biases, drawn from a seeded generator.
+    pub fn init(config: PhiConfig, seed: u64, device: &Device) -> Result<Self> {
+        let mut rng = crate::rng::Rng::new(seed);
+        let layers = config
+            .weight_shapes()
+            .iter()
+            .map(|&(o, i)| {
+                let bound = 1.0 / (i as f32).sqrt();
+                let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect() };
+                let w = Tensor::from_vec(uniform(o * i), (o, i), device)?;
+                let b = Tensor::from_vec(uniform(o), o, device)?;
+                Ok((Var::from_tensor(&w)?, Var::from_tensor(&b)?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Phi { config, layers })
+    }
+
+    /// Builds phi from named tensors (official key names), checking every shape against `config`.
+    pub fn from_tensors(config: PhiConfig, tensors: &HashMap<String, Tensor>, source: &Path, device: &Device) -> Result<Self> {
+        let mut layers = Vec::with_capacity(3);
+        for (name, (o, i)) in LAYER_NAMES.iter().zip(config.weight_shapes()) {
+            let get = |suffix: &str, shape: &[usize]| -> Result<Var> {
+                let key = format!("{name}.{suffix}");
+                let t = tensors.get(&key).ok_or_else(|| Error::tensor(source, &key, "missing from the phi checkpoint"))?;
+                if t.dims() != shape {
+                    return Err(Error::tensor(source, &key, format!("has shape {:?}, expected {shape:?}", t.dims())));
+                }
+                Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?)
+            };
+            layers.push((get("weight", &[o, i])?, get("bias", &[o])?));
+        }
+        Ok(Phi { config, layers })
+    }
+
+    /// Loads a checkpoint: lincir's safetensors (with its config in the metadata) or an official
+    /// `.pt` file (`{'epoch', 'Phi': state_dict}`; the architecture is read from the shapes).
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let (tensors, config) = read_checkpoint(path)?;
+        Self::from_tensors(config, &tensors, path, device)
+    }
+
+    /// [`Self::load`], then checks that phi fits the CLIP backbone it will be used with.
+    pub fn load_for(path: &Path, projection_dim: usize, text_width: usize, device: &Device) -> Result<Self> {
+        let phi = Self::load(path, device)?;
+        let c = &phi.config;
+        if c.input_dim != projection_dim || c.output_dim != text_width {
+            return Err(Error::file(
+                path,
+                format!(
+                    "phi maps {} -> {}, but the CLIP model has projection dim {projection_dim} and text width {text_width}: \
+                     a checkpoint for another backbone",
+                    c.input_dim, c.output_dim
+                ),
+            ));
+        }
+        Ok(phi)
+    }
+
+    /// The trainable parameters in a fixed order: weight and bias of each layer.
+    pub fn vars(&self) -> Vec<&Var> {
+        self.layers.iter().flat_map(|(w, b)| [w, b]).collect()
+    }
+
+    /// Parameters by official name.
+    pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
+        LAYER_NAMES
+            .iter()
+            .zip(&self.layers)
+            .flat_map(|(n, (w, b))| [(format!("{n}.weight"), w.as_tensor().clone()), (format!("{n}.bias"), b.as_tensor().clone())])
+            .collect()
+    }
+
+    /// The forward pass. Dropout is applied only with masks (training); evaluation passes `None`.
+    ///
+    /// # Shapes
+    /// x: [batch, input_dim] -> [batch, output_dim]
+    pub fn forward(&self, x: &Tensor, masks: Option<&DropoutMasks>) -> Result<Tensor> {
+        let mut h = if self.config.l2_normalize { l2_normalize(x)? } else { x.clone() };
+        for (i, (w, b)) in self.layers.iter().enumerate() {
+            h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            if i < 2 {
+                h = h.gelu_erf()?;
+                if let Some(m) = masks {
+                    h = (h * if i == 0 { &m.first } else { &m.second })?;
+                }
+            }
+        }
+        Ok(h)
+    }
+
+    /// Writes a lincir checkpoint (safetensors, official key names, config in the metadata),
+    /// atomically: a crash never leaves a half-written file under `path`.
+    pub fn save(&self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
+        let mut meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("phi_config".to_string(), serde_json::to_string(&self.config).expect("config serialises")),
+        ]);
+        meta.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        crate::io::write_safetensors_atomic(path, &self.named_tensors(), meta)
+    }
+
+    /// Copies the values of `other` into this phi (EMA weights into a model for saving).
+    pub fn set_from(&self, values: &[Tensor]) -> Result<()> {
+        for (v, t) in self.vars().into_iter().zip(values) {
+            v.set(t)?;
+        }
+        Ok(())
+    }
+}
+
+/// x / ||x|| over the last dimension.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(candle_core::D::Minus1)?.sqrt()?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// Reads the tensors of a phi checkpoint in either format and the config they imply.
+fn read_checkpoint(path: &Path) -> Result<(HashMap<String, Tensor>, PhiConfig)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
+    if bytes.starts_with(b"PK") {
+        return read_official(path);
+    }
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::file(path, format!("neither a safetensors file nor an official .pt checkpoint: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, e))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let tensors = crate::io::safetensors_to_tensors(path, &st)?;
+    let config = match meta.get("phi_config") {
+        Some(json) => serde_json::from_str(json).map_err(|e| Error::file(path, format!("malformed phi_config metadata: {e}")))?,
+        None => config_from_shapes(path, &tensors)?,
+    };
+    Ok((tensors, config))
+}
+
+/// The official format: a PyTorch zip checkpoint holding `{'epoch': n, 'Phi': state_dict}`.
+/// candle's pickle reader parses the data and executes nothing.
+fn read_official(path: &Path) -> Result<(HashMap<String, Tensor>, PhiConfig)> {
+    let entries = candle_core::pickle::read_all_with_key(path, Some("Phi"))
+        .map_err(|e| Error::file(path, format!("not a readable official phi checkpoint (expected a dict with key 'Phi'): {e}")))?;
+    let tensors: HashMap<String, Tensor> = entries.into_iter().collect();
+    let config = config_from_shapes(path, &tensors)?;
+    Ok((tensors, config))
+}
+
+/// phi's architecture from its weight shapes (the official files carry no config).
+fn config_from_shapes(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<PhiConfig> {
+    let dims = |key: &str| -> Result<(usize, usize)> {
+        let t = tensors.get(key).ok_or_else(|| Error::tensor(path, key, "missing: not a phi checkpoint"))?;
+        t.dims2().map_err(|_| Error::tensor(path, key, format!("has shape {:?}, expected a matrix", t.dims())))
+    };
+    let (hidden, input) = dims("layers.0.weight")?;
+    let (output, _) = dims("layers.6.weight")?;
+    Ok(PhiConfig { input_dim: input, hidden_dim: hidden, output_dim: output, dropout: 0.5, l2_normalize: false })
+}
