@@ -20,7 +20,7 @@ pub fn hub_offline() -> bool {
 }
 
 /// Does `spec` look like a hub id (`name`, `owner/name`, optionally `@revision`) rather than a path?
-fn looks_like_hub_id(spec: &str) -> bool {
+pub fn looks_like_hub_id(spec: &str) -> bool {
     let id = spec.split('@').next().unwrap_or(spec);
     let parts: Vec<&str> = id.split('/').collect();
     !spec.starts_with(['.', '/', '~'])

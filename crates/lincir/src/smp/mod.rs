@@ -6,6 +6,7 @@
 //! update, [`corpus`] for caption sources and [`train`] for the loop with checkpoints.
 
 pub mod clean;
+pub mod corpus;
 pub mod mask;
 pub mod optim;
 pub mod sample;
