@@ -4,6 +4,7 @@
 mod bench;
 mod embed;
 mod progress;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Embed texts (one per line) or images with CLIP into a safetensors file.
     Embed(embed::EmbedArgs),
+    /// Train phi on captions alone (self-masking projection).
+    Train(train::TrainArgs),
     /// Measure throughput on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -36,6 +39,7 @@ fn main() {
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Train(args) => train::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -4,6 +4,7 @@
 //! preprocessing, both towers, weight loading), [`prompt`] the one place that knows the
 //! pseudo-word conventions, [`embed`] batch embedding of texts and image files.
 
+pub mod bench;
 pub mod clip;
 pub mod embed;
 pub mod error;

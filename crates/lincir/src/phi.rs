@@ -124,6 +124,16 @@ impl Phi {
         Ok(phi)
     }
 
+    /// phi with the given parameter values (in [`Self::vars`] order), copied.
+    pub fn with_weights(config: PhiConfig, values: &[Tensor]) -> Result<Self> {
+        let vars: Vec<Var> = values.iter().map(Var::from_tensor).collect::<candle_core::Result<_>>()?;
+        if vars.len() != 6 {
+            return Err(Error::Invalid(format!("phi has 6 parameter tensors, got {}", vars.len())));
+        }
+        let layers = vars.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+        Ok(Phi { config, layers })
+    }
+
     /// The trainable parameters in a fixed order: weight and bias of each layer.
     pub fn vars(&self) -> Vec<&Var> {
         self.layers.iter().flat_map(|(w, b)| [w, b]).collect()
@@ -167,7 +177,7 @@ impl Phi {
         crate::io::write_safetensors_atomic(path, &self.named_tensors(), meta)
     }
 
-    /// Copies the values of `other` into this phi (EMA weights into a model for saving).
+    /// Sets the parameter values (in [`Self::vars`] order).
     pub fn set_from(&self, values: &[Tensor]) -> Result<()> {
         for (v, t) in self.vars().into_iter().zip(values) {
             v.set(t)?;

@@ -305,6 +305,7 @@ pub struct ShuffledCaptions<'a> {
     epoch: u64,
     pass: Option<Box<dyn Iterator<Item = Result<Option<String>>> + Send + 'a>>,
     pass_len: u64,
+    epoch_len: Option<u64>,
     buffer: Vec<Option<String>>,
     rng: Rng,
     next_index: u64,
@@ -321,6 +322,7 @@ impl<'a> ShuffledCaptions<'a> {
             epoch: 0,
             pass: None,
             pass_len: 0,
+            epoch_len: None,
             buffer: Vec::new(),
             rng: Rng::derive(seed, SHUFFLE_STREAM, 0),
             next_index: 0,
@@ -331,8 +333,13 @@ impl<'a> ShuffledCaptions<'a> {
         self.epoch
     }
 
+    /// Captions per epoch, once the first epoch has been read.
+    pub fn epoch_len(&self) -> Option<u64> {
+        self.epoch_len
+    }
+
     /// Index that the next caption will carry.
-    pub fn position(&self) -> u64 {
+    pub fn next_index(&self) -> u64 {
         self.next_index
     }
 }
@@ -367,6 +374,7 @@ impl Iterator for ShuffledCaptions<'_> {
                         return Some(Err(Error::Invalid("the caption corpus is empty".into())));
                     }
                     self.epoch += 1;
+                    self.epoch_len.get_or_insert(self.pass_len);
                     self.pass = None;
                     self.pass_len = 0;
                     self.rng = Rng::derive(self.seed, SHUFFLE_STREAM, self.epoch);

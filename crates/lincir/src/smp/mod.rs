@@ -12,3 +12,11 @@ pub mod optim;
 pub mod sample;
 pub mod schedule;
 pub mod step;
+pub mod train;
+
+/// The keywords of a cleaned caption. TEMPORARY stand-in until the tagger lands: every word
+/// outside a small list of function words.
+pub fn caption_keywords(caption: &str) -> Vec<String> {
+    const FUNCTION: [&str; 12] = ["is", "are", "on", "in", "at", "of", "with", "and", "that", "there", "to", "has"];
+    caption.split(' ').filter(|w| !w.is_empty() && !FUNCTION.contains(w)).map(str::to_string).collect()
+}

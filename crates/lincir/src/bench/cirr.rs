@@ -1,0 +1,163 @@
+//! CIRR: the reader for its published layout, the metrics (Recall@K with the reference removed,
+//! subset Recall@K within the query's image set) and the evaluation server's submission files.
+//!
+//! Layout under the dataset root (`CIRR/`): `cirr/captions/cap.rc2.{split}.json`,
+//! `cirr/image_splits/split.rc2.{split}.json` (image name -> path relative to the root).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::metrics::{rank_of, ranking, recall_at};
+use crate::{Error, Result};
+
+pub const RECALL_KS: [usize; 4] = [1, 5, 10, 50];
+pub const SUBSET_KS: [usize; 3] = [1, 2, 3];
+
+#[derive(Debug, Clone)]
+pub struct CirrQuery {
+    pub pair_id: i64,
+    pub caption: String,
+    /// Gallery index of the reference image.
+    pub reference: usize,
+    /// Gallery index of `target_hard` (absent on the test split).
+    pub target: Option<usize>,
+    /// Gallery indices of `img_set.members`.
+    pub members: Vec<usize>,
+}
+
+pub struct CirrSplit {
+    pub root: PathBuf,
+    pub split: String,
+    /// Gallery image names, sorted, and their files.
+    pub names: Vec<String>,
+    pub paths: Vec<PathBuf>,
+    pub queries: Vec<CirrQuery>,
+}
+
+#[derive(Deserialize)]
+struct RawQuery {
+    pairid: i64,
+    reference: String,
+    caption: String,
+    target_hard: Option<String>,
+    img_set: RawImgSet,
+}
+
+#[derive(Deserialize)]
+struct RawImgSet {
+    members: Vec<String>,
+}
+
+impl CirrSplit {
+    /// Finds the dataset root: `path` itself or `path/CIRR`, whichever holds `cirr/captions`.
+    pub fn find_root(path: &Path) -> Result<PathBuf> {
+        for root in [path.to_path_buf(), path.join("CIRR")] {
+            if root.join("cirr/captions").is_dir() {
+                return Ok(root);
+            }
+        }
+        Err(Error::file(path, "not a CIRR dataset root: expected cirr/captions/ and cirr/image_splits/ under it"))
+    }
+
+    pub fn load(path: &Path, split: &str) -> Result<Self> {
+        let root = Self::find_root(path)?;
+        let split_file = root.join(format!("cirr/image_splits/split.rc2.{split}.json"));
+        let images: HashMap<String, String> = read_json(&split_file)?;
+        let mut names: Vec<String> = images.keys().cloned().collect();
+        names.sort();
+        let paths = names.iter().map(|n| root.join(&images[n])).collect();
+        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+
+        let captions_file = root.join(format!("cirr/captions/cap.rc2.{split}.json"));
+        let raw: Vec<RawQuery> = read_json(&captions_file)?;
+        let find = |name: &str, what: &str, pair: i64| -> Result<usize> {
+            index.get(name).copied().ok_or_else(|| {
+                Error::file(&captions_file, format!("pair {pair}: {what} `{name}` is not in {}", split_file.display()))
+            })
+        };
+        let queries = raw
+            .into_iter()
+            .map(|q| {
+                Ok(CirrQuery {
+                    pair_id: q.pairid,
+                    reference: find(&q.reference, "reference", q.pairid)?,
+                    target: q.target_hard.as_deref().map(|t| find(t, "target", q.pairid)).transpose()?,
+                    members: q.img_set.members.iter().map(|m| find(m, "image-set member", q.pairid)).collect::<Result<_>>()?,
+                    caption: q.caption,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CirrSplit { root, split: split.to_string(), names, paths, queries })
+    }
+
+    pub fn captions(&self) -> Vec<String> {
+        self.queries.iter().map(|q| q.caption.clone()).collect()
+    }
+
+    pub fn reference_indices(&self) -> Vec<usize> {
+        self.queries.iter().map(|q| q.reference).collect()
+    }
+}
+
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("malformed annotation file: {e}")))
+}
+
+/// CIRR's metrics, percentages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CirrMetrics {
+    /// (k, Recall@k) over the whole gallery, reference removed.
+    pub recall: Vec<(usize, f64)>,
+    /// (k, Recall_subset@k) within the image set, reference removed.
+    pub recall_subset: Vec<(usize, f64)>,
+    pub queries: usize,
+}
+
+impl CirrMetrics {
+    pub fn recall_at(&self, k: usize) -> Option<f64> {
+        self.recall.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v)
+    }
+}
+
+/// Metrics of one score row per query (over the split's gallery). Queries need targets.
+pub fn metrics(split: &CirrSplit, scores: &[Vec<f32>]) -> Result<CirrMetrics> {
+    let all: Vec<usize> = (0..split.names.len()).collect();
+    let mut ranks = Vec::new();
+    let mut subset_ranks = Vec::new();
+    for (q, row) in split.queries.iter().zip(scores) {
+        let target = q.target.ok_or_else(|| Error::Invalid(format!("pair {} has no target: the {} split has no ground truth", q.pair_id, split.split)))?;
+        ranks.push(rank_of(row, &all, target, Some(q.reference)));
+        subset_ranks.push(rank_of(row, &q.members, target, Some(q.reference)));
+    }
+    Ok(CirrMetrics {
+        recall: RECALL_KS.iter().map(|&k| (k, recall_at(&ranks, k))).collect(),
+        recall_subset: SUBSET_KS.iter().map(|&k| (k, recall_at(&subset_ranks, k))).collect(),
+        queries: ranks.len(),
+    })
+}
+
+/// The two files of the CIRR evaluation server: `recall` (top 50 names per pair) and
+/// `recall_subset` (top 3 names within the image set), version rc2, reference removed.
+pub fn submission(split: &CirrSplit, scores: &[Vec<f32>]) -> (serde_json::Value, serde_json::Value) {
+    let mut recall = serde_json::Map::new();
+    let mut subset = serde_json::Map::new();
+    for m in [&mut recall, &mut subset] {
+        m.insert("version".into(), "rc2".into());
+    }
+    recall.insert("metric".into(), "recall".into());
+    subset.insert("metric".into(), "recall_subset".into());
+    for (q, row) in split.queries.iter().zip(scores) {
+        let names = |order: Vec<usize>, n: usize| -> serde_json::Value {
+            order.into_iter().filter(|&i| i != q.reference).take(n).map(|i| split.names[i].clone()).collect()
+        };
+        recall.insert(q.pair_id.to_string(), names(ranking(row), 50));
+        let mut members: Vec<usize> = q.members.clone();
+        // Stable: ties keep the image-set order.
+        members.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+        subset.insert(q.pair_id.to_string(), names(members, 3));
+    }
+    (recall.into(), subset.into())
+}

@@ -1,0 +1,154 @@
+//! The training loop on the tiny clip-a fixture: a resumed run is identical to an uninterrupted
+//! one, outputs are complete, bad corpora and mismatched resumptions are clear errors.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use common::{fixtures, rel_err};
+use lincir::clip::{Clip, LoadOptions, Towers};
+use lincir::phi::{Phi, PhiConfig};
+use lincir::smp::corpus::Corpus;
+use lincir::smp::optim::AdamWConfig;
+use lincir::smp::schedule::LrSchedule;
+use lincir::smp::train::{self, NoiseMode, TrainConfig};
+
+fn model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for src in [fixtures().join("clip-a"), fixtures().join("bpe")] {
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+fn words(c: &str) -> Vec<String> {
+    c.split(' ').filter(|w| w.len() > 3).map(str::to_string).collect()
+}
+
+fn config(model: &Path, captions: &Path, steps: u64) -> TrainConfig {
+    TrainConfig {
+        model: model.display().to_string(),
+        captions: vec![captions.display().to_string()],
+        text_field: "text".into(),
+        batch_size: 4,
+        max_steps: steps,
+        lr: 1e-3,
+        adamw: AdamWConfig::default(),
+        lr_scheduler: LrSchedule::Cosine,
+        lr_warmup_steps: 2,
+        grad_accum: 2,
+        max_grad_norm: Some(1.0),
+        phi: PhiConfig::for_backbone(16, 24),
+        noise: NoiseMode::Uniform,
+        use_ema: true,
+        ema_decay: 0.999,
+        seed: 5,
+        checkpointing_steps: 3,
+        validation_steps: None,
+        cirr_dataset_path: None,
+        shuffle_buffer: 7, // smaller than the corpus: the buffer state matters on resume
+    }
+}
+
+fn corpus_file(dir: &Path, lines: &[&str]) -> PathBuf {
+    let p = dir.join("captions.txt");
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    p
+}
+
+const CAPTIONS: [&str; 13] = [
+    "a man riding a brown horse on the beach",
+    "two dogs playing in the snow",
+    "",
+    "a red car parked near a tall building",
+    "$$",
+    "a bowl of fresh fruit on a wooden table",
+    "children flying kites in a green park",
+    "an old lighthouse under a cloudy sky",
+    "a plate of pasta with tomato sauce",
+    "a cat sleeping on a sunny windowsill",
+    "a small boat on a calm blue lake",
+    "people walking across a busy street",
+    "a snowy mountain behind a frozen lake",
+];
+
+fn run(cfg: &TrainConfig, clip: &Clip, out: &Path, resume: bool) -> lincir::Result<u64> {
+    let corpus = Corpus::open(&cfg.captions, "text")?;
+    let mut steps = 0;
+    train::train(cfg, clip, &corpus, &words, out, resume, &mut |e| {
+        if let train::Event::Step(r) = e {
+            steps = r.step;
+        }
+    })?;
+    Ok(steps)
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let model = model_dir();
+    let clip = Clip::load(model.path().to_str().unwrap(), &LoadOptions { towers: Towers::Text, ..Default::default() }).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let captions = corpus_file(work.path(), &CAPTIONS);
+
+    let straight = work.path().join("straight");
+    assert_eq!(run(&config(model.path(), &captions, 6), &clip, &straight, false).unwrap(), 6);
+
+    let split = work.path().join("split");
+    assert_eq!(run(&config(model.path(), &captions, 3), &clip, &split, false).unwrap(), 3);
+    assert_eq!(run(&config(model.path(), &captions, 6), &clip, &split, true).unwrap(), 6);
+
+    for file in [train::LATEST_FILE, "checkpoints/phi_000006.safetensors"] {
+        let a = Phi::load(&straight.join(file), &Device::Cpu).unwrap();
+        let b = Phi::load(&split.join(file), &Device::Cpu).unwrap();
+        for ((name, x), (_, y)) in a.named_tensors().iter().zip(b.named_tensors()) {
+            assert_eq!(rel_err(x, &y), 0.0, "{file} {name} differs after resuming");
+        }
+    }
+    let lines = |d: &Path| std::fs::read_to_string(d.join(train::METRICS_FILE)).unwrap();
+    let strip = |s: String| -> Vec<serde_json::Value> {
+        s.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("samples_per_s");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(lines(&straight)), strip(lines(&split)), "same losses, rates and skip counts");
+    let last: serde_json::Value = serde_json::from_str(lines(&straight).lines().last().unwrap()).unwrap();
+    assert!(last["skipped_captions"].as_u64().unwrap() >= 2, "the empty line and the `$$` line are skipped: {last}");
+    assert!(straight.join(train::CONFIG_FILE).is_file());
+    assert!(straight.join("checkpoints/phi_000003.safetensors").is_file());
+
+    // The saved phi is trained: it moved away from the initialisation.
+    let init = Phi::init(PhiConfig::for_backbone(16, 24), 5, &Device::Cpu).unwrap();
+    let trained = Phi::load(&straight.join(train::LATEST_FILE), &Device::Cpu).unwrap();
+    assert!(rel_err(&trained.named_tensors()[0].1, &init.named_tensors()[0].1) > 1e-4);
+
+    // Resuming with other settings, or starting over an existing run, is refused.
+    let mut other = config(model.path(), &captions, 9);
+    other.batch_size = 8;
+    let e = run(&other, &clip, &split, true).unwrap_err().to_string();
+    assert!(e.contains("other settings"), "{e}");
+    let e = run(&config(model.path(), &captions, 6), &clip, &split, false).unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    let e = run(&config(model.path(), &captions, 6), &clip, &work.path().join("nothing"), true).unwrap_err().to_string();
+    assert!(e.contains("nothing to resume"), "{e}");
+}
+
+#[test]
+fn corpora_without_usable_captions_are_errors_not_hangs() {
+    let model = model_dir();
+    let clip = Clip::load(model.path().to_str().unwrap(), &LoadOptions { towers: Towers::Text, ..Default::default() }).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let only_dollars = corpus_file(work.path(), &["$", "", " $ ", "$$"]);
+    let e = run(&config(model.path(), &only_dollars, 2), &clip, &work.path().join("a"), false).unwrap_err().to_string();
+    assert!(e.contains("no usable captions"), "{e}");
+    let empty = corpus_file(work.path(), &[]);
+    let e = run(&config(model.path(), &empty, 2), &clip, &work.path().join("b"), false).unwrap_err().to_string();
+    assert!(e.contains("empty"), "{e}");
+}
