@@ -13,6 +13,23 @@ use lincir::clip::{preprocess, tokenizer::pad_batch, Clip, LoadOptions};
 pub enum BenchCommand {
     /// Text and image encoding throughput of a CLIP model.
     Encode(EncodeArgs),
+    /// Training throughput (samples/s) of the SMP step, data preparation included.
+    Train(TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    /// CLIP model: a local directory or a hub id (only the text tower is loaded).
+    #[arg(long)]
+    model: String,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 6)]
+    steps: u64,
+    /// Write the numbers as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -36,6 +53,7 @@ pub struct EncodeArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Encode(args) => encode(args),
+        BenchCommand::Train(args) => train_step(args),
     }
 }
 
@@ -137,6 +155,73 @@ fn encode(args: EncodeArgs) -> Result<()> {
         println!("{:<44} {:>12.2}", "images/s (vision tower)", v);
     }
     println!("{:<44} {:>12.1}", "preprocess 640x480 -> crop, images/s (1 thread)", preprocess_per_s);
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Runs the real training loop on synthetic captions and reports the median samples/s per step.
+fn train_step(args: TrainBenchArgs) -> Result<()> {
+    use lincir::smp::{corpus::Corpus, optim::AdamWConfig, schedule::LrSchedule, train};
+    if args.batch_size == 0 || args.steps == 0 {
+        bail!("--batch-size and --steps must be at least 1");
+    }
+    let clip = Clip::load(&args.model, &LoadOptions { towers: lincir::clip::Towers::Text, ..Default::default() })?;
+    let work = std::env::temp_dir().join(format!("lincir-bench-train-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let captions = work.join("captions.txt");
+    let texts = synthetic_captions(args.batch_size * (args.steps as usize + 1), 1);
+    std::fs::write(&captions, texts.join("\n"))?;
+    let text = clip.text()?;
+    let cfg = train::TrainConfig {
+        model: args.model.clone(),
+        captions: vec![captions.display().to_string()],
+        text_field: "text".into(),
+        batch_size: args.batch_size,
+        max_steps: args.steps + 1,
+        lr: 1e-4,
+        adamw: AdamWConfig::default(),
+        lr_scheduler: LrSchedule::Constant,
+        lr_warmup_steps: 0,
+        grad_accum: 1,
+        max_grad_norm: None,
+        phi: lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width()),
+        noise: train::NoiseMode::Uniform,
+        use_ema: false,
+        ema_decay: 0.9999,
+        seed: 0,
+        checkpointing_steps: u64::MAX,
+        validation_steps: None,
+        cirr_dataset_path: None,
+        // No shuffling: the captions come in the order PyTorch's side reads them.
+        shuffle_buffer: 1,
+    };
+    let corpus = Corpus::open(&cfg.captions, "text")?;
+    let mut rates = Vec::new();
+    let result = train::train(&cfg, &clip, &corpus, &lincir::smp::caption_keywords, &work.join("run"), false, &mut |e| {
+        if let train::Event::Step(r) = e {
+            if r.step > 1 {
+                rates.push(r.samples_per_s);
+            }
+        }
+    });
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let report = serde_json::json!({
+        "tool": "lincir",
+        "model": clip.name,
+        "machine": machine(),
+        "batch_size": args.batch_size,
+        "dtype": "f32",
+        "samples_per_s": median,
+        "steps_timed": rates.len(),
+    });
+    println!("{:<44} {:>12}", "measure", "value");
+    println!("{:<44} {:>12.2}", "training samples/s (median step)", median);
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
         println!("wrote {}", out.display());

@@ -157,7 +157,7 @@ impl Phi {
         for (i, (w, b)) in self.layers.iter().enumerate() {
             h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
             if i < 2 {
-                h = h.gelu_erf()?;
+                h = crate::clip::ops::gelu_erf(&h)?;
                 if let Some(m) = masks {
                     h = (h * if i == 0 { &m.first } else { &m.second })?;
                 }

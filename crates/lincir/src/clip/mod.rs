@@ -4,6 +4,7 @@ pub mod config;
 pub mod hub;
 pub mod jpeg;
 pub mod nn;
+pub mod ops;
 pub mod preprocess;
 pub mod resample;
 pub mod text;

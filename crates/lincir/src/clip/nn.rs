@@ -1,11 +1,11 @@
 //! The transformer blocks shared by both CLIP towers, with Hugging Face weight names.
 //!
 //! Two execution paths: [`Grad::No`] uses candle's fused layer-norm and softmax kernels (fast, but
-//! they have no backward pass and silently drop gradients), [`Grad::Yes`] uses unfused ops whose
-//! backward exists. The text tower uses the second when a pseudo word needs its gradient.
+//! they have no backward pass and silently drop gradients), [`Grad::Yes`] uses our fused kernels
+//! that do have one (`ops.rs`), and a matrix product that computes only the input gradient. The text tower uses the second when a pseudo word needs its gradient.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
@@ -141,7 +141,7 @@ impl LayerNorm {
         Ok(match grad {
             // The fused kernel needs contiguous input.
             Grad::No => candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)?,
-            Grad::Yes => candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)?,
+            Grad::Yes => super::ops::layer_norm(x, &self.weight, &self.bias, self.eps)?,
         })
     }
 }
@@ -151,8 +151,10 @@ pub fn activate(x: &Tensor, act: Activation, grad: Grad) -> Result<Tensor> {
         Activation::QuickGelu if grad == Grad::No && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
             x.contiguous()?.apply_op1_no_bwd(&QuickGeluOp)?
         }
-        Activation::QuickGelu => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
-        Activation::Gelu => x.gelu_erf()?,
+        Activation::QuickGelu if grad == Grad::No => (x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?,
+        Activation::QuickGelu => super::ops::quick_gelu(x)?,
+        Activation::Gelu if grad == Grad::No => x.gelu_erf()?,
+        Activation::Gelu => super::ops::gelu_erf(x)?,
         Activation::GeluTanh => x.gelu()?,
     })
 }
@@ -194,7 +196,7 @@ impl Attention {
         }
         let probs = match grad {
             Grad::No => candle_nn::ops::softmax_last_dim(&scores)?,
-            Grad::Yes => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            Grad::Yes => super::ops::softmax_last_dim(&scores)?,
         };
         let ctx = probs.matmul(&v)?; // [b*heads, s, head_dim]
         let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b, s, h))?;
