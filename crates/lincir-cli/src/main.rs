@@ -3,6 +3,7 @@
 
 mod bench;
 mod embed;
+mod eval;
 mod progress;
 mod train;
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Embed texts (one per line) or images with CLIP into a safetensors file.
     Embed(embed::EmbedArgs),
+    /// Zero-shot composed retrieval metrics on a benchmark.
+    Eval(eval::EvalArgs),
     /// Train phi on captions alone (self-masking projection).
     Train(train::TrainArgs),
     /// Measure throughput on this machine.
@@ -40,6 +43,7 @@ fn main() {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
