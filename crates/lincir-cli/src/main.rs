@@ -4,6 +4,7 @@
 mod bench;
 mod embed;
 mod eval;
+mod keywords;
 mod progress;
 mod train;
 
@@ -25,6 +26,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Zero-shot composed retrieval metrics on a benchmark.
     Eval(eval::EvalArgs),
+    /// Print the keywords and masked form of captions (JSON lines), as training sees them.
+    Keywords(keywords::KeywordsArgs),
     /// Train phi on captions alone (self-masking projection).
     Train(train::TrainArgs),
     /// Measure throughput on this machine.
@@ -44,6 +47,7 @@ fn main() {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Keywords(args) => keywords::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -7,16 +7,17 @@
 
 pub mod clean;
 pub mod corpus;
+pub mod keywords;
 pub mod mask;
 pub mod optim;
 pub mod sample;
 pub mod schedule;
 pub mod step;
+pub mod tagger;
 pub mod train;
+pub mod words;
 
-/// The keywords of a cleaned caption. TEMPORARY stand-in until the tagger lands: every word
-/// outside a small list of function words.
+/// The keywords of a cleaned caption, as training uses them (see [`keywords::keywords`]).
 pub fn caption_keywords(caption: &str) -> Vec<String> {
-    const FUNCTION: [&str; 12] = ["is", "are", "on", "in", "at", "of", "with", "and", "that", "there", "to", "has"];
-    caption.split(' ').filter(|w| !w.is_empty() && !FUNCTION.contains(w)).map(str::to_string).collect()
+    keywords::keywords(caption)
 }
