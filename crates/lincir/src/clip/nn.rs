@@ -159,6 +159,73 @@ pub fn activate(x: &Tensor, act: Activation, grad: Grad) -> Result<Tensor> {
     })
 }
 
+/// Variable-length sequences packed without padding: the rows of a [tokens, hidden] matrix are
+/// the real tokens of every sequence, one after the other. The linear layers (most of the work)
+/// run on those rows only; attention scatters them to the padded [batch, longest] layout it needs
+/// and gathers them back. Exact: each sequence sees only its own tokens, as with padding.
+pub struct Packing {
+    batch: usize,
+    longest: usize,
+    /// Padded position (sequence * longest + position) -> packed row (0 for padding, whose values
+    /// are never read: padding only follows a sequence's last token, and attention is causal).
+    to_padded: Tensor,
+    /// Packed row -> padded position.
+    to_packed: Tensor,
+    /// Packed row of each sequence's last token.
+    last_rows: Tensor,
+    /// [batch, 1, 1, longest] additive mask: 0 on a sequence's tokens, -inf on its padding.
+    last_mask: Tensor,
+    /// [longest, longest] additive causal mask.
+    causal: Tensor,
+}
+
+impl Packing {
+    pub fn new(lengths: &[usize], dtype: candle_core::DType, device: &candle_core::Device) -> Result<Self> {
+        let batch = lengths.len();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        if batch == 0 || lengths.contains(&0) {
+            return Err(crate::Error::Invalid("cannot pack an empty batch or an empty sequence".into()));
+        }
+        let mut to_padded = vec![0u32; batch * longest];
+        let mut to_packed = Vec::with_capacity(lengths.iter().sum());
+        let mut last_rows = Vec::with_capacity(batch);
+        let mut last_mask = vec![f32::NEG_INFINITY; batch * longest];
+        for (i, &len) in lengths.iter().enumerate() {
+            for j in 0..len {
+                to_padded[i * longest + j] = to_packed.len() as u32;
+                to_packed.push((i * longest + j) as u32);
+                last_mask[i * longest + j] = 0.0;
+            }
+            last_rows.push(to_packed.len() as u32 - 1);
+        }
+        let tokens = to_packed.len();
+        let causal: Vec<f32> =
+            (0..longest).flat_map(|i| (0..longest).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        Ok(Packing {
+            batch,
+            longest,
+            to_padded: Tensor::from_vec(to_padded, batch * longest, device)?,
+            to_packed: Tensor::from_vec(to_packed, tokens, device)?,
+            last_rows: Tensor::from_vec(last_rows, batch, device)?,
+            last_mask: Tensor::from_vec(last_mask, (batch, 1, 1, longest), device)?.to_dtype(dtype)?,
+            causal: Tensor::from_vec(causal, (longest, longest), device)?.to_dtype(dtype)?,
+        })
+    }
+
+    /// # Shapes
+    /// padded: [batch, longest, hidden] -> [tokens, hidden]
+    pub fn pack(&self, padded: &Tensor) -> Result<Tensor> {
+        let h = padded.dim(2)?;
+        Ok(padded.reshape((self.batch * self.longest, h))?.index_select(&self.to_packed, 0)?)
+    }
+
+    /// # Shapes
+    /// packed: [tokens, hidden] -> [batch, hidden], each sequence's last token
+    pub fn last(&self, packed: &Tensor) -> Result<Tensor> {
+        Ok(packed.index_select(&self.last_rows, 0)?)
+    }
+}
+
 struct Attention {
     /// q, k and v projections fused into one product: [hidden] -> [3 * hidden].
     qkv: Linear,
@@ -204,6 +271,55 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// q, k, v of packed rows in the padded per-head layout.
+    ///
+    /// # Shapes
+    /// qkv: [tokens, 3 * hidden] -> 3 x [batch * heads, longest, head_dim] (q scaled)
+    fn padded_heads(&self, qkv: &Tensor, p: &Packing) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, s, n, d) = (p.batch, p.longest, self.heads, self.head_dim);
+        let qkv = qkv.index_select(&p.to_padded, 0)?; // [b * s, 3h]
+        let qkv = qkv.reshape((b, s, 3, n, d))?.permute((2, 0, 3, 1, 4))?.contiguous()?.reshape((3, b * n, s, d))?;
+        Ok(((qkv.get(0)? * (d as f64).powf(-0.5))?, qkv.get(1)?, qkv.get(2)?))
+    }
+
+    /// Causal self-attention over packed sequences.
+    ///
+    /// # Shapes
+    /// x: [tokens, hidden] -> [tokens, hidden]
+    fn forward_packed(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
+        let (b, s, n, d) = (p.batch, p.longest, self.heads, self.head_dim);
+        let (q, k, v) = self.padded_heads(&self.qkv.forward(x)?, p)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(&p.causal)?; // [b*n, s, s]
+        let ctx = softmax(&scores, grad)?.matmul(&v)?; // [b*n, s, d]
+        let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b * s, n * d))?.index_select(&p.to_packed, 0)?;
+        self.out.forward(&ctx)
+    }
+
+    /// Attention output at each sequence's last token only (what pooling reads).
+    ///
+    /// # Shapes
+    /// x: [tokens, hidden] -> [batch, hidden]
+    fn forward_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
+        let (b, s, n, d) = (p.batch, p.longest, self.heads, self.head_dim);
+        let qkv = self.qkv.forward(x)?; // [tokens, 3h]
+        let (_, k, v) = self.padded_heads(&qkv, p)?;
+        let q = (p.last(&qkv)?.narrow(1, 0, n * d)? * (d as f64).powf(-0.5))?; // [b, h]
+        let q = q.reshape((b * n, 1, d))?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, n, 1, s))?.broadcast_add(&p.last_mask)?; // [b, n, 1, s]
+        let probs = softmax(&scores.reshape((b * n, 1, s))?, grad)?;
+        let ctx = probs.matmul(&v)?.reshape((b, n * d))?;
+        self.out.forward(&ctx)
+    }
+}
+
+fn softmax(scores: &Tensor, grad: Grad) -> Result<Tensor> {
+    Ok(match grad {
+        Grad::No => candle_nn::ops::softmax_last_dim(scores)?,
+        Grad::Yes => super::ops::softmax_last_dim(scores)?,
+    })
+}
+
 struct EncoderLayer {
     attn: Attention,
     ln1: LayerNorm,
@@ -228,8 +344,29 @@ impl EncoderLayer {
 
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x, grad)?, mask, grad)?)?;
-        let y = self.fc2.forward(&activate(&self.fc1.forward(&self.ln2.forward(&x, grad)?)?, self.act, grad)?)?;
+        self.feed_forward(&x, grad)
+    }
+
+    /// x + mlp(ln2(x))
+    fn feed_forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        let y = self.fc2.forward(&activate(&self.fc1.forward(&self.ln2.forward(x, grad)?)?, self.act, grad)?)?;
         Ok((x + y)?)
+    }
+
+    /// # Shapes
+    /// x: [tokens, hidden] -> [tokens, hidden]
+    fn forward_packed(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
+        let x = (x + self.attn.forward_packed(&self.ln1.forward(x, grad)?, p, grad)?)?;
+        self.feed_forward(&x, grad)
+    }
+
+    /// The layer's output at each sequence's last token only.
+    ///
+    /// # Shapes
+    /// x: [tokens, hidden] -> [batch, hidden]
+    fn forward_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
+        let x = (p.last(x)? + self.attn.forward_last(&self.ln1.forward(x, grad)?, p, grad)?)?;
+        self.feed_forward(&x, grad)
     }
 }
 
@@ -244,6 +381,20 @@ impl Encoder {
             .map(|i| EncoderLayer::load(w, &format!("{prefix}.layers.{i}"), cfg))
             .collect::<Result<_>>()?;
         Ok(Encoder { layers })
+    }
+
+    /// Causal encoder over packed sequences, returning only each sequence's last token (the last
+    /// layer computes nothing else: only that row is pooled).
+    ///
+    /// # Shapes
+    /// x: [tokens, hidden] -> [batch, hidden]
+    pub fn forward_packed_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
+        let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
+        let mut x = x.clone();
+        for layer in rest {
+            x = layer.forward_packed(&x, p, grad)?;
+        }
+        last.forward_last(&x, p, grad)
     }
 
     /// # Shapes

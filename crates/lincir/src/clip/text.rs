@@ -1,9 +1,9 @@
 //! CLIP's text tower with its projection, and the entry point that injects pseudo words.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
 use super::config::{ClipConfig, TextConfig};
-use super::nn::{linear, Encoder, Grad, LayerNorm, Linear};
+use super::nn::{linear, Encoder, Grad, LayerNorm, Linear, Packing};
 use super::weights::Weights;
 use crate::prompt::PSEUDO_TOKEN_ID;
 use crate::{Error, Result};
@@ -93,38 +93,21 @@ impl TextTower {
     }
 
     /// Position embeddings, causal transformer, final LayerNorm, pooling at the end-of-text token
-    /// (the argmax of the ids), projection.
+    /// (the argmax of the ids), projection. Only the tokens up to each end-of-text are computed
+    /// (packed, see [`Packing`]): with causal attention nothing after it changes the result.
     ///
     /// # Shapes
     /// tokens: [batch, seq, width]; ids: [batch, seq] -> [batch, projection_dim]
     fn encode_embeddings(&self, tokens: &Tensor, ids: &Tensor, grad: Grad) -> Result<Tensor> {
-        let (b, s, width) = tokens.dims3()?;
+        let (_, s, _) = tokens.dims3()?;
         let positions = self.position_embedding.narrow(0, 0, s)?;
         let x = tokens.broadcast_add(&positions)?;
-        let mask = causal_mask(s, x.dtype(), x.device())?;
-        let x = self.encoder.forward(&x, Some(&mask), grad)?;
-        let x = self.final_layer_norm.forward(&x, grad)?;
-        // Pool before projecting: only one row per sentence goes through the projection.
-        let rows: Vec<u32> = ids
-            .to_vec2::<u32>()?
-            .iter()
-            .enumerate()
-            .map(|(i, row)| (i * s + end_of_text_position(row)) as u32)
-            .collect();
-        let rows = Tensor::from_vec(rows, b, x.device())?;
-        let pooled = x.reshape((b * s, width))?.index_select(&rows, 0)?; // [b, width]
-        Ok(self.projection.forward(&pooled)?)
+        let lengths: Vec<usize> = ids.to_vec2::<u32>()?.iter().map(|row| end_of_text_position(row) + 1).collect();
+        let packing = Packing::new(&lengths, x.dtype(), x.device())?;
+        let pooled = self.encoder.forward_packed_last(&packing.pack(&x)?, &packing, grad)?; // [b, width]
+        let pooled = self.final_layer_norm.forward(&pooled, grad)?;
+        self.projection.forward(&pooled)
     }
-}
-
-/// Additive causal mask: 0 on and below the diagonal, -inf above.
-///
-/// # Shapes
-/// -> [seq, seq]
-fn causal_mask(s: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Ok(Tensor::from_vec(mask, (s, s), device)?.to_dtype(dtype)?)
 }
 
 /// The pooling position: the first position holding the largest id (torch's `argmax`), which is
