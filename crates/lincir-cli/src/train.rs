@@ -127,7 +127,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bail!("--validation-steps needs --cirr-dataset-path");
     }
     let corpus = Corpus::open(&captions, &args.text_field)?;
-    eprintln!(
+    println!(
         "training phi ({} -> {} -> {}, {} parameters) on {} caption file(s), batch {} x {}, {} steps",
         phi.input_dim,
         phi.hidden_dim,

@@ -189,3 +189,170 @@ fn usage_errors_exit_with_2() {
     let o = lincir(&["embed", "--model", "x"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A tiny uncompressed 24-bit BMP of one colour (the loaders read BMP like any other format).
+fn write_bmp(path: &Path, rgb: [u8; 3]) {
+    let (w, h) = (8u32, 8u32);
+    let row = (w * 3).div_ceil(4) * 4;
+    let size = 54 + row * h;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend_from_slice(b"BM");
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&54u32.to_le_bytes());
+    b.extend_from_slice(&40u32.to_le_bytes());
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    b.extend_from_slice(&[0; 24]);
+    for _ in 0..h {
+        for _ in 0..w {
+            b.extend_from_slice(&[rgb[2], rgb[1], rgb[0]]);
+        }
+        b.resize(b.len() + (row - w * 3) as usize, 0);
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// A CIRR-layout benchmark of six one-colour images and three queries.
+fn mini_cirr(root: &Path) {
+    let colours = [("red", [220, 30, 30]), ("green", [30, 200, 40]), ("blue", [30, 40, 220]), ("yellow", [230, 220, 30]), ("black", [10, 10, 10]), ("white", [245, 245, 245])];
+    std::fs::create_dir_all(root.join("cirr/captions")).unwrap();
+    std::fs::create_dir_all(root.join("cirr/image_splits")).unwrap();
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    let mut split = serde_json::Map::new();
+    for (name, rgb) in colours {
+        write_bmp(&root.join(format!("dev/{name}.bmp")), rgb);
+        split.insert(name.into(), format!("./dev/{name}.bmp").into());
+    }
+    let members: Vec<&str> = colours.iter().map(|c| c.0).collect();
+    let queries: Vec<serde_json::Value> = [("red", "green"), ("blue", "yellow"), ("black", "white")]
+        .iter()
+        .enumerate()
+        .map(|(i, (r, t))| serde_json::json!({"pairid": i, "reference": r, "target_hard": t, "caption": format!("is {t} instead"), "img_set": {"members": members}}))
+        .collect();
+    std::fs::write(root.join("cirr/image_splits/split.rc2.val.json"), serde_json::Value::Object(split).to_string()).unwrap();
+    std::fs::write(root.join("cirr/captions/cap.rc2.val.json"), serde_json::Value::Array(queries).to_string()).unwrap();
+}
+
+#[test]
+fn train_then_eval_writes_checkpoints_metrics_and_recall() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let captions = work.path().join("captions.txt");
+    std::fs::write(&captions, "a man riding a brown horse\n\ntwo dogs in the snow\na red car near a building\n$\na cat on a sunny windowsill\n").unwrap();
+    let out = work.path().join("run");
+    let bench = work.path().join("CIRR");
+    mini_cirr(&bench);
+    let m = model.path().to_str().unwrap();
+    let o = lincir(&[
+        "train", "--model", m, "--captions", captions.to_str().unwrap(), "--output-dir", out.to_str().unwrap(),
+        "--batch-size", "2", "--max-steps", "4", "--checkpointing-steps", "2", "--validation-steps", "2",
+        "--cirr-dataset-path", bench.to_str().unwrap(), "--lr-scheduler", "cosine", "--use-ema",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| steps | final loss"), "{stdout}");
+    for f in ["phi_latest.safetensors", "phi_best.safetensors", "train_config.json", "train_state.safetensors", "checkpoints/phi_000002.safetensors", "checkpoints/phi_000004.safetensors"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.iter().filter(|l| l.get("loss").is_some()).count(), 4);
+    assert_eq!(lines.iter().filter(|l| l.get("validation").is_some()).count(), 2);
+    assert!(lines.iter().all(|l| l.get("loss").is_none() || l["skipped_captions"].as_u64().is_some()));
+
+    // Continuing the same run to 6 steps resumes at 4.
+    let o = lincir(&[
+        "train", "--model", m, "--captions", captions.to_str().unwrap(), "--output-dir", out.to_str().unwrap(),
+        "--batch-size", "2", "--max-steps", "6", "--checkpointing-steps", "2", "--validation-steps", "2",
+        "--cirr-dataset-path", bench.to_str().unwrap(), "--lr-scheduler", "cosine", "--use-ema", "--resume",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("checkpoints/phi_000006.safetensors").is_file());
+
+    let json = work.path().join("eval.json");
+    let phi = out.join("phi_latest.safetensors");
+    let o = lincir(&["eval", "--model", m, "--phi", phi.to_str().unwrap(), "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("R@1"));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["queries"], 3);
+    let r50 = report["recall"]["R@50"].as_f64().unwrap();
+    assert_eq!(r50, 100.0, "5 candidates: every target is within the top 50");
+    let o = lincir(&["eval", "--model", m, "--baseline", "image", "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn keywords_prints_one_json_line_per_caption() {
+    let o = lincir(&["keywords", "A man riding a brown horse on the beach at sunset", "$$"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["caption"], "a man riding a brown horse on the beach at sunset");
+    assert_eq!(lines[0]["keywords"], serde_json::json!(["a man", "a brown horse", "the beach", "sunset"]));
+    assert_eq!(lines[0]["masked"], "[$] riding [$] on [$] at [$]");
+    assert_eq!(lines[1]["masked"], serde_json::Value::Null, "nothing left to mask");
+}
+
+#[test]
+fn bad_training_input_fails_cleanly() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let w = |name: &str, body: &[u8]| {
+        let p = work.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    };
+    let train = |captions: &str, extra: &[&str]| {
+        let out = work.path().join(format!("out-{}", captions.len()));
+        let mut args = vec!["train", "--model", m, "--captions", captions, "--output-dir", out.to_str().unwrap(), "--batch-size", "2", "--max-steps", "2"];
+        args.extend_from_slice(extra);
+        lincir(&args)
+    };
+    let empty = w("empty.txt", b"");
+    assert_clean_failure(&train(&empty, &[]), &["empty"]);
+    let dollars = w("dollars.txt", b"$\n\n $$ \n");
+    assert_clean_failure(&train(&dollars, &[]), &["no usable captions"]);
+    let parquet = fixtures().join("corpus/no_text.parquet");
+    assert_clean_failure(&train(parquet.to_str().unwrap(), &[]), &["no_text.parquet", "no column `text`"]);
+    let missing = work.path().join("absent.txt");
+    assert_clean_failure(&train(missing.to_str().unwrap(), &[]), &["absent.txt", "not found"]);
+    let ok = w("ok.txt", b"a dog\n");
+    assert_clean_failure(&train(&ok, &["--resume"]), &["nothing to resume"]);
+    let o = train(&ok, &["--lr-scheduler", "exponential"]);
+    assert_eq!(o.status.code(), Some(2), "unknown schedule is a usage error");
+
+    // A phi checkpoint for another backbone, and a file that is no checkpoint at all.
+    let bench = work.path().join("CIRR");
+    mini_cirr(&bench);
+    let official = fixtures().join("phi_official.pt"); // 16 -> 24: fits clip-a
+    let o = lincir(&["eval", "--model", m, "--phi", official.to_str().unwrap(), "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap()]);
+    assert!(o.status.success(), "the official .pt format loads: {}", String::from_utf8_lossy(&o.stderr));
+    let foreign = work.path().join("phi_foreign.safetensors");
+    write_phi(&foreign, 40, 48); // a phi for clip-b (projection 40, width 48)
+    assert_clean_failure(
+        &lincir(&["eval", "--model", m, "--phi", foreign.to_str().unwrap(), "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap()]),
+        &["phi_foreign.safetensors", "another backbone"],
+    );
+    let other = fixtures().join("clip-b/config.json");
+    assert_clean_failure(
+        &lincir(&["eval", "--model", m, "--phi", other.to_str().unwrap(), "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap()]),
+        &["config.json", "neither a safetensors file nor an official .pt"],
+    );
+}
+
+/// A phi checkpoint with official key names for a backbone of projection `p` and width `w`.
+fn write_phi(path: &Path, p: usize, w: usize) {
+    let h = 4 * p;
+    let shapes = [("layers.0.weight", vec![h, p]), ("layers.0.bias", vec![h]), ("layers.3.weight", vec![h, h]), ("layers.3.bias", vec![h]), ("layers.6.weight", vec![w, h]), ("layers.6.bias", vec![w])];
+    let buffers: Vec<(String, Vec<usize>, Vec<u8>)> =
+        shapes.iter().map(|(n, s)| (n.to_string(), s.clone(), vec![0u8; 4 * s.iter().product::<usize>()])).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = buffers
+        .iter()
+        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
