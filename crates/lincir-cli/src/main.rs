@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error.
 
 mod bench;
+mod convert;
 mod embed;
 mod eval;
 mod keywords;
@@ -30,6 +31,8 @@ enum Command {
     Keywords(keywords::KeywordsArgs),
     /// Train phi on captions alone (self-masking projection).
     Train(train::TrainArgs),
+    /// Convert a phi checkpoint between safetensors and the official .pt format.
+    ConvertPhi(convert::ConvertArgs),
     /// Measure throughput on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -48,6 +51,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Keywords(args) => keywords::run(args),
+        Command::ConvertPhi(args) => convert::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -13,5 +13,6 @@ pub mod phi;
 pub mod prompt;
 pub mod rng;
 pub mod smp;
+pub mod torch_save;
 
 pub use error::{Error, Result};

@@ -177,6 +177,11 @@ impl Phi {
         crate::io::write_safetensors_atomic(path, &self.named_tensors(), meta)
     }
 
+    /// Writes the official checkpoint format, `torch.save({'epoch': epoch, 'Phi': state_dict})`.
+    pub fn save_official(&self, path: &Path, epoch: usize) -> Result<()> {
+        crate::torch_save::save(path, epoch, "Phi", &self.named_tensors())
+    }
+
     /// Sets the parameter values (in [`Self::vars`] order).
     pub fn set_from(&self, values: &[Tensor]) -> Result<()> {
         for (v, t) in self.vars().into_iter().zip(values) {
