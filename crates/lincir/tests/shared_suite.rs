@@ -81,3 +81,59 @@ fn shapes_zero_shot_colour_retrieval() {
     println!("colour retrieval precision@20: {precision:.3}");
     assert!(precision > 0.8, "{precision}");
 }
+
+/// Trains phi on the shapes captions alone (300 steps of 64) and evaluates it on the shapes
+/// CIRR-layout benchmark against the image-only, text-only and image+text baselines.
+#[test]
+#[ignore = "shared suite: needs ../shared"]
+fn shapes_phi_trained_on_text_alone_beats_single_modality_baselines() {
+    use lincir::bench::{cirr, query};
+    use lincir::smp::{corpus::Corpus, optim::AdamWConfig, schedule::LrSchedule, train};
+
+    let model = shared().join("shapes/clip");
+    let clip = Clip::load(model.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let text = clip.text().unwrap();
+    let captions = shared().join("shapes/captions.txt").display().to_string();
+    let cfg = train::TrainConfig {
+        model: model.display().to_string(),
+        captions: vec![captions.clone()],
+        text_field: "text".into(),
+        batch_size: 64,
+        max_steps: 300,
+        lr: 1e-4,
+        adamw: AdamWConfig::default(),
+        lr_scheduler: LrSchedule::Constant,
+        lr_warmup_steps: 0,
+        grad_accum: 1,
+        max_grad_norm: None,
+        phi: lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width()),
+        noise: train::NoiseMode::Uniform,
+        use_ema: false,
+        ema_decay: 0.9999,
+        seed: 0,
+        checkpointing_steps: 300,
+        validation_steps: None,
+        cirr_dataset_path: None,
+        shuffle_buffer: 1_000_000,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let corpus = Corpus::open(&[captions], "text").unwrap();
+    train::train(&cfg, &clip, &corpus, &lincir::smp::caption_keywords, out.path(), false, &mut |_| {}).unwrap();
+    let phi = lincir::phi::Phi::load(&out.path().join(train::LATEST_FILE), &Device::Cpu).unwrap();
+
+    let split = cirr::CirrSplit::load(&shared().join("shapes/bench"), "val").unwrap();
+    let gallery = lincir::embed::embed_image_files(&clip, &split.paths, 64, &|_| {}).unwrap();
+    let idx: Vec<u32> = split.reference_indices().iter().map(|&i| i as u32).collect();
+    let refs = gallery.index_select(&candle_core::Tensor::new(idx, &Device::Cpu).unwrap(), 0).unwrap();
+    let r1 = |mode| {
+        let q = query::query_features(&clip, Some(&phi), mode, &refs, &split.captions(), 128).unwrap();
+        let m = cirr::metrics(&split, &query::scores(&q, &gallery).unwrap()).unwrap();
+        println!("{}: {:?} subset {:?}", mode.name(), m.recall, m.recall_subset);
+        m.recall_at(1).unwrap()
+    };
+    let (lincir_r1, image, text_only, sum) =
+        (r1(query::QueryMode::Composed), r1(query::QueryMode::Image), r1(query::QueryMode::Text), r1(query::QueryMode::Sum));
+    // The official code reaches R@1 16.2 after 1,000 steps here; the baselines are 3.4 / 2.0 / 44.8.
+    assert!((image - 3.4).abs() < 0.1 && (text_only - 1.95).abs() < 0.1 && (sum - 44.75).abs() < 0.1, "baselines moved");
+    assert!(lincir_r1 > 30.0, "phi trained on text alone: R@1 {lincir_r1}");
+}
