@@ -5,8 +5,10 @@ mod bench;
 mod convert;
 mod embed;
 mod eval;
+mod evaluator;
 mod keywords;
 mod progress;
+mod submit;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,8 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Zero-shot composed retrieval metrics on a benchmark.
     Eval(eval::EvalArgs),
+    /// Write the files the CIRR and CIRCO test servers accept.
+    Submit(submit::SubmitArgs),
     /// Print the keywords and masked form of captions (JSON lines), as training sees them.
     Keywords(keywords::KeywordsArgs),
     /// Train phi on captions alone (self-masking projection).
@@ -50,6 +54,7 @@ fn main() {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Submit(args) => submit::run(args),
         Command::Keywords(args) => keywords::run(args),
         Command::ConvertPhi(args) => convert::run(args),
     };

@@ -161,3 +161,55 @@ pub fn submission(split: &CirrSplit, scores: &[Vec<f32>]) -> (serde_json::Value,
     }
     (recall.into(), subset.into())
 }
+
+/// Scores of every query of a split against its gallery, with the queries whose reference could
+/// not be read left out (and counted).
+fn split_scores(ev: &super::eval::Evaluator, split: &CirrSplit) -> Result<(Vec<Vec<f32>>, Vec<usize>, Vec<String>)> {
+    use super::eval::{masked_scores, rows};
+    let images: Vec<super::images::BenchImage> = split.paths.iter().cloned().map(super::images::BenchImage::file).collect();
+    let gallery = ev.embed(&format!("CIRR {}", split.split), &images)?;
+    let skipped = gallery.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
+    let kept: Vec<usize> = (0..split.queries.len()).filter(|&i| gallery.ok[split.queries[i].reference]).collect();
+    let refs = rows(&gallery.features, &kept.iter().map(|&i| split.queries[i].reference).collect::<Vec<_>>())?;
+    let texts: Vec<String> = kept.iter().map(|&i| split.queries[i].caption.clone()).collect();
+    Ok((masked_scores(&ev.queries(&refs, &texts)?, &gallery)?, kept, skipped))
+}
+
+/// Recall@1/5/10/50 and subset Recall@1/2/3 of a split with ground truth.
+pub fn evaluate(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> Result<super::eval::Report> {
+    let mut split = CirrSplit::load(path, split_name)?;
+    if split.queries.iter().any(|q| q.target.is_none()) {
+        return Err(Error::Invalid(format!("CIRR {split_name} has no ground truth: use `lincir submit` for the test split")));
+    }
+    let (scores, kept, skipped_images) = split_scores(ev, &split)?;
+    let total = split.queries.len();
+    let mut kept_queries = Vec::with_capacity(kept.len());
+    let mut all = std::mem::take(&mut split.queries).into_iter().map(Some).collect::<Vec<_>>();
+    for i in &kept {
+        kept_queries.push(all[*i].take().expect("each query once"));
+    }
+    split.queries = kept_queries;
+    let m = metrics(&split, &scores)?;
+    let group: Vec<(String, f64)> =
+        m.recall.iter().map(|(k, v)| (format!("R@{k}"), *v)).chain(m.recall_subset.iter().map(|(k, v)| (format!("Rs@{k}"), *v))).collect();
+    Ok(super::eval::Report {
+        dataset: "cirr".into(),
+        split: split_name.into(),
+        mode: ev.mode.name().into(),
+        groups: vec![("all".into(), group)],
+        queries: m.queries,
+        skipped_images,
+        skipped_queries: total - m.queries,
+        notes: vec![],
+    })
+}
+
+/// The two submission files of a split (`recall`, `recall_subset`).
+pub fn submission_files(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> Result<(serde_json::Value, serde_json::Value)> {
+    let split = CirrSplit::load(path, split_name)?;
+    let (scores, kept, _) = split_scores(ev, &split)?;
+    if kept.len() != split.queries.len() {
+        return Err(Error::Invalid("a submission needs every query: some reference images could not be read".into()));
+    }
+    Ok(submission(&split, &scores))
+}

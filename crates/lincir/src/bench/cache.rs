@@ -1,0 +1,118 @@
+//! The gallery feature cache: image embeddings computed once per (model, image file) and reused
+//! across runs, so a second evaluation (another phi, a baseline) costs only the text side.
+//!
+//! Layout: `{root}/features/{model key}/{image list key}.safetensors`, tensor `features` [N, P]
+//! and metadata `stamps` (per image: [size, mtime in ns] of the file when it was embedded, or null
+//! when it was not). The model key hashes `config.json`, the preprocessing settings and the
+//! weight files' names, sizes and modification times; the list key hashes the image list (paths
+//! and regions). A row is reused only if its file still has the same size and mtime.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use candle_core::{Device, Tensor};
+
+use super::images::BenchImage;
+use crate::clip::Clip;
+use crate::{Error, Result};
+
+/// Environment variable that moves the cache (else `$XDG_CACHE_HOME/lincir` or `~/.cache/lincir`).
+pub const CACHE_ENV: &str = "LINCIR_CACHE";
+
+pub struct FeatureCache {
+    dir: PathBuf,
+    dim: usize,
+}
+
+/// 64-bit FNV-1a: a stable hash for cache keys (std's hasher may change between Rust releases).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= 0xff; // separator
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// (size, mtime in ns) of a file, if it can be read.
+fn stamp(path: &Path) -> Option<(u64, u128)> {
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some((m.len(), mtime))
+}
+
+pub fn default_root() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(CACHE_ENV) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(p).join("lincir"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lincir"))
+}
+
+impl FeatureCache {
+    /// The cache of `clip`'s image embeddings under `root`.
+    pub fn for_model(clip: &Clip, root: &Path) -> Result<Self> {
+        let config = std::fs::read(clip.dir.join("config.json")).map_err(|e| Error::file(clip.dir.join("config.json"), e))?;
+        let mut parts: Vec<Vec<u8>> = vec![config, format!("{:?}", clip.preprocess).into_bytes()];
+        for f in crate::clip::weights::weight_files_in(&clip.dir)? {
+            let (size, mtime) = stamp(&f).unwrap_or((0, 0));
+            parts.push(format!("{}:{size}:{mtime}", f.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()).into_bytes());
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let dir = root.join("features").join(format!("{:016x}", fnv1a(&refs)));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, format!("cannot create the feature cache: {e}")))?;
+        Ok(FeatureCache { dir, dim: clip.config.projection_dim })
+    }
+
+    fn file_for(&self, images: &[BenchImage]) -> PathBuf {
+        let keys: Vec<String> = images.iter().map(BenchImage::key).collect();
+        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        self.dir.join(format!("{:016x}-{}.safetensors", fnv1a(&refs), images.len()))
+    }
+
+    /// Cached rows of still-unchanged files; `None` for the rest. A corrupt cache file is ignored.
+    pub fn lookup(&self, images: &[BenchImage]) -> Result<Vec<Option<Vec<f32>>>> {
+        let mut out = vec![None; images.len()];
+        let path = self.file_for(images);
+        let Ok((tensors, meta)) = crate::io::read_safetensors(&path) else { return Ok(out) };
+        let (Some(features), Some(stamps)) = (tensors.get("features"), meta.get("stamps")) else { return Ok(out) };
+        let Ok(stamps) = serde_json::from_str::<Vec<Option<(u64, u128)>>>(stamps) else { return Ok(out) };
+        if features.dims() != [images.len(), self.dim] || stamps.len() != images.len() {
+            return Ok(out);
+        }
+        let rows = features.to_vec2::<f32>()?;
+        for (i, (row, saved)) in rows.into_iter().zip(stamps).enumerate() {
+            if saved.is_some() && saved == stamp(&images[i].path) {
+                out[i] = Some(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves the rows computed so far (atomically).
+    pub fn store(&self, images: &[BenchImage], rows: &[Option<Vec<f32>>]) -> Result<()> {
+        let stamps: Vec<Option<(u64, u128)>> =
+            rows.iter().zip(images).map(|(r, img)| r.as_ref().and_then(|_| stamp(&img.path))).collect();
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.clone().unwrap_or_else(|| vec![0.0; self.dim])).collect();
+        let features = Tensor::from_vec(flat, (rows.len(), self.dim), &Device::Cpu)?;
+        let meta = std::collections::HashMap::from([("stamps".to_string(), serde_json::to_string(&stamps).expect("stamps serialise"))]);
+        crate::io::write_safetensors_atomic(&self.file_for(images), &[("features".to_string(), features)], meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_is_stable_and_separates_parts() {
+        assert_eq!(fnv1a(&[b"a"]), fnv1a(&[b"a"]));
+        assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
+    }
+}
