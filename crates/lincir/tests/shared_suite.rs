@@ -137,3 +137,99 @@ fn shapes_phi_trained_on_text_alone_beats_single_modality_baselines() {
     assert!((image - 3.4).abs() < 0.1 && (text_only - 1.95).abs() < 0.1 && (sum - 44.75).abs() < 0.1, "baselines moved");
     assert!(lincir_r1 > 30.0, "phi trained on text alone: R@1 {lincir_r1}");
 }
+
+/// The stream of scripts/make_metric_fixtures.py: n x dim integers in -8..7.
+fn int_features(seed: u64, purpose: u64, n: usize, dim: usize) -> Vec<Vec<f32>> {
+    let mut r = lincir::rng::Rng::derive(seed, purpose, 0);
+    (0..n).map(|_| (0..dim).map(|_| (r.next_u64() >> 60) as f32 - 8.0).collect()).collect()
+}
+
+/// Scores of queries 2 * gallery[target] + noise (exact: small integers).
+fn crosscheck_scores(seed: u64, dim: usize, gallery_purpose: u64, gallery_len: usize, targets: &[usize]) -> Vec<Vec<f32>> {
+    let g = int_features(seed, gallery_purpose, gallery_len, dim);
+    let noise = int_features(seed, gallery_purpose + 1, targets.len(), dim);
+    targets
+        .iter()
+        .zip(noise)
+        .map(|(&t, n)| {
+            let q: Vec<f32> = g[t].iter().zip(&n).map(|(a, b)| 2.0 * a + b).collect();
+            g.iter().map(|row| row.iter().zip(&q).map(|(a, b)| a * b).sum()).collect()
+        })
+        .collect()
+}
+
+fn assert_metrics(dataset: &str, ours: &[(String, Vec<(String, f64)>)], expected: &serde_json::Value) {
+    for (group, metrics) in ours {
+        for (name, v) in metrics {
+            let e = expected[group][name].as_f64().unwrap_or_else(|| panic!("{dataset} {group} {name} missing from the fixture"));
+            assert!((v - e).abs() < 1e-9, "{dataset} {group} {name}: ours {v}, Python {e}");
+        }
+        println!("{dataset} {group}: {metrics:?}");
+    }
+}
+
+/// The official metric definitions implemented in Python (scripts/make_metric_fixtures.py) and
+/// ours agree on the real annotation files, with the same deterministic features.
+#[test]
+#[ignore = "shared suite: needs ../shared"]
+fn metrics_match_the_python_reference_on_real_annotations() {
+    use lincir::bench::{circo, cirr, fashioniq, genecis, metrics::ranking};
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("metrics_crosscheck.json")).unwrap()).unwrap();
+    let (seed, dim) = (expected["seed"].as_u64().unwrap(), expected["dim"].as_u64().unwrap() as usize);
+    let b = shared().join("benchmarks");
+
+    let split = cirr::CirrSplit::load(&b.join("CIRR"), "val").unwrap();
+    assert_eq!(split.queries.len(), 4181);
+    let targets: Vec<usize> = split.queries.iter().map(|q| q.target.unwrap()).collect();
+    let m = cirr::metrics(&split, &crosscheck_scores(seed, dim, 101, split.names.len(), &targets)).unwrap();
+    let group: Vec<(String, f64)> =
+        m.recall.iter().map(|(k, v)| (format!("R@{k}"), *v)).chain(m.recall_subset.iter().map(|(k, v)| (format!("Rs@{k}"), *v))).collect();
+    assert_metrics("cirr", &[("all".into(), group)], &expected["cirr"]);
+
+    let mut groups = Vec::new();
+    for (j, cat) in fashioniq::CATEGORIES.iter().enumerate() {
+        let c = fashioniq::FashionIqCategory::load(&b.join("FashionIQ"), cat, "val").unwrap();
+        let queries: Vec<&fashioniq::FashionIqQuery> = c.queries.iter().collect();
+        let targets: Vec<usize> = queries.iter().map(|q| q.target).collect();
+        let scores = crosscheck_scores(seed, dim, 201 + 10 * j as u64, c.names.len(), &targets);
+        groups.push((cat.to_string(), fashioniq::category_metrics(&queries, &scores)));
+    }
+    assert_metrics("fashioniq", &groups, &expected["fashioniq"]);
+
+    // CIRCO: the gallery is the annotation's images plus distractors, as the Python side builds it.
+    let anns: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(b.join("CIRCO/annotations/val.json")).unwrap()).unwrap();
+    let mut ids: std::collections::BTreeSet<u64> = std::collections::BTreeSet::new();
+    for a in &anns {
+        ids.insert(a["reference_img_id"].as_u64().unwrap());
+        ids.insert(a["target_img_id"].as_u64().unwrap());
+        ids.extend(a["gt_img_ids"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()));
+    }
+    ids.extend((0..expected["circo_distractors"].as_u64().unwrap()).map(|i| 1_000_000_000 + i));
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("CIRCO/annotations")).unwrap();
+    std::fs::create_dir_all(root.path().join("COCO2017_unlabeled/annotations")).unwrap();
+    std::fs::copy(b.join("CIRCO/annotations/val.json"), root.path().join("CIRCO/annotations/val.json")).unwrap();
+    let images: Vec<serde_json::Value> = ids.iter().map(|id| serde_json::json!({"id": id, "file_name": format!("{id:012}.jpg")})).collect();
+    std::fs::write(root.path().join("COCO2017_unlabeled/annotations/image_info_unlabeled2017.json"), serde_json::json!({"images": images}).to_string())
+        .unwrap();
+    let split = circo::CircoSplit::load(root.path(), "val").unwrap();
+    assert_eq!(split.queries.len(), 220);
+    let targets: Vec<usize> = split.queries.iter().map(|q| q.target.unwrap()).collect();
+    let scores = crosscheck_scores(seed, dim, 301, split.images.len(), &targets);
+    let tops: Vec<Vec<usize>> = scores.iter().map(|row| ranking(row).into_iter().take(50).collect()).collect();
+    let queries: Vec<&circo::CircoQuery> = split.queries.iter().collect();
+    assert_metrics("circo", &circo::metrics(&queries, &tops), &expected["circo"]);
+
+    let paths = genecis::GenecisPaths::new(&b.join("GeneCIS"), None, None).unwrap();
+    let mut groups = Vec::new();
+    for (j, task) in ["focus_object", "change_object"].iter().enumerate() {
+        let t = genecis::GenecisTask::load(&paths, task).unwrap();
+        assert_eq!(t.records.len(), 1960);
+        let records: Vec<&genecis::GenecisRecord> = t.records.iter().collect();
+        let targets: Vec<usize> = records.iter().map(|r| r.candidates[0]).collect();
+        let scores = crosscheck_scores(seed, dim, 401 + 10 * j as u64, t.images.len(), &targets);
+        groups.push((task.to_string(), genecis::task_metrics(&records, &scores, &vec![true; t.images.len()])));
+    }
+    assert_metrics("genecis", &groups, &expected["genecis"]);
+}

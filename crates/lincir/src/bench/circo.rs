@@ -111,23 +111,21 @@ fn rankings<'s>(ev: &Evaluator, split: &'s CircoSplit) -> Result<(Vec<Vec<usize>
     Ok((tops, queries, skipped))
 }
 
-/// mAP@5/10/25/50, Recall@5/10/25/50 of the main target, mAP@10 per semantic aspect.
-pub fn evaluate(ev: &Evaluator, path: &Path, split_name: &str) -> Result<Report> {
-    let split = CircoSplit::load(path, split_name)?;
-    if split.queries.iter().any(|q| q.ground_truth.is_empty()) {
-        return Err(Error::Invalid(format!("CIRCO {split_name} has no ground truth: use `lincir submit` for the test split")));
-    }
-    let (tops, queries, skipped_images) = rankings(ev, &split)?;
+/// mAP@5/10/25/50 and Recall@5/10/25/50 of the main target ("all"), and mAP@10 per semantic
+/// aspect, from each query's top 50 gallery indices.
+pub fn metrics(queries: &[&CircoQuery], tops: &[Vec<usize>]) -> Vec<(String, Vec<(String, f64)>)> {
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
-    let ap = |k: usize| -> Vec<f64> { queries.iter().zip(&tops).map(|(q, top)| average_precision_at(top, &q.ground_truth, k)).collect() };
-    let map: Vec<(String, f64)> = KS.iter().map(|&k| (format!("mAP@{k}"), mean(&ap(k)))).collect();
-    let recall: Vec<(String, f64)> = KS
-        .iter()
-        .map(|&k| {
-            let hits: Vec<f64> = queries.iter().zip(&tops).map(|(q, top)| if q.target.is_some_and(|t| top[..k.min(top.len())].contains(&t)) { 100.0 } else { 0.0 }).collect();
-            (format!("R@{k}"), mean(&hits))
-        })
-        .collect();
+    let ap = |k: usize| -> Vec<f64> { queries.iter().zip(tops).map(|(q, top)| average_precision_at(top, &q.ground_truth, k)).collect() };
+    let map = KS.iter().map(|&k| (format!("mAP@{k}"), mean(&ap(k))));
+    let recall = KS.iter().map(|&k| {
+        let hits: Vec<f64> = queries
+            .iter()
+            .zip(tops)
+            .map(|(q, top)| if q.target.is_some_and(|t| top[..k.min(top.len())].contains(&t)) { 100.0 } else { 0.0 })
+            .collect();
+        (format!("R@{k}"), mean(&hits))
+    });
+    let mut groups = vec![("all".to_string(), map.chain(recall).collect::<Vec<_>>())];
     let ap10 = ap(10);
     let mut by_aspect: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for (q, v) in queries.iter().zip(&ap10) {
@@ -135,11 +133,20 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split_name: &str) -> Result<Report>
             by_aspect.entry(a.as_str()).or_default().push(*v);
         }
     }
-    let aspects: Vec<(String, f64)> = by_aspect.iter().map(|(a, v)| (a.to_string(), mean(v))).collect();
-    let mut groups = vec![("all".to_string(), map.into_iter().chain(recall).collect::<Vec<_>>())];
-    if !aspects.is_empty() {
-        groups.push(("mAP@10 by semantic aspect".to_string(), aspects));
+    if !by_aspect.is_empty() {
+        groups.push(("mAP@10 by semantic aspect".to_string(), by_aspect.iter().map(|(a, v)| (a.to_string(), mean(v))).collect()));
     }
+    groups
+}
+
+/// mAP@5/10/25/50, Recall@5/10/25/50 of the main target, mAP@10 per semantic aspect.
+pub fn evaluate(ev: &Evaluator, path: &Path, split_name: &str) -> Result<Report> {
+    let split = CircoSplit::load(path, split_name)?;
+    if split.queries.iter().any(|q| q.ground_truth.is_empty()) {
+        return Err(Error::Invalid(format!("CIRCO {split_name} has no ground truth: use `lincir submit` for the test split")));
+    }
+    let (tops, queries, skipped_images) = rankings(ev, &split)?;
+    let groups = metrics(&queries, &tops);
     Ok(Report {
         dataset: "circo".into(),
         split: split_name.into(),

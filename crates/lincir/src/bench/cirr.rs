@@ -213,3 +213,37 @@ pub fn submission_files(ev: &super::eval::Evaluator, path: &Path, split_name: &s
     }
     Ok(submission(&split, &scores))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(queries: Vec<CirrQuery>) -> CirrSplit {
+        let names: Vec<String> = (0..5).map(|i| format!("img{i}")).collect();
+        CirrSplit { root: PathBuf::new(), split: "val".into(), paths: vec![PathBuf::new(); 5], names, queries }
+    }
+
+    #[test]
+    fn the_reference_is_removed_even_when_it_ranks_first() {
+        // scores: the reference (0) is best, then the target (3), then the rest.
+        let q = CirrQuery { pair_id: 7, caption: String::new(), reference: 0, target: Some(3), members: vec![4, 0, 3, 2] };
+        let s = split(vec![q]);
+        let scores = vec![vec![0.9, 0.1, 0.2, 0.8, 0.8]];
+        let m = metrics(&s, &scores).unwrap();
+        // Whole gallery without the reference: 3 and 4 tie at 0.8, 3 comes first (gallery order).
+        assert_eq!(m.recall_at(1), Some(100.0));
+        // Subset [4, 0, 3, 2] without the reference: 4 and 3 tie, 4 is listed first -> rank 1.
+        assert_eq!(m.recall_subset, vec![(1, 0.0), (2, 100.0), (3, 100.0)]);
+        let (recall, subset) = submission(&s, &scores);
+        assert_eq!(recall["7"], serde_json::json!(["img3", "img4", "img2", "img1"]));
+        assert_eq!(subset["7"], serde_json::json!(["img4", "img3", "img2"]));
+        assert_eq!((recall["version"].as_str(), recall["metric"].as_str()), (Some("rc2"), Some("recall")));
+        assert_eq!(subset["metric"], "recall_subset");
+    }
+
+    #[test]
+    fn a_split_without_targets_has_no_metrics() {
+        let q = CirrQuery { pair_id: 1, caption: String::new(), reference: 0, target: None, members: vec![] };
+        assert!(metrics(&split(vec![q]), &[vec![0.0; 5]]).unwrap_err().to_string().contains("no target"));
+    }
+}

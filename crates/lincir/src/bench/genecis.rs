@@ -115,6 +115,20 @@ impl GenecisTask {
     }
 }
 
+/// Recall@1/2/3 of one task: each record's target (candidate 0) ranked among its readable
+/// candidates, from one score row per record over the task's images.
+pub fn task_metrics(records: &[&GenecisRecord], scores: &[Vec<f32>], readable: &[bool]) -> Vec<(String, f64)> {
+    let ranks: Vec<Option<usize>> = records
+        .iter()
+        .zip(scores)
+        .map(|(r, row)| {
+            let usable: Vec<usize> = r.candidates.iter().copied().filter(|&c| readable[c]).collect();
+            rank_of(row, &usable, r.candidates[0], None)
+        })
+        .collect();
+    RECALL_KS.iter().map(|&k| (format!("R@{k}"), recall_at(&ranks, k))).collect()
+}
+
 /// Recall@1/2/3 per task present, and their mean.
 pub fn evaluate(ev: &Evaluator, paths: &GenecisPaths) -> Result<Report> {
     let mut groups = Vec::new();
@@ -133,16 +147,8 @@ pub fn evaluate(ev: &Evaluator, paths: &GenecisPaths) -> Result<Report> {
         let refs = rows(&emb.features, &records.iter().map(|r| r.reference).collect::<Vec<_>>())?;
         let texts: Vec<String> = records.iter().map(|r| r.condition.clone()).collect();
         let scores = super::query::scores(&ev.queries(&refs, &texts)?, &emb.features)?;
-        let ranks: Vec<Option<usize>> = records
-            .iter()
-            .zip(&scores)
-            .map(|(r, row)| {
-                let usable: Vec<usize> = r.candidates.iter().copied().filter(|&c| emb.ok[c]).collect();
-                rank_of(row, &usable, r.candidates[0], None)
-            })
-            .collect();
-        total += ranks.len();
-        groups.push((task.to_string(), RECALL_KS.iter().map(|&k| (format!("R@{k}"), recall_at(&ranks, k))).collect::<Vec<_>>()));
+        total += records.len();
+        groups.push((task.to_string(), task_metrics(&records, &scores, &emb.ok)));
     }
     if groups.is_empty() {
         return Err(Error::file(&paths.annotations, "no GeneCIS task annotations found"));
