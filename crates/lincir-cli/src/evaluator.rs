@@ -95,6 +95,7 @@ impl Loaded {
             batch_size: args.batch_size,
             bad_images: args.bad_images(),
             on_progress,
+            cached: Default::default(),
         }
     }
 }

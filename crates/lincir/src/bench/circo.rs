@@ -155,6 +155,7 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split_name: &str) -> Result<Report>
         queries: queries.len(),
         skipped_queries: split.queries.len() - queries.len(),
         skipped_images,
+        cached_images: ev.cached_images(),
         notes: vec![],
     })
 }

@@ -200,6 +200,7 @@ pub fn evaluate(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> R
         queries: m.queries,
         skipped_images,
         skipped_queries: total - m.queries,
+        cached_images: ev.cached_images(),
         notes: vec![],
     })
 }

@@ -26,6 +26,8 @@ pub struct Evaluator<'a> {
     pub batch_size: usize,
     pub bad_images: BadImages,
     pub on_progress: &'a (dyn Fn(Progress) + Sync),
+    /// Images served from the cache so far (reported).
+    pub cached: std::sync::atomic::AtomicUsize,
 }
 
 impl Evaluator<'_> {
@@ -36,7 +38,14 @@ impl Evaluator<'_> {
             (self.on_progress)(Progress::Advance(n))
         });
         (self.on_progress)(Progress::Done);
+        if let Ok(e) = &e {
+            self.cached.fetch_add(e.cached, std::sync::atomic::Ordering::Relaxed);
+        }
         e
+    }
+
+    pub fn cached_images(&self) -> usize {
+        self.cached.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// L2-normalised query features for reference embeddings and modification texts.
@@ -81,17 +90,25 @@ pub struct Report {
     pub queries: usize,
     pub skipped_images: Vec<String>,
     pub skipped_queries: usize,
+    /// Gallery images whose embedding came from the feature cache.
+    pub cached_images: usize,
     pub notes: Vec<String>,
 }
 
 impl Report {
-    /// A Markdown table: one row per group.
+    /// Markdown tables: one row per group, groups with the same metric names in one table.
     pub fn table(&self) -> String {
-        let Some((_, first)) = self.groups.first() else { return String::new() };
         let mut out = String::new();
-        let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
-        out += &format!("| | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len()));
+        let mut header: Option<Vec<&str>> = None;
         for (group, metrics) in &self.groups {
+            let names: Vec<&str> = metrics.iter().map(|(n, _)| n.as_str()).collect();
+            if header.as_ref() != Some(&names) {
+                if header.is_some() {
+                    out.push('\n');
+                }
+                out += &format!("| | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len()));
+                header = Some(names);
+            }
             let cells: Vec<String> = metrics.iter().map(|(_, v)| format!("{v:.2}")).collect();
             out += &format!("| {group} | {} |\n", cells.join(" | "));
         }
@@ -108,7 +125,7 @@ impl Report {
         serde_json::json!({
             "dataset": self.dataset, "split": self.split, "mode": self.mode, "metrics": metrics,
             "queries": self.queries, "skipped_images": self.skipped_images,
-            "skipped_queries": self.skipped_queries, "notes": self.notes,
+            "skipped_queries": self.skipped_queries, "cached_images": self.cached_images, "notes": self.notes,
         })
     }
 }

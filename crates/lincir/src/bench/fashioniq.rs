@@ -129,6 +129,7 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split: &str) -> Result<Report> {
         queries: total,
         skipped_images,
         skipped_queries,
+        cached_images: ev.cached_images(),
         notes: vec![],
     })
 }
