@@ -225,7 +225,7 @@ fn train_then_eval_writes_checkpoints_metrics_and_recall() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("R@1"));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["queries"], 3);
-    let r50 = report["recall"]["R@50"].as_f64().unwrap();
+    let r50 = report["metrics"]["all"]["R@50"].as_f64().unwrap();
     assert_eq!(r50, 100.0, "5 candidates: every target is within the top 50");
     let o = lincir(&["eval", "--model", m, "--baseline", "image", "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -8,8 +8,10 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../lincir/tests/fixtures")
 }
 
+/// Runs the binary offline, with the feature cache in a folder of the build (never the user's).
 pub fn lincir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lincir")).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap()
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("feature-cache");
+    Command::new(env!("CARGO_BIN_EXE_lincir")).args(args).env("HF_HUB_OFFLINE", "1").env("LINCIR_CACHE", cache).output().unwrap()
 }
 
 /// clip-a (quick_gelu, real vocabulary) with the BPE files: a complete model directory.
