@@ -6,8 +6,10 @@ mod convert;
 mod embed;
 mod eval;
 mod evaluator;
+mod index;
 mod keywords;
 mod progress;
+mod search;
 mod submit;
 mod train;
 
@@ -29,6 +31,10 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Zero-shot composed retrieval metrics on a benchmark.
     Eval(eval::EvalArgs),
+    /// Embed a folder of images into an index (incremental: only new and changed images).
+    Index(index::IndexArgs),
+    /// Search an index with a reference image and/or a text.
+    Search(search::SearchArgs),
     /// Write the files the CIRR and CIRCO test servers accept.
     Submit(submit::SubmitArgs),
     /// Print the keywords and masked form of captions (JSON lines), as training sees them.
@@ -55,6 +61,8 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Submit(args) => submit::run(args),
+        Command::Index(args) => index::run(args),
+        Command::Search(args) => search::run(args),
         Command::Keywords(args) => keywords::run(args),
         Command::ConvertPhi(args) => convert::run(args),
     };

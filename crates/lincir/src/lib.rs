@@ -8,10 +8,12 @@ pub mod bench;
 pub mod clip;
 pub mod embed;
 pub mod error;
+pub mod index;
 pub mod io;
 pub mod phi;
 pub mod prompt;
 pub mod rng;
+pub mod search;
 pub mod smp;
 pub mod torch_save;
 

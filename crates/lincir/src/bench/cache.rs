@@ -39,7 +39,7 @@ fn fnv1a(parts: &[&[u8]]) -> u64 {
 }
 
 /// (size, mtime in ns) of a file, if it can be read.
-fn stamp(path: &Path) -> Option<(u64, u128)> {
+pub fn stamp(path: &Path) -> Option<(u64, u128)> {
     let m = std::fs::metadata(path).ok()?;
     let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
     Some((m.len(), mtime))
@@ -55,17 +55,23 @@ pub fn default_root() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lincir"))
 }
 
+/// A key that changes when the model's image embeddings could change: `config.json`, the
+/// preprocessing settings, and the weight files' names, sizes and modification times.
+pub fn model_key(clip: &Clip) -> Result<String> {
+    let config = std::fs::read(clip.dir.join("config.json")).map_err(|e| Error::file(clip.dir.join("config.json"), e))?;
+    let mut parts: Vec<Vec<u8>> = vec![config, format!("{:?}", clip.preprocess).into_bytes()];
+    for f in crate::clip::weights::weight_files_in(&clip.dir)? {
+        let (size, mtime) = stamp(&f).unwrap_or((0, 0));
+        parts.push(format!("{}:{size}:{mtime}", f.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()).into_bytes());
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(format!("{:016x}", fnv1a(&refs)))
+}
+
 impl FeatureCache {
     /// The cache of `clip`'s image embeddings under `root`.
     pub fn for_model(clip: &Clip, root: &Path) -> Result<Self> {
-        let config = std::fs::read(clip.dir.join("config.json")).map_err(|e| Error::file(clip.dir.join("config.json"), e))?;
-        let mut parts: Vec<Vec<u8>> = vec![config, format!("{:?}", clip.preprocess).into_bytes()];
-        for f in crate::clip::weights::weight_files_in(&clip.dir)? {
-            let (size, mtime) = stamp(&f).unwrap_or((0, 0));
-            parts.push(format!("{}:{size}:{mtime}", f.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()).into_bytes());
-        }
-        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        let dir = root.join("features").join(format!("{:016x}", fnv1a(&refs)));
+        let dir = root.join("features").join(model_key(clip)?);
         std::fs::create_dir_all(&dir).map_err(|e| Error::file(&dir, format!("cannot create the feature cache: {e}")))?;
         Ok(FeatureCache { dir, dim: clip.config.projection_dim })
     }

@@ -1,0 +1,57 @@
+//! `lincir index`: embed a folder of images into an on-disk index (incremental).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use lincir::clip::{Clip, LoadOptions, Towers};
+
+use crate::progress;
+
+#[derive(Args)]
+pub struct IndexArgs {
+    /// CLIP model: a local Hugging Face directory or a hub id.
+    #[arg(long)]
+    model: String,
+    /// The folder of images (walked recursively).
+    #[arg(long)]
+    images: PathBuf,
+    /// The index folder (created, or updated: only new and changed images are embedded).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Leave unreadable images out (listed) instead of stopping with an error.
+    #[arg(long)]
+    skip_bad_images: bool,
+}
+
+pub fn run(args: IndexArgs) -> Result<()> {
+    let clip = Clip::load(&args.model, &LoadOptions { towers: Towers::Vision, ..Default::default() })?;
+    let started = std::time::Instant::now();
+    let pb = progress::bar(0, "images");
+    let r = lincir::index::build(&clip, &args.images, &args.out, args.batch_size, args.skip_bad_images, &|done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    })?;
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let embedded = r.added + r.updated;
+    println!("| images | added | updated | removed | unchanged | unreadable | time | images/s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {:.1} s | {} |",
+        r.total,
+        r.added,
+        r.updated,
+        r.removed,
+        r.unchanged,
+        r.failed.len(),
+        secs,
+        if embedded > 0 { format!("{:.1}", embedded as f64 / secs) } else { "-".into() }
+    );
+    for (path, e) in &r.failed {
+        println!("unreadable: {path}: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Composed image search over an [`Index`]: "this image, but ..." as one query vector, then the
+//! exact top-k. Shared by `lincir search` and `lincir serve` (it is `Sync`: one loaded model
+//! serves concurrent requests).
+
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::clip::preprocess::{self, Rgb8};
+use crate::clip::{tokenizer::pad_batch, Clip, Grad};
+use crate::index::Index;
+use crate::phi::{l2_normalize, Phi};
+use crate::prompt::{PSEUDO_WORD, QUERY_TEMPLATE};
+use crate::{Error, Result};
+
+/// The reference image of a query.
+pub enum Reference {
+    /// An image of the index, by id.
+    Indexed(usize),
+    /// Any decoded image (an upload, a file outside the index).
+    Pixels(Rgb8),
+}
+
+pub struct Query {
+    pub reference: Option<Reference>,
+    /// The modification ("is red and bigger"), or a full sentence containing `$` where the
+    /// pseudo word goes (as in the original demo).
+    pub text: Option<String>,
+    pub k: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// phi(reference) in the sentence: LinCIR.
+    Composed,
+    Image,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub id: usize,
+    pub path: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub mode: Mode,
+    /// The sentence that was encoded (composed and text queries).
+    pub sentence: Option<String>,
+    pub hits: Vec<Hit>,
+    pub encode_ms: f64,
+    pub rank_ms: f64,
+}
+
+pub struct Searcher {
+    pub clip: Clip,
+    pub phi: Option<Phi>,
+    pub index: Index,
+    /// The composed-query template, with `{}` for the text and `$` for the pseudo word.
+    pub template: String,
+}
+
+impl Searcher {
+    pub fn new(clip: Clip, phi: Option<Phi>, index: Index) -> Result<Self> {
+        if clip.config.projection_dim != index.meta.dim {
+            return Err(Error::Invalid(format!(
+                "the index holds {}-d vectors of `{}`, the model gives {}-d ones",
+                index.meta.dim, index.meta.model, clip.config.projection_dim
+            )));
+        }
+        Ok(Searcher { clip, phi, index, template: QUERY_TEMPLATE.to_string() })
+    }
+
+    /// The sentence of a composed query: a text with `$` is used as it is.
+    pub fn sentence(&self, text: &str) -> String {
+        if text.split_whitespace().any(|w| w == PSEUDO_WORD) {
+            text.to_string()
+        } else {
+            self.template.replace("{}", text)
+        }
+    }
+
+    /// Token ids, refusing texts longer than CLIP's context instead of cutting them silently.
+    fn tokens(&self, sentence: &str) -> Result<Tensor> {
+        let body = self.clip.tokenizer.encode_plain(sentence)?;
+        let room = self.clip.tokenizer.context_length() - 2;
+        if body.len() > room {
+            return Err(Error::Invalid(format!("the text is {} tokens long; CLIP reads at most {room}", body.len())));
+        }
+        pad_batch(&[self.clip.tokenizer.frame(&body)], &self.clip.device)
+    }
+
+    /// The un-normalised image embedding of the reference.
+    ///
+    /// # Shapes
+    /// -> [1, P]
+    fn reference_embedding(&self, r: &Reference) -> Result<Tensor> {
+        Ok(match r {
+            Reference::Indexed(id) => {
+                let e = self.index.embedding(*id).ok_or_else(|| Error::Invalid(format!("no image with id {id} in the index")))?;
+                Tensor::from_vec(e, (1, self.index.meta.dim), &self.clip.device)?
+            }
+            Reference::Pixels(img) => {
+                let px = preprocess::stack(vec![preprocess::pixels(img, &self.clip.preprocess)], &self.clip.preprocess, &self.clip.device)?;
+                self.clip.vision()?.embed(&px)?
+            }
+        })
+    }
+
+    pub fn search(&self, q: &Query) -> Result<Results> {
+        let started = Instant::now();
+        let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let (mode, sentence, vector) = match (&q.reference, text) {
+            (None, None) => return Err(Error::Invalid("a query needs a reference image, a text, or both".into())),
+            (Some(r), None) => (Mode::Image, None, self.reference_embedding(r)?),
+            (None, Some(t)) => (Mode::Text, Some(t.to_string()), self.clip.text()?.embed(&self.tokens(t)?)?),
+            (Some(r), Some(t)) => {
+                let phi = self.phi.as_ref().ok_or_else(|| Error::Invalid("a composed query needs a phi checkpoint".into()))?;
+                let s = self.sentence(t);
+                let ids = self.tokens(&s)?;
+                if !ids.flatten_all()?.to_vec1::<u32>()?.contains(&crate::prompt::PSEUDO_TOKEN_ID) {
+                    return Err(Error::Invalid(format!("the sentence {s:?} has no `$` word for the image")));
+                }
+                let pseudo = phi.forward(&self.reference_embedding(r)?, None)?;
+                (Mode::Composed, Some(s), self.clip.text()?.embed_with_pseudo_words(&ids, &pseudo, Grad::No)?)
+            }
+        };
+        let query: Vec<f32> = l2_normalize(&vector)?.flatten_all()?.to_vec1()?;
+        let encode_ms = started.elapsed().as_secs_f64() * 1e3;
+        let started = Instant::now();
+        let hits = self
+            .index
+            .top_k(&query, q.k)
+            .into_iter()
+            .map(|(id, score)| Hit { id, path: self.index.meta.entries[id].path.clone(), score })
+            .collect();
+        Ok(Results { mode, sentence, hits, encode_ms, rank_ms: started.elapsed().as_secs_f64() * 1e3 })
+    }
+}
