@@ -10,6 +10,7 @@ mod index;
 mod keywords;
 mod progress;
 mod search;
+mod serve;
 mod submit;
 mod train;
 
@@ -35,6 +36,8 @@ enum Command {
     Index(index::IndexArgs),
     /// Search an index with a reference image and/or a text.
     Search(search::SearchArgs),
+    /// Serve an HTTP API and a web page for composed search over an index.
+    Serve(serve::ServeArgs),
     /// Write the files the CIRR and CIRCO test servers accept.
     Submit(submit::SubmitArgs),
     /// Print the keywords and masked form of captions (JSON lines), as training sees them.
@@ -63,6 +66,7 @@ fn main() {
         Command::Submit(args) => submit::run(args),
         Command::Index(args) => index::run(args),
         Command::Search(args) => search::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Keywords(args) => keywords::run(args),
         Command::ConvertPhi(args) => convert::run(args),
     };

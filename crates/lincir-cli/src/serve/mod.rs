@@ -1,0 +1,246 @@
+//! `lincir serve`: an HTTP JSON API and one web page over an index.
+//!
+//! - `GET /`: the page (choose or upload a reference, type the change, see the results);
+//! - `GET /api/info`: index size, model, whether phi is loaded, the template;
+//! - `GET /api/images?offset=&limit=`: ids and paths of indexed images, for choosing a reference;
+//! - `GET /api/images/{id}`: the bytes of an indexed image (only indexed files are ever served);
+//! - `POST /api/search`: multipart (`image` file, or `id`; `text`; `k`) or JSON
+//!   `{"id", "text", "k"}` -> hits with scores and timings.
+//!
+//! Errors are JSON `{"error": "..."}` with a 4xx status; the models are loaded once and shared by
+//! concurrent requests (the heavy work runs on blocking threads).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Query as UrlQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use lincir::clip::preprocess;
+use lincir::search::{Query, Reference, Searcher};
+use serde::Deserialize;
+
+const PAGE: &str = include_str!("page.html");
+/// The most results one request may ask for.
+const MAX_K: usize = 200;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The index folder (from `lincir index`).
+    #[arg(long)]
+    index: PathBuf,
+    /// CLIP model (default: the one the index was built with).
+    #[arg(long)]
+    model: Option<String>,
+    /// phi checkpoint (lincir safetensors or official .pt).
+    #[arg(long)]
+    phi: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Composed-query template: `{}` is the text, `$` the image.
+    #[arg(long, default_value = lincir::prompt::QUERY_TEMPLATE)]
+    template: String,
+    /// Largest accepted upload, in MiB.
+    #[arg(long, default_value_t = 10)]
+    max_upload_mib: usize,
+}
+
+struct AppState {
+    searcher: Searcher,
+    max_upload: usize,
+}
+
+type Shared = Arc<AppState>;
+
+/// An API error: a status and a message, sent as JSON.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let searcher = crate::search::load_searcher(&args.index, args.model.as_deref(), args.phi.as_ref(), &args.template)?;
+    let max_upload = args.max_upload_mib * 1024 * 1024;
+    let state = Arc::new(AppState { searcher, max_upload });
+    let app = router(state.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.addr))?;
+        println!(
+            "serving {} images of {} on http://{} (phi: {})",
+            state.searcher.index.len(),
+            state.searcher.index.meta.model,
+            listener.local_addr()?,
+            if state.searcher.phi.is_some() { "yes" } else { "no: image-only and text-only queries" }
+        );
+        axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+        Ok(())
+    })
+}
+
+fn router(state: Shared) -> Router {
+    // The body limit leaves room for the multipart framing around the largest image.
+    let limit = state.max_upload + 64 * 1024;
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/api/info", get(info))
+        .route("/api/images", get(list_images))
+        .route("/api/images/{id}", get(image))
+        .route("/api/search", post(search))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn info(State(s): State<Shared>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "images": s.searcher.index.len(),
+        "model": s.searcher.index.meta.model,
+        "phi": s.searcher.phi.is_some(),
+        "template": s.searcher.template,
+        "max_upload_bytes": s.max_upload,
+        "max_k": MAX_K,
+    }))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+async fn list_images(State(s): State<Shared>, UrlQuery(p): UrlQuery<Page>) -> Json<serde_json::Value> {
+    let entries = &s.searcher.index.meta.entries;
+    let offset = p.offset.unwrap_or(0).min(entries.len());
+    let limit = p.limit.unwrap_or(100).min(1000);
+    let items: Vec<serde_json::Value> =
+        entries[offset..(offset + limit).min(entries.len())].iter().enumerate().map(|(i, e)| serde_json::json!({"id": offset + i, "path": e.path})).collect();
+    Json(serde_json::json!({"total": entries.len(), "offset": offset, "items": items}))
+}
+
+async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let id: usize = id.parse().map_err(|_| bad(format!("`{id}` is not an image id")))?;
+    // Only paths recorded in the index are ever opened: no user text reaches the file system.
+    let path = s.searcher.index.path_of(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")))?;
+    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("image {id} is no longer on disk")))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let mime = match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "bmp" => "image/bmp",
+        "tif" | "tiff" => "image/tiff",
+        _ => "application/octet-stream",
+    };
+    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], bytes).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct JsonQuery {
+    id: Option<usize>,
+    text: Option<String>,
+    k: Option<usize>,
+}
+
+/// The query of a request, before the (blocking) work.
+struct Parsed {
+    reference: Option<Reference>,
+    text: Option<String>,
+    k: usize,
+}
+
+async fn parse_multipart(s: &AppState, mut form: Multipart) -> Result<Parsed, ApiError> {
+    let (mut image, mut id, mut text, mut k) = (None, None, None, None);
+    while let Some(field) = form.next_field().await.map_err(|e| multipart_error(e, s.max_upload))? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "image" => {
+                let file = field.file_name().unwrap_or("upload").to_string();
+                let bytes = field.bytes().await.map_err(|e| multipart_error(e, s.max_upload))?;
+                if bytes.is_empty() {
+                    continue;
+                }
+                if bytes.len() > s.max_upload {
+                    return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the image is larger than {} bytes", s.max_upload)));
+                }
+                image = Some((file, bytes));
+            }
+            "id" | "text" | "k" => {
+                let v = field.text().await.map_err(|e| multipart_error(e, s.max_upload))?;
+                match name.as_str() {
+                    "id" if !v.trim().is_empty() => id = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not an image id")))?),
+                    "text" => text = Some(v),
+                    "k" if !v.trim().is_empty() => k = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not a number")))?),
+                    _ => {}
+                }
+            }
+            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k)"))),
+        }
+    }
+    let reference = match (image, id) {
+        (Some(_), Some(_)) => return Err(bad("give either an uploaded image or an id, not both")),
+        (Some((file, bytes)), None) => Some(Reference::Pixels(
+            preprocess::decode_rgb8(&bytes, &file).map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?,
+        )),
+        (None, Some(id)) => Some(Reference::Indexed(id)),
+        (None, None) => None,
+    };
+    Ok(Parsed { reference, text, k: k.unwrap_or(10) })
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, max: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is larger than {max} bytes"))
+    } else {
+        bad(format!("malformed form: {}", e.body_text()))
+    }
+}
+
+async fn search(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Body) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = std::time::Instant::now();
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let parsed = if content_type.starts_with("multipart/form-data") {
+        let request = axum::http::Request::builder().header(header::CONTENT_TYPE, &content_type).body(body).map_err(|e| bad(e.to_string()))?;
+        let form = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await.map_err(|e| bad(e.body_text()))?;
+        parse_multipart(&s, form).await?
+    } else if content_type.starts_with("application/json") {
+        let bytes = axum::body::to_bytes(body, s.max_upload + 64 * 1024)
+            .await
+            .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large".into()))?;
+        let q: JsonQuery = serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+        Parsed { reference: q.id.map(Reference::Indexed), text: q.text, k: q.k.unwrap_or(10) }
+    } else {
+        return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data or application/json".into()));
+    };
+    if parsed.k == 0 || parsed.k > MAX_K {
+        return Err(bad(format!("k must be between 1 and {MAX_K}")));
+    }
+    if let Some(Reference::Indexed(id)) = parsed.reference {
+        if id >= s.searcher.index.len() {
+            return Err(ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")));
+        }
+    }
+    let state = s.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        state.searcher.search(&Query { reference: parsed.reference, text: parsed.text, k: parsed.k })
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))?
+    .map_err(|e| bad(e.to_string()))?;
+    let mut json = serde_json::to_value(&result).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    json["total_ms"] = serde_json::json!(started.elapsed().as_secs_f64() * 1e3);
+    Ok(Json(json))
+}
