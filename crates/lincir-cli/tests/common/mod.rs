@@ -41,6 +41,7 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
 
 /// A tiny uncompressed 24-bit BMP of one colour (the loaders read BMP like any other format).
 pub fn write_bmp(path: &Path, rgb: [u8; 3]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let (w, h) = (8u32, 8u32);
     let row = (w * 3).div_ceil(4) * 4;
     let size = 54 + row * h;
@@ -64,3 +65,63 @@ pub fn write_bmp(path: &Path, rgb: [u8; 3]) {
     std::fs::write(path, b).unwrap();
 }
 
+
+/// A running `lincir serve`, killed on drop.
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `lincir serve` on a free port with `args` and waits for its address line.
+pub fn serve(args: &[&str]) -> Server {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lincir"))
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no address in {line:?}")).to_string();
+    Server { child, base }
+}
+
+/// An HTTP agent that returns 4xx/5xx responses instead of failing on them.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// A multipart/form-data body of text fields and at most one file field named `image`.
+pub fn multipart(fields: &[(&str, &str)], image: Option<(&str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "lincirtestboundary7d91";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+    }
+    if let Some((name, bytes)) = image {
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// POSTs to `url`, returning the status and the JSON body.
+pub fn post(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut r = agent.post(url).header("content-type", content_type).send(body).unwrap();
+    let status = r.status().as_u16();
+    let json = r.body_mut().read_json::<serde_json::Value>().unwrap_or(serde_json::Value::Null);
+    (status, json)
+}

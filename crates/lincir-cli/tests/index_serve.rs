@@ -1,0 +1,141 @@
+//! `lincir index`, `search` and `serve` on the committed tiny CLIP and generated images: the
+//! index is incremental, searches work from a file or an id, and the HTTP API answers bad input
+//! with a 4xx JSON error while staying up.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const COLOURS: [[u8; 3]; 6] = [[220, 30, 30], [30, 200, 40], [30, 40, 220], [230, 220, 30], [10, 10, 10], [245, 245, 245]];
+
+fn colours(dir: &Path) {
+    for (i, rgb) in COLOURS.iter().enumerate() {
+        write_bmp(&dir.join(format!("sub/img{i}.bmp")), *rgb);
+    }
+}
+
+/// Runs `lincir index` and returns (images, added, updated, removed, unchanged, unreadable).
+fn index(model: &str, images: &Path, out: &Path) -> [usize; 6] {
+    let o = lincir(&["index", "--model", model, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let cells: Vec<usize> = stdout.lines().nth(2).unwrap().split('|').filter_map(|c| c.trim().parse().ok()).collect();
+    cells[..6].try_into().unwrap()
+}
+
+#[test]
+fn indexing_is_incremental_and_search_finds_the_same_image() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (images, out) = (work.path().join("photos"), work.path().join("index"));
+    colours(&images);
+    assert_eq!(index(m, &images, &out), [6, 6, 0, 0, 0, 0]);
+    assert_eq!(index(m, &images, &out), [6, 0, 0, 0, 6, 0], "nothing is re-embedded");
+    std::fs::remove_file(images.join("sub/img0.bmp")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_bmp(&images.join("sub/img1.bmp"), [200, 0, 200]);
+    write_bmp(&images.join("new.bmp"), [0, 120, 120]);
+    assert_eq!(index(m, &images, &out), [6, 1, 1, 1, 4, 0]);
+
+    // An image searched for by file finds itself first, and so does its id.
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img3.bmp").to_str().unwrap(), "-k", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["mode"], "image");
+    assert_eq!(r["hits"][0]["path"], "sub/img3.bmp");
+    assert!((r["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+    let id = r["hits"][0]["id"].as_u64().unwrap().to_string();
+    let phi = fixtures().join("phi_official.pt");
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--phi", phi.to_str().unwrap(), "--id", &id, "--text", "is blue", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((r["mode"].as_str(), r["sentence"].as_str()), (Some("composed"), Some("a photo of $ that is blue")));
+    assert_eq!(r["hits"].as_array().unwrap().len(), 6);
+
+    // Another model's index is refused.
+    let other = work.path().join("other-model");
+    std::fs::create_dir_all(&other).unwrap();
+    for e in std::fs::read_dir(model.path()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), other.join(e.file_name())).unwrap();
+    }
+    let cfg = other.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"layer_norm_eps\": 1e-05", "\"layer_norm_eps\": 1e-06");
+    std::fs::write(&cfg, text).unwrap();
+    let o = lincir(&["index", "--model", other.to_str().unwrap(), "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_clean_failure(&o, &["index.json", "was built with model"]);
+}
+
+#[test]
+fn the_api_answers_bad_input_with_json_errors_and_stays_up() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (images, out) = (work.path().join("photos"), work.path().join("index"));
+    colours(&images);
+    index(m, &images, &out);
+    let phi = fixtures().join("phi_official.pt");
+    let server = serve(&["--index", out.to_str().unwrap(), "--phi", phi.to_str().unwrap(), "--max-upload-mib", "1"]);
+    let agent = http();
+    let url = |p: &str| format!("{}{p}", server.base);
+
+    let info: serde_json::Value = agent.get(&url("/api/info")).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(info["images"], 6);
+    let page = agent.get(&url("/")).call().unwrap().body_mut().read_to_string().unwrap();
+    assert!(page.contains("composed image search"));
+
+    // Good requests: JSON by id, multipart with an upload.
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", br#"{"id": 2, "text": "is red", "k": 3}"#);
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["hits"].as_array().unwrap().len(), 3);
+    let bmp = std::fs::read(images.join("sub/img4.bmp")).unwrap();
+    let (ct, body) = multipart(&[("text", "is white"), ("k", "2")], Some(("x.bmp", &bmp)));
+    let (s, r) = post(&agent, &url("/api/search"), &ct, &body);
+    assert_eq!(s, 200, "{r}");
+    assert!(r["encode_ms"].as_f64().is_some() && r["rank_ms"].as_f64().is_some());
+    let (ct, body) = multipart(&[("k", "1")], Some(("x.bmp", &bmp)));
+    let (_, r) = post(&agent, &url("/api/search"), &ct, &body);
+    assert_eq!(r["hits"][0]["path"], "sub/img4.bmp", "an uploaded copy of an indexed image finds it");
+
+    // Bad requests: each a 4xx with a JSON error.
+    let big = vec![0u8; 2 * 1024 * 1024];
+    let long = "word ".repeat(100);
+    let cases: Vec<(&str, String, Vec<u8>, u16)> = vec![
+        ("no image and no text", "application/json".into(), b"{}".to_vec(), 400),
+        ("unknown id", "application/json".into(), br#"{"id": 999, "text": "x"}"#.to_vec(), 404),
+        ("text over 77 tokens", "application/json".into(), format!("{{\"text\": \"{long}\"}}").into_bytes(), 400),
+        ("malformed JSON", "application/json".into(), b"{id: }".to_vec(), 400),
+        ("k out of range", "application/json".into(), br#"{"text": "x", "k": 100000}"#.to_vec(), 400),
+        ("wrong content type", "text/plain".into(), b"hello".to_vec(), 415),
+    ];
+    for (what, ct, body, want) in cases {
+        let (s, r) = post(&agent, &url("/api/search"), &ct, &body);
+        assert_eq!(s, want, "{what}: {r}");
+        assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: {r}");
+    }
+    let (ct, body) = multipart(&[("text", "x")], Some(("notes.txt", b"not an image at all")));
+    let (s, r) = post(&agent, &url("/api/search"), &ct, &body);
+    assert_eq!(s, 415, "{r}");
+    let (ct, body) = multipart(&[("text", "x")], Some(("big.bmp", &big)));
+    let (s, r) = post(&agent, &url("/api/search"), &ct, &body);
+    assert_eq!(s, 413, "{r}");
+    for (path, want) in [("/api/images/999", 404), ("/api/images/..%2F..%2Fetc%2Fpasswd", 400), ("/api/images/-1", 400)] {
+        let mut resp = agent.get(&url(path)).call().unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{path}");
+        let r: serde_json::Value = resp.body_mut().read_json().unwrap();
+        assert!(r["error"].is_string(), "{path}: {r}");
+    }
+    let resp = agent.get(&url("/api/../../etc/passwd")).call().unwrap();
+    assert!(resp.status().as_u16() >= 400, "no file outside the index is served");
+    let mut resp = agent.get(&url("/api/images/0")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers().get("content-type").unwrap(), "image/bmp");
+    assert!(!resp.body_mut().read_to_vec().unwrap().is_empty());
+
+    // Still up.
+    let info: serde_json::Value = agent.get(&url("/api/info")).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(info["images"], 6);
+}
