@@ -15,6 +15,26 @@ pub enum BenchCommand {
     Encode(EncodeArgs),
     /// Training throughput (samples/s) of the SMP step, data preparation included.
     Train(TrainBenchArgs),
+    /// Search latency (query encoding + exact ranking) over a synthetic index.
+    Search(SearchBenchArgs),
+}
+
+#[derive(Args)]
+pub struct SearchBenchArgs {
+    /// CLIP model whose text tower encodes the queries (the index width is its projection dim).
+    #[arg(long)]
+    model: String,
+    /// Synthetic index entries (random unit vectors).
+    #[arg(long, default_value_t = 100_000)]
+    entries: usize,
+    /// Timed queries (after 5 warm-up queries).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    #[arg(short, long, default_value_t = 10)]
+    k: usize,
+    /// Write the numbers as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -54,6 +74,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Encode(args) => encode(args),
         BenchCommand::Train(args) => train_step(args),
+        BenchCommand::Search(args) => search_latency(args),
     }
 }
 
@@ -222,6 +243,80 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
     });
     println!("{:<44} {:>12}", "measure", "value");
     println!("{:<44} {:>12.2}", "training samples/s (median step)", median);
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Builds a synthetic index (random unit vectors, random norms) and times composed queries with
+/// indexed references: phi, the text tower on `a photo of $ that ...`, then the exact top-k.
+fn search_latency(args: SearchBenchArgs) -> Result<()> {
+    use lincir::index::{Entry, Index, IndexMeta, FORMAT, META_FILE};
+    use lincir::rng::Rng;
+    if args.entries == 0 || args.queries == 0 {
+        bail!("--entries and --queries must be at least 1");
+    }
+    let clip = Clip::load(&args.model, &LoadOptions { towers: lincir::clip::Towers::Text, ..Default::default() })?;
+    let dim = clip.config.projection_dim;
+    let dir = std::env::temp_dir().join(format!("lincir-bench-search-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rng = Rng::new(7);
+    let mut bytes = Vec::with_capacity(args.entries * dim * 4);
+    let mut entries = Vec::with_capacity(args.entries);
+    for i in 0..args.entries {
+        let v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        bytes.extend(v.iter().flat_map(|x| (x / norm).to_le_bytes()));
+        entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform() });
+    }
+    std::fs::write(dir.join("vectors-0.f32"), &bytes)?;
+    let meta = IndexMeta {
+        format: FORMAT,
+        model: args.model.clone(),
+        model_key: String::new(),
+        dim,
+        root: dir.clone(),
+        vectors_file: "vectors-0.f32".into(),
+        rows: args.entries,
+        entries,
+    };
+    std::fs::write(dir.join(META_FILE), serde_json::to_string(&meta)?)?;
+    let index = Index::open(&dir)?;
+    let text = clip.text()?;
+    let phi = lincir::phi::Phi::init(lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width()), 0, &clip.device)?;
+    let searcher = lincir::search::Searcher::new(clip, Some(phi), index)?;
+    let texts = synthetic_captions(args.queries + 5, 3);
+    let (mut encode, mut rank, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, t) in texts.iter().enumerate() {
+        let words: Vec<&str> = t.split(' ').take(6).collect();
+        let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k };
+        let started = Instant::now();
+        let r = searcher.search(&q)?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if i >= 5 {
+            encode.push(r.encode_ms);
+            rank.push(r.rank_ms);
+            total.push(ms);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    };
+    let report = serde_json::json!({
+        "tool": "lincir", "model": args.model, "machine": machine(), "entries": args.entries, "dim": dim, "k": args.k,
+        "queries": total.len(),
+        "total_ms_p50": pct(&mut total, 0.5), "total_ms_p95": pct(&mut total, 0.95),
+        "encode_ms_p50": pct(&mut encode, 0.5), "encode_ms_p95": pct(&mut encode, 0.95),
+        "rank_ms_p50": pct(&mut rank, 0.5), "rank_ms_p95": pct(&mut rank, 0.95),
+    });
+    println!("{:<44} {:>10} {:>10}", format!("{} entries x {dim}, k {}", args.entries, args.k), "p50 ms", "p95 ms");
+    for what in ["total", "encode", "rank"] {
+        println!("{:<44} {:>10.2} {:>10.2}", what, report[format!("{what}_ms_p50")].as_f64().unwrap(), report[format!("{what}_ms_p95")].as_f64().unwrap());
+    }
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
         println!("wrote {}", out.display());

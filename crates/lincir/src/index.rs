@@ -25,7 +25,7 @@ use crate::clip::{preprocess, Clip};
 use crate::{Error, Result};
 
 pub const META_FILE: &str = "index.json";
-const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 1;
 /// Images embedded between two saves of the index.
 const SAVE_EVERY: usize = 256;
 
