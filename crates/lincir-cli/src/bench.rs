@@ -185,7 +185,7 @@ fn encode(args: EncodeArgs) -> Result<()> {
 
 /// Runs the real training loop on synthetic captions and reports the median samples/s per step.
 fn train_step(args: TrainBenchArgs) -> Result<()> {
-    use lincir::smp::{corpus::Corpus, optim::AdamWConfig, schedule::LrSchedule, train};
+    use lincir::smp::{corpus::Corpus, train};
     if args.batch_size == 0 || args.steps == 0 {
         bail!("--batch-size and --steps must be at least 1");
     }
@@ -196,28 +196,14 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
     let texts = synthetic_captions(args.batch_size * (args.steps as usize + 1), 1);
     std::fs::write(&captions, texts.join("\n"))?;
     let text = clip.text()?;
+    let phi = lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width());
     let cfg = train::TrainConfig {
-        model: args.model.clone(),
-        captions: vec![captions.display().to_string()],
-        text_field: "text".into(),
         batch_size: args.batch_size,
         max_steps: args.steps + 1,
-        lr: 1e-4,
-        adamw: AdamWConfig::default(),
-        lr_scheduler: LrSchedule::Constant,
-        lr_warmup_steps: 0,
-        grad_accum: 1,
-        max_grad_norm: None,
-        phi: lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width()),
-        noise: train::NoiseMode::Uniform,
-        use_ema: false,
-        ema_decay: 0.9999,
-        seed: 0,
         checkpointing_steps: u64::MAX,
-        validation_steps: None,
-        cirr_dataset_path: None,
         // No shuffling: the captions come in the order PyTorch's side reads them.
         shuffle_buffer: 1,
+        ..train::TrainConfig::paper(&args.model, vec![captions.display().to_string()], phi)
     };
     let corpus = Corpus::open(&cfg.captions, "text")?;
     let mut rates = Vec::new();

@@ -9,17 +9,27 @@ use lincir::index::Index;
 use lincir::phi::Phi;
 use lincir::search::{Query, Reference, Searcher};
 
+/// What `search` and `serve` load: an index, its model, phi, the query template.
 #[derive(Args)]
-pub struct SearchArgs {
+pub struct SearcherArgs {
     /// The index folder (from `lincir index`).
     #[arg(long)]
-    index: PathBuf,
+    pub index: PathBuf,
     /// CLIP model (default: the one the index was built with).
     #[arg(long)]
-    model: Option<String>,
+    pub model: Option<String>,
     /// phi checkpoint (lincir safetensors or official .pt); needed for image + text queries.
     #[arg(long)]
-    phi: Option<PathBuf>,
+    pub phi: Option<PathBuf>,
+    /// Composed-query template: `{}` is the text, `$` the image.
+    #[arg(long, default_value = lincir::prompt::QUERY_TEMPLATE)]
+    pub template: String,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    searcher: SearcherArgs,
     /// Reference image file.
     #[arg(long, conflicts_with = "id")]
     image: Option<PathBuf>,
@@ -29,9 +39,6 @@ pub struct SearchArgs {
     /// The modification ("is red and bigger"), or a sentence with `$` for the image.
     #[arg(long)]
     text: Option<String>,
-    /// Composed-query template: `{}` is the text, `$` the image.
-    #[arg(long, default_value = lincir::prompt::QUERY_TEMPLATE)]
-    template: String,
     /// Number of results.
     #[arg(short, long, default_value_t = 10)]
     k: usize,
@@ -41,9 +48,10 @@ pub struct SearchArgs {
 }
 
 /// Loads the model (both towers), phi and the index, checking they fit together.
-pub fn load_searcher(index: &PathBuf, model: Option<&str>, phi: Option<&PathBuf>, template: &str) -> Result<Searcher> {
-    let index = Index::open(index)?;
-    let model = model.map(str::to_string).unwrap_or_else(|| index.meta.model.clone());
+pub fn load_searcher(a: &SearcherArgs) -> Result<Searcher> {
+    let (phi, template) = (a.phi.as_ref(), a.template.as_str());
+    let index = Index::open(&a.index)?;
+    let model = a.model.clone().unwrap_or_else(|| index.meta.model.clone());
     let clip = Clip::load(&model, &LoadOptions::default())?;
     let phi = match phi {
         Some(p) => {
@@ -61,7 +69,7 @@ pub fn load_searcher(index: &PathBuf, model: Option<&str>, phi: Option<&PathBuf>
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
-    let s = load_searcher(&args.index, args.model.as_deref(), args.phi.as_ref(), &args.template)?;
+    let s = load_searcher(&args.searcher)?;
     let reference = match (&args.image, args.id) {
         (Some(p), _) => Some(Reference::Pixels(preprocess::load_rgb8(p)?)),
         (None, Some(id)) => Some(Reference::Indexed(id)),

@@ -88,33 +88,18 @@ fn shapes_zero_shot_colour_retrieval() {
 #[ignore = "shared suite: needs ../shared"]
 fn shapes_phi_trained_on_text_alone_beats_single_modality_baselines() {
     use lincir::bench::{cirr, query};
-    use lincir::smp::{corpus::Corpus, optim::AdamWConfig, schedule::LrSchedule, train};
+    use lincir::smp::{corpus::Corpus, train};
 
     let model = shared().join("shapes/clip");
     let clip = Clip::load(model.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let text = clip.text().unwrap();
     let captions = shared().join("shapes/captions.txt").display().to_string();
+    let phi = lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width());
     let cfg = train::TrainConfig {
-        model: model.display().to_string(),
-        captions: vec![captions.clone()],
-        text_field: "text".into(),
         batch_size: 64,
         max_steps: 300,
-        lr: 1e-4,
-        adamw: AdamWConfig::default(),
-        lr_scheduler: LrSchedule::Constant,
-        lr_warmup_steps: 0,
-        grad_accum: 1,
-        max_grad_norm: None,
-        phi: lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width()),
-        noise: train::NoiseMode::Uniform,
-        use_ema: false,
-        ema_decay: 0.9999,
-        seed: 0,
         checkpointing_steps: 300,
-        validation_steps: None,
-        cirr_dataset_path: None,
-        shuffle_buffer: 1_000_000,
+        ..train::TrainConfig::paper(&model.display().to_string(), vec![captions.clone()], phi)
     };
     let out = tempfile::tempdir().unwrap();
     let corpus = Corpus::open(&[captions], "text").unwrap();

@@ -11,7 +11,6 @@
 //! concurrent requests (the heavy work runs on blocking threads).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -31,21 +30,11 @@ const MAX_K: usize = 200;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The index folder (from `lincir index`).
-    #[arg(long)]
-    index: PathBuf,
-    /// CLIP model (default: the one the index was built with).
-    #[arg(long)]
-    model: Option<String>,
-    /// phi checkpoint (lincir safetensors or official .pt).
-    #[arg(long)]
-    phi: Option<PathBuf>,
+    #[command(flatten)]
+    searcher: crate::search::SearcherArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Composed-query template: `{}` is the text, `$` the image.
-    #[arg(long, default_value = lincir::prompt::QUERY_TEMPLATE)]
-    template: String,
     /// Largest accepted upload, in MiB.
     #[arg(long, default_value_t = 10)]
     max_upload_mib: usize,
@@ -72,7 +61,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let searcher = crate::search::load_searcher(&args.index, args.model.as_deref(), args.phi.as_ref(), &args.template)?;
+    let searcher = crate::search::load_searcher(&args.searcher)?;
     let max_upload = args.max_upload_mib * 1024 * 1024;
     let state = Arc::new(AppState { searcher, max_upload });
     let app = router(state.clone());

@@ -79,6 +79,34 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// The paper's settings (AdamW lr 1e-4, weight decay 0.01, constant schedule, dropout 0.5,
+    /// noise, no clipping, no EMA) for `model` and `captions`, batch 256, 20,000 steps,
+    /// checkpoints every 500 steps, no validation.
+    pub fn paper(model: &str, captions: Vec<String>, phi: PhiConfig) -> Self {
+        TrainConfig {
+            model: model.to_string(),
+            captions,
+            text_field: super::corpus::DEFAULT_TEXT_FIELD.to_string(),
+            batch_size: 256,
+            max_steps: 20_000,
+            lr: 1e-4,
+            adamw: AdamWConfig::default(),
+            lr_scheduler: LrSchedule::Constant,
+            lr_warmup_steps: 0,
+            grad_accum: 1,
+            max_grad_norm: None,
+            phi,
+            noise: NoiseMode::Uniform,
+            use_ema: false,
+            ema_decay: 0.9999,
+            seed: 0,
+            checkpointing_steps: 500,
+            validation_steps: None,
+            cirr_dataset_path: None,
+            shuffle_buffer: 1_000_000,
+        }
+    }
+
     /// What must not change between a run and its resumption.
     fn identity(&self) -> serde_json::Value {
         serde_json::json!({
