@@ -17,6 +17,10 @@ pub enum Error {
     #[error("model `{model}`: {msg}")]
     Model { model: String, msg: String },
 
+    /// A hub dataset that could not be found locally nor fetched.
+    #[error("dataset `{dataset}`: {msg}")]
+    Dataset { dataset: String, msg: String },
+
     /// Invalid input that is not tied to a file (an empty batch, a bad argument).
     #[error("{0}")]
     Invalid(String),

@@ -125,7 +125,7 @@ fn hub_dataset_files(spec: &str) -> Result<Vec<Source>> {
     };
     let repo = Repo::with_revision(id, RepoType::Dataset, revision);
     let cache = Cache::from_env();
-    let err = |msg: String| Error::Model { model: format!("dataset {spec}"), msg };
+    let err = |msg: String| Error::Dataset { dataset: spec.to_string(), msg };
     let names = if hub_offline() {
         cached_files(&cache, &repo).ok_or_else(|| {
             err(format!("not in the Hugging Face cache at {} and HF_HUB_OFFLINE is set", cache.path().display()))
