@@ -48,6 +48,10 @@ rows = []
 for f in sorted(os.listdir(out)):
     if f.endswith(".json") and not f.endswith(".eval.json"):
         r = json.load(open(os.path.join(out, f)))
+        if "metrics" in r:  # lincir eval --json: {"metrics": {"all": {...}}}
+            m = r["metrics"]["all"]
+            r["recall"] = {k: v for k, v in m.items() if k.startswith("R@")}
+            r["recall_subset"] = {k: v for k, v in m.items() if k.startswith("Rs@")}
         rows.append((f[:-5], r))
 lines = ["| run | R@1 | R@5 | R@10 | R@50 | Rs@1 | Rs@2 | Rs@3 | train time |", "|---|---|---|---|---|---|---|---|---|"]
 for name, r in rows:
