@@ -139,3 +139,29 @@ fn the_api_answers_bad_input_with_json_errors_and_stays_up() {
     let info: serde_json::Value = agent.get(&url("/api/info")).call().unwrap().body_mut().read_json().unwrap();
     assert_eq!(info["images"], 6);
 }
+
+#[test]
+fn an_interrupted_index_resumes_with_what_it_had_written() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (images, out) = (work.path().join("photos"), work.path().join("index"));
+    colours(&images);
+    assert_eq!(index(m, &images, &out), [6, 6, 0, 0, 0, 0]);
+    // The state an interruption leaves: rows appended after the last metadata save (garbage at
+    // the end of the vectors file) and images not yet recorded in index.json.
+    let meta_path = out.join("index.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    let vectors = out.join(meta["vectors_file"].as_str().unwrap());
+    let entries = meta["entries"].as_array_mut().unwrap();
+    entries.truncate(4);
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let mut bytes = std::fs::read(&vectors).unwrap();
+    bytes.extend_from_slice(&[0xAB; 37]);
+    std::fs::write(&vectors, bytes).unwrap();
+    assert_eq!(index(m, &images, &out), [6, 2, 0, 0, 4, 0], "only the 2 unrecorded images are embedded");
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img5.bmp").to_str().unwrap(), "-k", "1", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["hits"][0]["path"], "sub/img5.bmp");
+    assert!((r["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4, "vectors are intact after the repair");
+}
