@@ -8,9 +8,9 @@ use lincir::phi::Phi;
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// phi checkpoint to read (lincir safetensors or official .pt).
+    /// phi checkpoint to read (lincir safetensors or official .pt; a file or `owner/repo/file` on the hub).
     #[arg(long)]
-    phi: PathBuf,
+    phi: String,
     /// Output: `.pt` writes the official format, anything else lincir's safetensors.
     #[arg(long)]
     out: PathBuf,
@@ -20,7 +20,7 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
-    let phi = Phi::load(&args.phi, &candle_core::Device::Cpu)?;
+    let phi = Phi::load(&Phi::resolve(&args.phi)?, &candle_core::Device::Cpu)?;
     let official = args.out.extension().is_some_and(|e| e == "pt" || e == "pth");
     if official {
         phi.save_official(&args.out, args.epoch)?;

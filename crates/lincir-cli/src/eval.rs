@@ -66,7 +66,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let mut json = report.to_json();
         json["model"] = serde_json::json!(args.model.model);
-        json["phi"] = serde_json::json!(args.model.phi.as_ref().map(|p| p.display().to_string()));
+        json["phi"] = serde_json::json!(args.model.phi);
         json["seconds"] = serde_json::json!(secs);
         lincir::io::write_atomic(path, (serde_json::to_string_pretty(&json)? + "\n").as_bytes())?;
     }

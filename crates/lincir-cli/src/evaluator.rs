@@ -23,9 +23,10 @@ pub struct ModelArgs {
     /// CLIP model: a local Hugging Face directory or a hub id.
     #[arg(long)]
     pub model: String,
-    /// phi checkpoint: lincir safetensors or an official .pt (not needed with --baseline).
+    /// phi checkpoint: lincir safetensors or an official .pt, a file or `owner/repo/file` on the
+    /// hub (e.g. navervision/zeroshot-cir-models/lincir_large.pt); not needed with --baseline.
     #[arg(long, required_unless_present = "baseline")]
-    pub phi: Option<PathBuf>,
+    pub phi: Option<String>,
     /// Rank without phi instead: by the reference image, the text, or their normalised sum.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
@@ -65,7 +66,7 @@ impl ModelArgs {
         let phi = match (&self.phi, mode) {
             (Some(p), QueryMode::Composed) => {
                 let text = clip.text()?;
-                Some(Phi::load_for(p, text.projection_dim(), text.width(), &clip.device)?)
+                Some(Phi::load_for(&Phi::resolve(p)?, text.projection_dim(), text.width(), &clip.device)?)
             }
             _ => None,
         };

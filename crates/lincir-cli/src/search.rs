@@ -18,9 +18,10 @@ pub struct SearcherArgs {
     /// CLIP model (default: the one the index was built with).
     #[arg(long)]
     pub model: Option<String>,
-    /// phi checkpoint (lincir safetensors or official .pt); needed for image + text queries.
+    /// phi checkpoint (lincir safetensors or official .pt; a file or `owner/repo/file` on the
+    /// hub); needed for image + text queries.
     #[arg(long)]
-    pub phi: Option<PathBuf>,
+    pub phi: Option<String>,
     /// Composed-query template: `{}` is the text, `$` the image.
     #[arg(long, default_value = lincir::prompt::QUERY_TEMPLATE)]
     pub template: String,
@@ -56,7 +57,7 @@ pub fn load_searcher(a: &SearcherArgs) -> Result<Searcher> {
     let phi = match phi {
         Some(p) => {
             let t = clip.text()?;
-            Some(Phi::load_for(p, t.projection_dim(), t.width(), &clip.device)?)
+            Some(Phi::load_for(&Phi::resolve(p)?, t.projection_dim(), t.width(), &clip.device)?)
         }
         None => None,
     };

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -66,19 +66,15 @@ fn hub_id_resolves_from_an_offline_cache() {
     // The Hugging Face cache layout: models--org--name/{refs/main, blobs/, snapshots/<rev>/}.
     let model = model_dir();
     let home = tempfile::tempdir().unwrap();
-    let repo = home.path().join("hub/models--lincir-test--tiny-clip");
-    let rev = "0123456789abcdef0123456789abcdef01234567";
-    let snap = repo.join("snapshots").join(rev);
-    std::fs::create_dir_all(&snap).unwrap();
-    std::fs::create_dir_all(repo.join("blobs")).unwrap();
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), rev).unwrap();
-    for (i, e) in std::fs::read_dir(model.path()).unwrap().enumerate() {
-        let e = e.unwrap();
-        let blob = repo.join("blobs").join(format!("blob{i}"));
-        std::fs::copy(e.path(), &blob).unwrap();
-        std::os::unix::fs::symlink(format!("../../blobs/blob{i}"), snap.join(e.file_name())).unwrap();
-    }
+    let files: Vec<(String, PathBuf)> = std::fs::read_dir(model.path())
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().to_string(), e.path())
+        })
+        .collect();
+    let files: Vec<(&str, PathBuf)> = files.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+    fake_hub_repo(home.path(), "model", "lincir-test/tiny-clip", &files);
     let work = tempfile::tempdir().unwrap();
     let texts = work.path().join("t.txt");
     std::fs::write(&texts, "a dog\n").unwrap();
@@ -301,4 +297,34 @@ fn write_phi(path: &Path, p: usize, w: usize) {
         .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+#[test]
+fn phi_checkpoints_resolve_from_the_hub_cache() {
+    let model = model_dir();
+    let m = model.path().to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    fake_hub_repo(home.path(), "model", "navervision/zeroshot-cir-models", &[("lincir_large.pt", fixtures().join("phi_official.pt"))]);
+    let out = home.path().join("converted.safetensors");
+    let run = |phi: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lincir"))
+            .args(["convert-phi", "--phi", phi, "--out", out.to_str().unwrap()])
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let o = run("navervision/zeroshot-cir-models/lincir_large.pt");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("phi 16 -> 64 -> 24"));
+    assert_clean_failure(&run("navervision/zeroshot-cir-models/lincir_giga.pt"), &["lincir_giga.pt", "not in the Hugging Face cache"]);
+    let bench = home.path().join("CIRR");
+    mini_cirr(&bench);
+    let o = Command::new(env!("CARGO_BIN_EXE_lincir"))
+        .args(["eval", "--model", m, "--phi", "navervision/zeroshot-cir-models/lincir_large.pt", "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--no-cache"])
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

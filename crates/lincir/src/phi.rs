@@ -100,6 +100,23 @@ impl Phi {
         Ok(Phi { config, layers })
     }
 
+    /// Where a phi checkpoint named by the user is: a local file, or a file of a hub model
+    /// repository written `owner/name/file` (optionally `owner/name@revision/file`), such as
+    /// `navervision/zeroshot-cir-models/lincir_large.pt`, fetched through the hub cache.
+    pub fn resolve(spec: &str) -> Result<std::path::PathBuf> {
+        let path = Path::new(spec);
+        if path.exists() {
+            return Ok(path.to_path_buf());
+        }
+        let parts: Vec<&str> = spec.splitn(3, '/').collect();
+        match parts.as_slice() {
+            [owner, name, file] if !spec.starts_with(['.', '/', '~']) && !owner.is_empty() && !name.is_empty() && !file.is_empty() => {
+                crate::clip::hub::fetch_file(&format!("{owner}/{name}"), file)
+            }
+            _ => Err(Error::file(path, "phi checkpoint not found (a file, or owner/repo/file on the Hugging Face hub)")),
+        }
+    }
+
     /// Loads a checkpoint: lincir's safetensors (with its config in the metadata) or an official
     /// `.pt` file (`{'epoch', 'Phi': state_dict}`; the architecture is read from the shapes).
     pub fn load(path: &Path, device: &Device) -> Result<Self> {

@@ -125,3 +125,22 @@ pub fn post(agent: &ureq::Agent, url: &str, content_type: &str, body: &[u8]) -> 
     let json = r.body_mut().read_json::<serde_json::Value>().unwrap_or(serde_json::Value::Null);
     (status, json)
 }
+
+/// Lays out a Hugging Face cache repository under `home` (`{kind}s--owner--name/{refs/main,
+/// blobs, snapshots/<rev>}`) holding `files` (name in the repo, source file).
+pub fn fake_hub_repo(home: &Path, kind: &str, id: &str, files: &[(&str, PathBuf)]) {
+    let repo = home.join("hub").join(format!("{kind}s--{}", id.replace('/', "--")));
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    let snap = repo.join("snapshots").join(rev);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), rev).unwrap();
+    for (i, (name, src)) in files.iter().enumerate() {
+        let blob = repo.join("blobs").join(format!("blob{i}"));
+        std::fs::copy(src, &blob).unwrap();
+        let link = snap.join(name);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        let depth = name.matches('/').count() + 2;
+        std::os::unix::fs::symlink(format!("{}blobs/blob{i}", "../".repeat(depth)), link).unwrap();
+    }
+}

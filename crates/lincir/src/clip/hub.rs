@@ -48,6 +48,17 @@ pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
     HubFiles::new(repo, spec)?.fetch_model()
 }
 
+/// One file of a hub model repository (`owner/name`, optionally `@revision`), from the cache or
+/// downloaded (unless `HF_HUB_OFFLINE`).
+pub fn fetch_file(repo_spec: &str, file: &str) -> Result<PathBuf> {
+    let (id, revision) = match repo_spec.split_once('@') {
+        Some((id, rev)) => (id.to_string(), rev.to_string()),
+        None => (repo_spec.to_string(), "main".to_string()),
+    };
+    let files = HubFiles::new(Repo::with_revision(id, RepoType::Model, revision), repo_spec)?;
+    files.get(file).map_err(|m| files.err(m))
+}
+
 struct HubFiles {
     repo: Repo,
     spec: String,
