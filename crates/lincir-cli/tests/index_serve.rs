@@ -25,14 +25,20 @@ fn index(model: &str, images: &Path, out: &Path) -> [usize; 6] {
     cells[..6].try_into().unwrap()
 }
 
-#[test]
-fn indexing_is_incremental_and_search_finds_the_same_image() {
-    let model = model_dir();
-    let m = model.path().to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
+/// Six one-colour images indexed with clip-a: (model path, images folder, index folder).
+fn indexed_colours(model: &tempfile::TempDir, work: &tempfile::TempDir) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let m = model.path().to_str().unwrap().to_string();
     let (images, out) = (work.path().join("photos"), work.path().join("index"));
     colours(&images);
-    assert_eq!(index(m, &images, &out), [6, 6, 0, 0, 0, 0]);
+    assert_eq!(index(&m, &images, &out), [6, 6, 0, 0, 0, 0]);
+    (m, images, out)
+}
+
+#[test]
+fn indexing_is_incremental_and_search_finds_the_same_image() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    let m = m.as_str();
     assert_eq!(index(m, &images, &out), [6, 0, 0, 0, 6, 0], "nothing is re-embedded");
     std::fs::remove_file(images.join("sub/img0.bmp")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -71,12 +77,8 @@ fn indexing_is_incremental_and_search_finds_the_same_image() {
 
 #[test]
 fn the_api_answers_bad_input_with_json_errors_and_stays_up() {
-    let model = model_dir();
-    let m = model.path().to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let (images, out) = (work.path().join("photos"), work.path().join("index"));
-    colours(&images);
-    index(m, &images, &out);
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (_, images, out) = indexed_colours(&model, &work);
     let phi = fixtures().join("phi_official.pt");
     let server = serve(&["--index", out.to_str().unwrap(), "--phi", phi.to_str().unwrap(), "--max-upload-mib", "1"]);
     let agent = http();
@@ -142,12 +144,9 @@ fn the_api_answers_bad_input_with_json_errors_and_stays_up() {
 
 #[test]
 fn an_interrupted_index_resumes_with_what_it_had_written() {
-    let model = model_dir();
-    let m = model.path().to_str().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let (images, out) = (work.path().join("photos"), work.path().join("index"));
-    colours(&images);
-    assert_eq!(index(m, &images, &out), [6, 6, 0, 0, 0, 0]);
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    let m = m.as_str();
     // The state an interruption leaves: rows appended after the last metadata save (garbage at
     // the end of the vectors file) and images not yet recorded in index.json.
     let meta_path = out.join("index.json");
