@@ -442,9 +442,14 @@ struct Validation {
 }
 
 impl Validation {
+    /// Embeds the val gallery once, through the feature cache (a rerun or a resumed run, and
+    /// `lincir eval` on the same data, reuse it).
     fn prepare(clip: &Clip, path: &Path) -> Result<Self> {
+        use crate::bench::{cache, images};
         let split = cirr::CirrSplit::load(path, "val")?;
-        let gallery = crate::embed::embed_image_files(clip, &split.paths, 32, &|_| {})?;
+        let cache = cache::default_root().map(|root| cache::FeatureCache::for_model(clip, &root)).transpose()?;
+        let files: Vec<images::BenchImage> = split.paths.iter().cloned().map(images::BenchImage::file).collect();
+        let gallery = images::embed_images(clip, cache.as_ref(), &files, 32, images::BadImages::Fail, &|_| {})?.features;
         let idx = Tensor::from_vec(split.reference_indices().iter().map(|&i| i as u32).collect::<Vec<_>>(), split.queries.len(), &clip.device)?;
         let references = gallery.index_select(&idx, 0)?;
         Ok(Validation { split, gallery, references })
