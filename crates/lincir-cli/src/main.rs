@@ -28,24 +28,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Embed texts (one per line) or images with CLIP into a safetensors file.
-    Embed(embed::EmbedArgs),
+    /// Train phi on captions alone (self-masking projection).
+    Train(train::TrainArgs),
     /// Zero-shot composed retrieval metrics on a benchmark.
     Eval(eval::EvalArgs),
+    /// Write the files the CIRR and CIRCO test servers accept.
+    Submit(submit::SubmitArgs),
     /// Embed a folder of images into an index (incremental: only new and changed images).
     Index(index::IndexArgs),
     /// Search an index with a reference image and/or a text.
     Search(search::SearchArgs),
     /// Serve an HTTP API and a web page for composed search over an index.
     Serve(serve::ServeArgs),
-    /// Write the files the CIRR and CIRCO test servers accept.
-    Submit(submit::SubmitArgs),
     /// Print the keywords and masked form of captions (JSON lines), as training sees them.
     Keywords(keywords::KeywordsArgs),
-    /// Train phi on captions alone (self-masking projection).
-    Train(train::TrainArgs),
     /// Convert a phi checkpoint between safetensors and the official .pt format.
     ConvertPhi(convert::ConvertArgs),
+    /// Embed texts (one per line) or images with CLIP into a safetensors file.
+    Embed(embed::EmbedArgs),
     /// Measure throughput on this machine.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
