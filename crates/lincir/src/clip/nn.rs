@@ -269,6 +269,22 @@ impl Attention {
         let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b, s, h))?;
         self.out.forward(&ctx)
     }
+
+    /// Attention output at the first token only (the vision tower's class token), unmasked.
+    ///
+    /// # Shapes
+    /// x: [batch, seq, hidden] -> [batch, hidden]
+    fn forward_first(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        let (b, s, h) = x.dims3()?;
+        let (n, d) = (self.heads, self.head_dim);
+        let qkv = self.qkv.forward(x)?; // [b, s, 3h]
+        let q = (qkv.narrow(1, 0, 1)?.narrow(2, 0, h)?.reshape((b * n, 1, d))? * (d as f64).powf(-0.5))?;
+        let kv = qkv.narrow(2, h, 2 * h)?.reshape((b, s, 2, n, d))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
+        let kv = kv.reshape((2, b * n, s, d))?;
+        let scores = q.matmul(&kv.get(0)?.t()?)?; // [b*heads, 1, s]
+        let ctx = softmax(&scores, grad)?.matmul(&kv.get(1)?)?.reshape((b, h))?;
+        self.out.forward(&ctx)
+    }
 }
 
 impl Attention {
@@ -347,6 +363,16 @@ impl EncoderLayer {
         self.feed_forward(&x, grad)
     }
 
+    /// The layer's output at the first token only.
+    ///
+    /// # Shapes
+    /// x: [batch, seq, hidden] -> [batch, hidden]
+    fn forward_first(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        let first = x.narrow(1, 0, 1)?.squeeze(1)?;
+        let x = (first + self.attn.forward_first(&self.ln1.forward(x, grad)?, grad)?)?;
+        self.feed_forward(&x, grad)
+    }
+
     /// x + mlp(ln2(x))
     fn feed_forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
         let y = self.fc2.forward(&activate(&self.fc1.forward(&self.ln2.forward(x, grad)?)?, self.act, grad)?)?;
@@ -395,6 +421,20 @@ impl Encoder {
             x = layer.forward_packed(&x, p, grad)?;
         }
         last.forward_last(&x, p, grad)
+    }
+
+    /// Unmasked encoder returning only the first token (the last layer computes nothing else:
+    /// the vision tower pools the class token).
+    ///
+    /// # Shapes
+    /// x: [batch, seq, hidden] -> [batch, hidden]
+    pub fn forward_first_token(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
+        let mut x = x.clone();
+        for layer in rest {
+            x = layer.forward(&x, None, grad)?;
+        }
+        last.forward_first(&x, grad)
     }
 
     /// # Shapes

@@ -68,8 +68,7 @@ impl VisionTower {
         let class = self.class_embedding.reshape((1, 1, width))?.broadcast_as((b, 1, width))?;
         let x = Tensor::cat(&[&class, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         let x = self.pre_layernorm.forward(&x, Grad::No)?;
-        let x = self.encoder.forward(&x, None, Grad::No)?;
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?; // [b, width]
+        let cls = self.encoder.forward_first_token(&x, Grad::No)?; // [b, width]
         let cls = self.post_layernorm.forward(&cls, Grad::No)?;
         Ok(self.projection.forward(&cls)?)
     }
