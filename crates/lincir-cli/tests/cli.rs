@@ -328,3 +328,39 @@ fn phi_checkpoints_resolve_from_the_hub_cache() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn genecis_attribute_tasks_crop_their_regions() {
+    // Three Visual Genome-style records: the crop of each box is what gets embedded.
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("GeneCIS");
+    for i in 0..6 {
+        write_bmp(&root.join(format!("Visual_Genome/VG_All/{}.jpg", 100 + i)), [40 * i as u8, 200 - 30 * i as u8, 90]);
+    }
+    let item = |id: u32, b: [f64; 4]| serde_json::json!({"image_id": id, "instance_bbox": b});
+    let records: Vec<serde_json::Value> = (0..3)
+        .map(|i| {
+            serde_json::json!({
+                "reference": item(100 + i, [1.0, 1.0, 4.0, 3.0]),
+                "target": item(103 + i, [0.5, 2.0, 6.0, 5.0]),
+                "gallery": [item(101, [0.0, 0.0, 8.0, 8.0]), item(102 + i % 2, [2.0, 2.0, 2.0, 2.0])],
+                "condition": "red",
+            })
+        })
+        .collect();
+    std::fs::create_dir_all(root.join("genecis")).unwrap();
+    std::fs::write(root.join("genecis/focus_attribute.json"), serde_json::Value::Array(records).to_string()).unwrap();
+    let json = work.path().join("g.json");
+    let phi = fixtures().join("phi_official.pt");
+    let o = lincir(&["eval", "--model", model.path().to_str().unwrap(), "--phi", phi.to_str().unwrap(), "--dataset", "genecis", "--dataset-path", root.to_str().unwrap(), "--json", json.to_str().unwrap(), "--no-cache"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["queries"], 3);
+    assert_eq!(r["metrics"]["focus_attribute"]["R@3"], 100.0, "3 candidates: the target is always within the top 3");
+    assert!(r["notes"].to_string().contains("mean over the 1 tasks"));
+    // A record without a box is an error naming the file and the record.
+    std::fs::write(root.join("genecis/focus_attribute.json"), r#"[{"reference": {"image_id": 100}, "target": {"image_id": 101}, "gallery": [], "condition": "x"}]"#).unwrap();
+    let o = lincir(&["eval", "--model", model.path().to_str().unwrap(), "--phi", phi.to_str().unwrap(), "--dataset", "genecis", "--dataset-path", root.to_str().unwrap(), "--no-cache"]);
+    assert_clean_failure(&o, &["focus_attribute.json", "record 0", "instance_bbox"]);
+}
