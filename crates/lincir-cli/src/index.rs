@@ -24,6 +24,9 @@ pub struct IndexArgs {
     /// Leave unreadable images out (listed) instead of stopping with an error.
     #[arg(long)]
     skip_bad_images: bool,
+    /// Also write the run's report (counts, unreadable files, time) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
@@ -52,6 +55,12 @@ pub fn run(args: IndexArgs) -> Result<()> {
     );
     for (path, e) in &r.failed {
         println!("unreadable: {path}: {e}");
+    }
+    if let Some(path) = &args.json {
+        let mut json = serde_json::to_value(&r)?;
+        json["seconds"] = serde_json::json!(secs);
+        json["index"] = serde_json::json!(args.out.display().to_string());
+        lincir::io::write_atomic(path, (serde_json::to_string_pretty(&json)? + "\n").as_bytes())?;
     }
     Ok(())
 }

@@ -45,6 +45,11 @@ fn indexing_is_incremental_and_search_finds_the_same_image() {
     write_bmp(&images.join("sub/img1.bmp"), [200, 0, 200]);
     write_bmp(&images.join("new.bmp"), [0, 120, 120]);
     assert_eq!(index(m, &images, &out), [6, 1, 1, 1, 4, 0]);
+    let report = work.path().join("report.json");
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    assert!(o.status.success());
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((r["total"].as_u64(), r["unchanged"].as_u64(), r["added"].as_u64()), (Some(6), Some(6), Some(0)));
 
     // An image searched for by file finds itself first, and so does its id.
     let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img3.bmp").to_str().unwrap(), "-k", "2", "--json"]);
