@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::cache::FeatureCache;
 use crate::clip::preprocess::{self, Rgb8};
 use crate::clip::Clip;
-use crate::{Error, Result};
+use crate::Result;
 
 /// A bounding box [x, y, w, h] in pixels, dilated and squared before preprocessing (GeneCIS).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,16 +179,6 @@ pub fn embed_images(
     Ok(Embedded { features: Tensor::from_vec(flat, (images.len(), dim), &clip.device)?, ok, skipped, cached })
 }
 
-impl Embedded {
-    /// Fails when an image was skipped but a query cannot do without it.
-    pub fn require(&self, index: usize, what: &str) -> Result<()> {
-        if self.ok[index] {
-            Ok(())
-        } else {
-            Err(Error::Invalid(format!("{what} could not be read")))
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
