@@ -144,7 +144,7 @@ impl Index {
 }
 
 fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
-    assert!(bytes.as_ptr() as usize % 4 == 0 && bytes.len() % 4 == 0, "vectors are f32-aligned");
+    assert!((bytes.as_ptr() as usize).is_multiple_of(4) && bytes.len().is_multiple_of(4), "vectors are f32-aligned");
     // SAFETY: alignment and length checked above; any bit pattern is a valid f32.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
 }
@@ -218,7 +218,7 @@ pub fn build(
         IndexMeta { format: FORMAT, model: clip.name.clone(), model_key: key, dim, root: root.clone(), vectors_file: "vectors-0.f32".into(), rows: 0, entries: vec![] }
     };
 
-    let files = crate::embed::collect_image_paths(&[root.clone()])?;
+    let files = crate::embed::collect_image_paths(std::slice::from_ref(&root))?;
     let mut report = BuildReport::default();
     let old: HashMap<String, Entry> = meta.entries.drain(..).map(|e| (e.path.clone(), e)).collect();
     let mut kept = Vec::new();
@@ -243,7 +243,7 @@ pub fn build(
     let mut out = OpenOptions::new().create(true).append(true).open(&vectors_path).map_err(|e| Error::file(&vectors_path, e))?;
     // Rows beyond `meta.rows` (an interrupted append) are garbage: start after them.
     let on_disk = out.metadata().map_err(|e| Error::file(&vectors_path, e))?.len() as usize;
-    if on_disk % (dim * 4) != 0 || on_disk / (dim * 4) < meta.rows {
+    if !on_disk.is_multiple_of(dim * 4) || on_disk / (dim * 4) < meta.rows {
         out.set_len((meta.rows * dim * 4) as u64).map_err(|e| Error::file(&vectors_path, e))?;
     }
     meta.rows = out.metadata().map_err(|e| Error::file(&vectors_path, e))?.len() as usize / (dim * 4);

@@ -99,8 +99,15 @@ impl CircoSplit {
     }
 }
 
+/// The queries that could be ranked, each with its top 50 gallery indices.
+struct Ranked<'s> {
+    tops: Vec<Vec<usize>>,
+    queries: Vec<&'s CircoQuery>,
+    skipped_images: Vec<String>,
+}
+
 /// Gallery rankings of the split's queries (reference not removed, as the official evaluation).
-fn rankings<'s>(ev: &Evaluator, split: &'s CircoSplit) -> Result<(Vec<Vec<usize>>, Vec<&'s CircoQuery>, Vec<String>)> {
+fn rankings<'s>(ev: &Evaluator, split: &'s CircoSplit) -> Result<Ranked<'s>> {
     let gallery = ev.embed("CIRCO gallery", &split.images)?;
     let skipped: Vec<String> = gallery.skipped.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
     let queries: Vec<&CircoQuery> = split.queries.iter().filter(|q| gallery.ok[q.reference]).collect();
@@ -108,7 +115,7 @@ fn rankings<'s>(ev: &Evaluator, split: &'s CircoSplit) -> Result<(Vec<Vec<usize>
     let texts: Vec<String> = queries.iter().map(|q| q.caption.clone()).collect();
     let scores = masked_scores(&ev.queries(&refs, &texts)?, &gallery)?;
     let tops = scores.iter().map(|row| ranking(row).into_iter().take(50).collect()).collect();
-    Ok((tops, queries, skipped))
+    Ok(Ranked { tops, queries, skipped_images: skipped })
 }
 
 /// mAP@5/10/25/50 and Recall@5/10/25/50 of the main target ("all"), and mAP@10 per semantic
@@ -145,7 +152,7 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split_name: &str) -> Result<Report>
     if split.queries.iter().any(|q| q.ground_truth.is_empty()) {
         return Err(Error::Invalid(format!("CIRCO {split_name} has no ground truth: use `lincir submit` for the test split")));
     }
-    let (tops, queries, skipped_images) = rankings(ev, &split)?;
+    let Ranked { tops, queries, skipped_images } = rankings(ev, &split)?;
     let groups = metrics(&queries, &tops);
     Ok(Report {
         dataset: "circo".into(),
@@ -163,7 +170,7 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split_name: &str) -> Result<Report>
 /// The CIRCO server's file: `{"<query id>": [top 50 image ids]}`.
 pub fn submission(ev: &Evaluator, path: &Path, split_name: &str) -> Result<serde_json::Value> {
     let split = CircoSplit::load(path, split_name)?;
-    let (tops, queries, _) = rankings(ev, &split)?;
+    let Ranked { tops, queries, .. } = rankings(ev, &split)?;
     if queries.len() != split.queries.len() {
         return Err(Error::Invalid("a submission needs every query: some reference images could not be read".into()));
     }

@@ -162,9 +162,17 @@ pub fn submission(split: &CirrSplit, scores: &[Vec<f32>]) -> (serde_json::Value,
     (recall.into(), subset.into())
 }
 
+/// Score rows of the queries that could be ranked, their indices in the split, and the
+/// unreadable images.
+struct Scored {
+    scores: Vec<Vec<f32>>,
+    kept: Vec<usize>,
+    skipped_images: Vec<String>,
+}
+
 /// Scores of every query of a split against its gallery, with the queries whose reference could
 /// not be read left out (and counted).
-fn split_scores(ev: &super::eval::Evaluator, split: &CirrSplit) -> Result<(Vec<Vec<f32>>, Vec<usize>, Vec<String>)> {
+fn split_scores(ev: &super::eval::Evaluator, split: &CirrSplit) -> Result<Scored> {
     use super::eval::{masked_scores, rows};
     let images: Vec<super::images::BenchImage> = split.paths.iter().cloned().map(super::images::BenchImage::file).collect();
     let gallery = ev.embed(&format!("CIRR {}", split.split), &images)?;
@@ -172,7 +180,7 @@ fn split_scores(ev: &super::eval::Evaluator, split: &CirrSplit) -> Result<(Vec<V
     let kept: Vec<usize> = (0..split.queries.len()).filter(|&i| gallery.ok[split.queries[i].reference]).collect();
     let refs = rows(&gallery.features, &kept.iter().map(|&i| split.queries[i].reference).collect::<Vec<_>>())?;
     let texts: Vec<String> = kept.iter().map(|&i| split.queries[i].caption.clone()).collect();
-    Ok((masked_scores(&ev.queries(&refs, &texts)?, &gallery)?, kept, skipped))
+    Ok(Scored { scores: masked_scores(&ev.queries(&refs, &texts)?, &gallery)?, kept, skipped_images: skipped })
 }
 
 /// Recall@1/5/10/50 and subset Recall@1/2/3 of a split with ground truth.
@@ -181,7 +189,7 @@ pub fn evaluate(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> R
     if split.queries.iter().any(|q| q.target.is_none()) {
         return Err(Error::Invalid(format!("CIRR {split_name} has no ground truth: use `lincir submit` for the test split")));
     }
-    let (scores, kept, skipped_images) = split_scores(ev, &split)?;
+    let Scored { scores, kept, skipped_images } = split_scores(ev, &split)?;
     let total = split.queries.len();
     let mut kept_queries = Vec::with_capacity(kept.len());
     let mut all = std::mem::take(&mut split.queries).into_iter().map(Some).collect::<Vec<_>>();
@@ -208,7 +216,7 @@ pub fn evaluate(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> R
 /// The two submission files of a split (`recall`, `recall_subset`).
 pub fn submission_files(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> Result<(serde_json::Value, serde_json::Value)> {
     let split = CirrSplit::load(path, split_name)?;
-    let (scores, kept, _) = split_scores(ev, &split)?;
+    let Scored { scores, kept, .. } = split_scores(ev, &split)?;
     if kept.len() != split.queries.len() {
         return Err(Error::Invalid("a submission needs every query: some reference images could not be read".into()));
     }

@@ -168,7 +168,7 @@ pub fn embed_images(
         progress(chunk.len());
         // Save progress now and then: an interrupted run keeps what it computed.
         done_chunks += 1;
-        if let (Some(c), true) = (cache, done_chunks % STORE_EVERY_CHUNKS == 0) {
+        if let (Some(c), true) = (cache, done_chunks.is_multiple_of(STORE_EVERY_CHUNKS)) {
             c.store(images, &rows)?;
         }
     }

@@ -112,7 +112,7 @@ fn tower(raw: &RawTower, defaults: (usize, usize, usize, usize), path: &Path, wh
         hidden_act,
         layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-5),
     };
-    if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+    if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
         return Err(Error::file(
             path,
             format!("{which}: hidden_size {} is not divisible by num_attention_heads {}", cfg.hidden_size, cfg.num_attention_heads),
@@ -155,7 +155,7 @@ impl ClipConfig {
             patch_size: rv.patch_size.unwrap_or(32),
             num_channels: rv.num_channels.unwrap_or(3),
         };
-        if vision.patch_size == 0 || vision.image_size % vision.patch_size != 0 {
+        if vision.patch_size == 0 || !vision.image_size.is_multiple_of(vision.patch_size) {
             return Err(Error::file(
                 path,
                 format!("vision_config: image_size {} is not a multiple of patch_size {}", vision.image_size, vision.patch_size),

@@ -70,6 +70,6 @@ impl VisionTower {
         let x = self.pre_layernorm.forward(&x, Grad::No)?;
         let cls = self.encoder.forward_first_token(&x, Grad::No)?; // [b, width]
         let cls = self.post_layernorm.forward(&cls, Grad::No)?;
-        Ok(self.projection.forward(&cls)?)
+        self.projection.forward(&cls)
     }
 }

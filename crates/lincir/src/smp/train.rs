@@ -341,7 +341,7 @@ fn run_steps(
         let last = state.step == cfg.max_steps;
         let evaluated = export_phi(phi, ema.as_ref())?;
         if let (Some(v), Some(every)) = (validation, cfg.validation_steps) {
-            if state.step % every == 0 || last {
+            if state.step.is_multiple_of(every) || last {
                 let m = v.evaluate(clip, &evaluated)?;
                 let r1 = m.recall_at(1).unwrap_or(0.0);
                 let best = state.best_r1.is_none_or(|b| r1 > b);
@@ -355,7 +355,7 @@ fn run_steps(
                 on_event(Event::Validation(&report));
             }
         }
-        if state.step % cfg.checkpointing_steps == 0 || last {
+        if state.step.is_multiple_of(cfg.checkpointing_steps) || last {
             metrics.flush().map_err(|e| Error::file(output_dir.join(METRICS_FILE), e))?;
             let meta = checkpoint_meta(state.step, cfg);
             evaluated.save(&output_dir.join(CHECKPOINT_DIR).join(format!("phi_{:06}.safetensors", state.step)), &meta)?;
