@@ -207,7 +207,7 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
     };
     let corpus = Corpus::open(&cfg.captions, "text")?;
     let mut rates = Vec::new();
-    let result = train::train(&cfg, &clip, &corpus, &lincir::smp::caption_keywords, &work.join("run"), false, &mut |e| {
+    let result = train::train(&cfg, &clip, &corpus, &lincir::smp::keywords::keywords, &work.join("run"), false, &mut |e| {
         if let train::Event::Step(r) = e {
             if r.step > 1 {
                 rates.push(r.samples_per_s);

@@ -38,7 +38,7 @@ pub fn run(args: KeywordsArgs) -> Result<()> {
     let mut out = out.lock();
     for (i, raw) in captions.iter().enumerate() {
         let caption = clean_caption(Some(raw));
-        let keywords = lincir::smp::caption_keywords(&caption);
+        let keywords = lincir::smp::keywords::keywords(&caption);
         let mut rng = Rng::derive(args.seed, 1, i as u64);
         let masked = if caption.is_empty() { None } else { Some(mask_caption(&caption, &keywords, &mut |n| rng.below(n)).text) };
         let line = serde_json::json!({"caption": caption, "keywords": keywords, "masked": masked});

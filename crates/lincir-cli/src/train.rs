@@ -143,7 +143,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut last = None;
     let mut best = None;
     let mut first_step = 0;
-    train::train(&cfg, &clip, &corpus, &lincir::smp::caption_keywords, &args.output_dir, args.resume, &mut |event| match event {
+    train::train(&cfg, &clip, &corpus, &lincir::smp::keywords::keywords, &args.output_dir, args.resume, &mut |event| match event {
         Event::Started { start_step, resumed } => {
             first_step = start_step;
             pb.set_position(start_step);

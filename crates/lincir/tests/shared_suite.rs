@@ -103,7 +103,7 @@ fn shapes_phi_trained_on_text_alone_beats_single_modality_baselines() {
     };
     let out = tempfile::tempdir().unwrap();
     let corpus = Corpus::open(&[captions], "text").unwrap();
-    train::train(&cfg, &clip, &corpus, &lincir::smp::caption_keywords, out.path(), false, &mut |_| {}).unwrap();
+    train::train(&cfg, &clip, &corpus, &lincir::smp::keywords::keywords, out.path(), false, &mut |_| {}).unwrap();
     let phi = lincir::phi::Phi::load(&out.path().join(train::LATEST_FILE), &Device::Cpu).unwrap();
 
     let split = cirr::CirrSplit::load(&shared().join("shapes/bench"), "val").unwrap();

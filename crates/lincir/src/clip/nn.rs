@@ -247,9 +247,11 @@ impl Attention {
         })
     }
 
+    /// Unmasked self-attention (the vision tower; the text tower runs on packed sequences).
+    ///
     /// # Shapes
-    /// x: [batch, seq, hidden]; mask: [seq, seq] additive (0 or -inf) -> [batch, seq, hidden]
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
+    /// x: [batch, seq, hidden] -> [batch, seq, hidden]
+    fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         let (n, d) = (self.heads, self.head_dim);
         // [b, s, 3h] -> [3, b * heads, s, head_dim] in one copy
@@ -257,15 +259,8 @@ impl Attention {
         let qkv = qkv.reshape((3, b * n, s, d))?;
         let q = (qkv.get(0)? * (d as f64).powf(-0.5))?;
         let (k, v) = (qkv.get(1)?, qkv.get(2)?);
-        let mut scores = q.matmul(&k.t()?)?; // [b*heads, s, s]
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let probs = match grad {
-            Grad::No => candle_nn::ops::softmax_last_dim(&scores)?,
-            Grad::Yes => super::ops::softmax_last_dim(&scores)?,
-        };
-        let ctx = probs.matmul(&v)?; // [b*heads, s, head_dim]
+        let scores = q.matmul(&k.t()?)?; // [b*heads, s, s]
+        let ctx = softmax(&scores, grad)?.matmul(&v)?; // [b*heads, s, head_dim]
         let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b, s, h))?;
         self.out.forward(&ctx)
     }
@@ -358,8 +353,8 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln1.forward(x, grad)?, mask, grad)?)?;
+    fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln1.forward(x, grad)?, grad)?)?;
         self.feed_forward(&x, grad)
     }
 
@@ -432,18 +427,8 @@ impl Encoder {
         let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
         let mut x = x.clone();
         for layer in rest {
-            x = layer.forward(&x, None, grad)?;
+            x = layer.forward(&x, grad)?;
         }
         last.forward_first(&x, grad)
-    }
-
-    /// # Shapes
-    /// x: [batch, seq, hidden]; mask: [seq, seq] -> [batch, seq, hidden]
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>, grad: Grad) -> Result<Tensor> {
-        let mut x = x.clone();
-        for layer in &self.layers {
-            x = layer.forward(&x, mask, grad)?;
-        }
-        Ok(x)
     }
 }

@@ -17,7 +17,3 @@ pub mod tagger;
 pub mod train;
 pub mod words;
 
-/// The keywords of a cleaned caption, as training uses them (see [`keywords::keywords`]).
-pub fn caption_keywords(caption: &str) -> Vec<String> {
-    keywords::keywords(caption)
-}

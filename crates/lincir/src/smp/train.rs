@@ -402,7 +402,6 @@ fn next_batch(
     let mut skipped_in_a_row = 0u64;
     while raw.len() < size {
         let (index, caption) = stream.next().expect("the stream is endless")?;
-        let _ = index;
         if super::clean::clean_caption(caption.as_deref()).is_empty() {
             skipped += 1;
             skipped_in_a_row += 1;
