@@ -339,23 +339,27 @@ fn run_steps(
         on_event(Event::Step(&report));
 
         let last = state.step == cfg.max_steps;
-        let evaluated = export_phi(phi, ema.as_ref())?;
-        if let (Some(v), Some(every)) = (validation, cfg.validation_steps) {
-            if state.step.is_multiple_of(every) || last {
-                let m = v.evaluate(clip, &evaluated)?;
-                let r1 = m.recall_at(1).unwrap_or(0.0);
-                let best = state.best_r1.is_none_or(|b| r1 > b);
-                if best {
-                    state.best_r1 = Some(r1);
-                    evaluated.save(&output_dir.join(BEST_FILE), &checkpoint_meta(state.step, cfg))?;
-                }
-                let report = ValidationReport { step: state.step, cirr_val: m, best };
-                writeln!(metrics, "{}", serde_json::json!({"step": state.step, "validation": &report}))
-                    .map_err(|e| Error::file(output_dir.join(METRICS_FILE), e))?;
-                on_event(Event::Validation(&report));
-            }
+        let validate = validation.filter(|_| cfg.validation_steps.is_some_and(|every| state.step.is_multiple_of(every) || last));
+        let checkpoint = state.step.is_multiple_of(cfg.checkpointing_steps) || last;
+        if validate.is_none() && !checkpoint {
+            continue;
         }
-        if state.step.is_multiple_of(cfg.checkpointing_steps) || last {
+        // Only steps that validate or save need the exported (EMA) weights.
+        let evaluated = export_phi(phi, ema.as_ref())?;
+        if let Some(v) = validate {
+            let m = v.evaluate(clip, &evaluated)?;
+            let r1 = m.recall_at(1).unwrap_or(0.0);
+            let best = state.best_r1.is_none_or(|b| r1 > b);
+            if best {
+                state.best_r1 = Some(r1);
+                evaluated.save(&output_dir.join(BEST_FILE), &checkpoint_meta(state.step, cfg))?;
+            }
+            let report = ValidationReport { step: state.step, cirr_val: m, best };
+            writeln!(metrics, "{}", serde_json::json!({"step": state.step, "validation": &report}))
+                .map_err(|e| Error::file(output_dir.join(METRICS_FILE), e))?;
+            on_event(Event::Validation(&report));
+        }
+        if checkpoint {
             metrics.flush().map_err(|e| Error::file(output_dir.join(METRICS_FILE), e))?;
             let meta = checkpoint_meta(state.step, cfg);
             evaluated.save(&output_dir.join(CHECKPOINT_DIR).join(format!("phi_{:06}.safetensors", state.step)), &meta)?;
