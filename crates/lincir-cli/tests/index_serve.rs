@@ -169,3 +169,23 @@ fn an_interrupted_index_resumes_with_what_it_had_written() {
     assert_eq!(r["hits"][0]["path"], "sub/img5.bmp");
     assert!((r["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4, "vectors are intact after the repair");
 }
+
+#[test]
+fn an_unreadable_image_stops_indexing_unless_skipping_is_asked() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let (images, out) = (work.path().join("photos"), work.path().join("index"));
+    colours(&images);
+    std::fs::write(images.join("sub/broken.png"), b"not a png").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        lincir(&args)
+    };
+    assert_clean_failure(&run(&[]), &["broken.png", "not a readable image"]);
+    let o = run(&["--skip-bad-images"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| 6 | 6 | 0 | 0 | 0 | 1 |"), "6 indexed, 1 unreadable: {stdout}");
+    assert!(stdout.contains("unreadable: sub/broken.png"), "{stdout}");
+}

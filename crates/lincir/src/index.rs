@@ -21,7 +21,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::cache::{model_key, stamp};
-use crate::clip::{preprocess, Clip};
+use crate::bench::images::{embed_images, BadImages, BenchImage};
+use crate::clip::Clip;
 use crate::{Error, Result};
 
 pub const META_FILE: &str = "index.json";
@@ -247,45 +248,34 @@ pub fn build(
         out.set_len((meta.rows * dim * 4) as u64).map_err(|e| Error::file(&vectors_path, e))?;
     }
     meta.rows = out.metadata().map_err(|e| Error::file(&vectors_path, e))?.len() as usize / (dim * 4);
-    let tower = clip.vision()?;
     let total = todo.len();
-    let mut done = 0;
+    let done = std::cell::Cell::new(0);
+    let bad = if skip_bad { BadImages::Skip } else { BadImages::Fail };
     for save_chunk in todo.chunks(SAVE_EVERY) {
-        for chunk in save_chunk.chunks(batch_size.max(1)) {
-            let loaded: Vec<Result<Vec<f32>>> =
-                chunk.par_iter().map(|t| preprocess::load_rgb8(&t.1).map(|img| preprocess::pixels(&img, &clip.preprocess))).collect();
-            let mut good = Vec::new();
-            let mut pixels = Vec::new();
-            for (t, px) in chunk.iter().zip(loaded) {
-                match px {
-                    Ok(px) => {
-                        good.push(t);
-                        pixels.push(px);
-                    }
-                    Err(e) if skip_bad => report.failed.push((t.0.clone(), e.to_string())),
-                    Err(e) => return Err(e),
-                }
+        let images: Vec<BenchImage> = save_chunk.iter().map(|t| BenchImage::file(t.1.clone())).collect();
+        let embedded = embed_images(clip, None, &images, batch_size, bad, &|n| {
+            done.set(done.get() + n);
+            progress(done.get(), total);
+        })?;
+        let mut errors = embedded.skipped.into_iter().map(|(_, e)| e);
+        let mut bytes = Vec::with_capacity(save_chunk.len() * dim * 4);
+        for ((t, row), ok) in save_chunk.iter().zip(embedded.features.to_vec2::<f32>()?).zip(&embedded.ok) {
+            if !ok {
+                report.failed.push((t.0.clone(), errors.next().unwrap_or_default()));
+                continue;
             }
-            if !pixels.is_empty() {
-                let feats = tower.embed(&preprocess::stack(pixels, &clip.preprocess, &clip.device)?)?.to_dtype(candle_core::DType::F32)?;
-                let mut bytes = Vec::with_capacity(good.len() * dim * 4);
-                for (row, t) in feats.to_vec2::<f32>()?.into_iter().zip(&good) {
-                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
-                    bytes.extend(row.iter().flat_map(|v| (v / norm).to_le_bytes()));
-                    meta.entries.push(Entry { path: t.0.clone(), size: t.2, mtime_ns: t.3, row: meta.rows, norm });
-                    meta.rows += 1;
-                    if t.4 {
-                        report.updated += 1;
-                    } else {
-                        report.added += 1;
-                    }
-                }
-                out.write_all(&bytes).map_err(|e| Error::file(&vectors_path, e))?;
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            bytes.extend(row.iter().flat_map(|v| (v / norm).to_le_bytes()));
+            meta.entries.push(Entry { path: t.0.clone(), size: t.2, mtime_ns: t.3, row: meta.rows, norm });
+            meta.rows += 1;
+            if t.4 {
+                report.updated += 1;
+            } else {
+                report.added += 1;
             }
-            done += chunk.len();
-            progress(done, total);
         }
         // Rows first, then the metadata that refers to them.
+        out.write_all(&bytes).map_err(|e| Error::file(&vectors_path, e))?;
         out.sync_data().map_err(|e| Error::file(&vectors_path, e))?;
         meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
         write_meta(dir, &meta)?;
