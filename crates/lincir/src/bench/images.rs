@@ -95,8 +95,10 @@ pub fn expand_to_square(img: &Rgb8) -> Rgb8 {
     Rgb8 { width: side, height: side, data }
 }
 
-/// Batches between two saves of the cache during a long embedding run.
-const STORE_EVERY_CHUNKS: usize = 50;
+/// Time between two saves of the cache during a long embedding run. Each save rewrites the whole
+/// file, so saving by time (not every so many batches) keeps the I/O linear in the run's length
+/// while an interruption loses at most this much work.
+const STORE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What to do with an image that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +140,7 @@ pub fn embed_images(
     let mut skipped = Vec::new();
     let mut ok = vec![true; images.len()];
     let tower = clip.vision()?;
-    let mut done_chunks = 0usize;
+    let mut last_store = std::time::Instant::now();
     for chunk in todo.chunks(batch_size.max(1)) {
         let loaded: Vec<(usize, Result<Vec<f32>>)> = chunk
             .par_iter()
@@ -167,9 +169,9 @@ pub fn embed_images(
         }
         progress(chunk.len());
         // Save progress now and then: an interrupted run keeps what it computed.
-        done_chunks += 1;
-        if let (Some(c), true) = (cache, done_chunks.is_multiple_of(STORE_EVERY_CHUNKS)) {
+        if let (Some(c), true) = (cache, last_store.elapsed() >= STORE_EVERY) {
             c.store(images, &rows)?;
+            last_store = std::time::Instant::now();
         }
     }
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.clone().unwrap_or_else(|| vec![0.0; dim])).collect();
