@@ -13,7 +13,7 @@
 
 use lincir::smp::keywords::keywords_with;
 use lincir::smp::tagger::{Tagger, Upos};
-use lincir::smp::words::split_spans;
+use lincir::smp::words::{find_spans, split_spans};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::time::Instant;
@@ -51,19 +51,6 @@ impl Stats {
             pct(self.same_upos, self.aligned),
         );
     }
-}
-
-/// Character spans of spaCy's tokens, found in order in the caption.
-fn ref_spans(caption: &str, words: &[String]) -> Vec<Option<(usize, usize)>> {
-    let mut at = 0;
-    words
-        .iter()
-        .map(|w| {
-            let start = at + caption.get(at..)?.find(w.as_str())?;
-            at = start + w.len();
-            Some((start, at))
-        })
-        .collect()
 }
 
 fn main() {
@@ -112,7 +99,7 @@ fn main() {
         s.same_keywords = usize::from(keywords_with(tagger, caption) == want_kw);
         let index: HashMap<(usize, usize), usize> =
             spans.iter().enumerate().map(|(i, &sp)| (sp, i)).collect();
-        for (j, span) in ref_spans(caption, &words).into_iter().enumerate() {
+        for (j, span) in find_spans(caption, &words).into_iter().enumerate() {
             let Some(&i) = span.and_then(|sp| index.get(&sp)) else {
                 continue;
             };

@@ -10,7 +10,7 @@
 
 use lincir::smp::keywords::keywords;
 use lincir::smp::tagger::{Tagger, Upos};
-use lincir::smp::words::{split_spans, split_words};
+use lincir::smp::words::{find_spans, split_spans, split_words};
 use std::collections::HashMap;
 
 const FIXTURE: &str = include_str!("fixtures/keywords_heldout.jsonl");
@@ -49,19 +49,6 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-/// Character spans of spaCy's tokens, found in order in the caption.
-fn ref_spans(caption: &str, words: &[String]) -> Vec<Option<(usize, usize)>> {
-    let mut at = 0;
-    words
-        .iter()
-        .map(|w| {
-            let start = at + caption.get(at..)?.find(w.as_str())?;
-            at = start + w.len();
-            Some((start, at))
-        })
-        .collect()
-}
-
 #[test]
 fn keywords_agree_with_spacy() {
     let cases = cases();
@@ -78,7 +65,7 @@ fn keywords_agree_with_spacy() {
         let index: HashMap<(usize, usize), usize> =
             spans.iter().enumerate().map(|(i, &s)| (s, i)).collect();
         ref_tokens += c.words.len();
-        for (span, want) in ref_spans(&c.caption, &c.words).into_iter().zip(&c.tags) {
+        for (span, want) in find_spans(&c.caption, &c.words).into_iter().zip(&c.tags) {
             if let Some(&i) = span.and_then(|s| index.get(&s)) {
                 agree += usize::from(ours[i].is_keyword() == want.is_keyword());
             }

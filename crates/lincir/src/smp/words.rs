@@ -35,6 +35,21 @@ pub fn split_words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Byte spans of given tokens (another tokenizer's output, e.g. spaCy's), found in order in
+/// `text`; `None` for a token that does not occur after the previous one. Used to align token
+/// sequences when comparing tokenizers.
+pub fn find_spans(text: &str, tokens: &[String]) -> Vec<Option<Span>> {
+    let mut at = 0;
+    tokens
+        .iter()
+        .map(|w| {
+            let start = at + text.get(at..)?.find(w.as_str())?;
+            at = start + w.len();
+            Some((start, at))
+        })
+        .collect()
+}
+
 /// Byte spans of the tokens of `text` (see [`split_words`]).
 pub fn split_spans(text: &str) -> Vec<Span> {
     let rules = rules();
