@@ -191,12 +191,8 @@ pub fn evaluate(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> R
     }
     let Scored { scores, kept, skipped_images } = split_scores(ev, &split)?;
     let total = split.queries.len();
-    let mut kept_queries = Vec::with_capacity(kept.len());
-    let mut all = std::mem::take(&mut split.queries).into_iter().map(Some).collect::<Vec<_>>();
-    for i in &kept {
-        kept_queries.push(all[*i].take().expect("each query once"));
-    }
-    split.queries = kept_queries;
+    // The metrics are over the queries that could be ranked (the others are counted as skipped).
+    split.queries = kept.iter().map(|&i| split.queries[i].clone()).collect();
     let m = metrics(&split, &scores)?;
     let group: Vec<(String, f64)> =
         m.recall.iter().map(|(k, v)| (format!("R@{k}"), *v)).chain(m.recall_subset.iter().map(|(k, v)| (format!("Rs@{k}"), *v))).collect();

@@ -87,11 +87,8 @@ impl FashionIqCategory {
 /// Recall@10 and @50 of one category from one score row per query over its gallery (the
 /// reference is not removed, as in the official evaluation).
 pub fn category_metrics(queries: &[&FashionIqQuery], scores: &[Vec<f32>]) -> Vec<(String, f64)> {
-    let ranks: Vec<Option<usize>> = queries
-        .iter()
-        .zip(scores)
-        .map(|(q, row)| rank_of(row, &(0..row.len()).collect::<Vec<_>>(), q.target, None))
-        .collect();
+    let gallery: Vec<usize> = (0..scores.first().map_or(0, Vec::len)).collect();
+    let ranks: Vec<Option<usize>> = queries.iter().zip(scores).map(|(q, row)| rank_of(row, &gallery, q.target, None)).collect();
     RECALL_KS.iter().map(|&k| (format!("R@{k}"), recall_at(&ranks, k))).collect()
 }
 
