@@ -81,19 +81,16 @@ pub fn load_pixels(clip: &Clip, paths: &[PathBuf]) -> Result<Tensor> {
     preprocess::stack(images, &clip.preprocess, &clip.device)
 }
 
-/// Embeds image files with the vision tower, `batch_size` at a time.
+/// Embeds image files with the vision tower, `batch_size` at a time; an unreadable file is an
+/// error naming it. (The benchmark path, [`crate::bench::images::embed_images`], adds the feature
+/// cache and the skip policy; this is it without either.)
 ///
 /// # Shapes
 /// -> [files, projection_dim], un-normalised, in input order
 pub fn embed_image_files(clip: &Clip, paths: &[PathBuf], batch_size: usize, progress: &dyn Fn(usize)) -> Result<Tensor> {
-    let tower = clip.vision()?;
-    let mut parts = Vec::new();
-    for chunk in paths.chunks(batch_size.max(1)) {
-        let pixels = load_pixels(clip, chunk)?;
-        parts.push(tower.embed(&pixels)?);
-        progress(chunk.len());
-    }
-    concat(parts, clip.config.projection_dim, clip)
+    use crate::bench::images::{embed_images, BadImages, BenchImage};
+    let images: Vec<BenchImage> = paths.iter().cloned().map(BenchImage::file).collect();
+    Ok(embed_images(clip, None, &images, batch_size, BadImages::Fail, progress)?.features)
 }
 
 fn concat(parts: Vec<Tensor>, dim: usize, clip: &Clip) -> Result<Tensor> {
