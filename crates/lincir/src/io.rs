@@ -45,7 +45,7 @@ pub fn write_safetensors_atomic(path: &Path, tensors: &[(String, Tensor)], meta:
 }
 
 /// Every tensor of a parsed safetensors file, converted to f32 on the CPU.
-pub fn safetensors_to_tensors(path: &Path, st: &safetensors::SafeTensors) -> Result<HashMap<String, Tensor>> {
+fn safetensors_to_tensors(path: &Path, st: &safetensors::SafeTensors) -> Result<HashMap<String, Tensor>> {
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
@@ -60,9 +60,18 @@ pub fn safetensors_to_tensors(path: &Path, st: &safetensors::SafeTensors) -> Res
 /// Reads a whole safetensors file: tensors (f32, CPU) and metadata.
 pub fn read_safetensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::file(path, format!("not a readable safetensors file: {e}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, e))?;
+    parse_safetensors(path, &bytes, "not a readable safetensors file")
+}
+
+/// Tensors (f32, CPU) and metadata of safetensors bytes read from `path`; `not_safetensors` is the
+/// error's wording when the bytes are not safetensors at all.
+pub fn parse_safetensors(
+    path: &Path,
+    bytes: &[u8],
+    not_safetensors: &str,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::file(path, format!("{not_safetensors}: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::file(path, e))?;
     let meta = header.metadata().clone().unwrap_or_default();
     Ok((safetensors_to_tensors(path, &st)?, meta))
 }

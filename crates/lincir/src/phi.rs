@@ -220,11 +220,7 @@ fn read_checkpoint(path: &Path) -> Result<(HashMap<String, Tensor>, PhiConfig)> 
     if bytes.starts_with(b"PK") {
         return read_official(path);
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| Error::file(path, format!("neither a safetensors file nor an official .pt checkpoint: {e}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::file(path, e))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let tensors = crate::io::safetensors_to_tensors(path, &st)?;
+    let (tensors, meta) = crate::io::parse_safetensors(path, &bytes, "neither a safetensors file nor an official .pt checkpoint")?;
     let config = match meta.get("phi_config") {
         Some(json) => serde_json::from_str(json).map_err(|e| Error::file(path, format!("malformed phi_config metadata: {e}")))?,
         None => config_from_shapes(path, &tensors)?,
