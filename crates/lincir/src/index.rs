@@ -226,7 +226,15 @@ pub fn build(
     let mut todo = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap_or(f).to_string_lossy().replace('\\', "/");
-        let Some((size, mtime_ns)) = stamp(f) else { continue };
+        // A file listed but whose size and time cannot be read (vanished, no permission) is an
+        // unreadable image like any other: an error, or a listed skip.
+        let Some((size, mtime_ns)) = stamp(f) else {
+            if !skip_bad {
+                return Err(Error::file(f, "cannot read the file's size and modification time"));
+            }
+            report.failed.push((rel, "cannot read the file's size and modification time".into()));
+            continue;
+        };
         match old.get(&rel) {
             Some(e) if e.size == size && e.mtime_ns == mtime_ns => kept.push(e.clone()),
             Some(_) => todo.push((rel, f.clone(), size, mtime_ns, true)),
