@@ -22,6 +22,10 @@ struct Cli {
     /// Worker threads for the tensor library and image decoding (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Refuse images that declare more pixels than this, before decoding (Pillow's
+    /// decompression-bomb limit by default; images above half of it decode with a warning).
+    #[arg(long, global = true, default_value_t = lincir::clip::image_limits::DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_image_pixels: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +62,7 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
+    lincir::clip::image_limits::set_max_pixels(cli.max_image_pixels);
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),

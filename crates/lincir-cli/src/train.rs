@@ -94,14 +94,9 @@ fn parse_schedule(s: &str) -> std::result::Result<LrSchedule, String> {
 pub fn run(args: TrainArgs) -> Result<()> {
     let captions = if args.captions.is_empty() { PAPER_DATASETS.iter().map(|s| s.to_string()).collect() } else { args.captions.clone() };
     let towers = if args.validation_steps.is_some() { Towers::Both } else { Towers::Text };
-    let clip = Clip::load(&args.model, &LoadOptions { towers, ..Default::default() })?;
-    let text = clip.text()?;
-    let phi = PhiConfig {
-        dropout: args.phi_dropout,
-        l2_normalize: args.l2_normalize,
-        ..PhiConfig::for_backbone(text.projection_dim(), text.width())
-    };
-    let cfg = TrainConfig {
+    // The phi sizes come from the model; the numbers are checked before it is loaded.
+    let phi = PhiConfig { dropout: args.phi_dropout, l2_normalize: args.l2_normalize, ..PhiConfig::for_backbone(1, 1) };
+    let mut cfg = TrainConfig {
         model: args.model.clone(),
         captions: captions.clone(),
         text_field: args.text_field.clone(),
@@ -123,6 +118,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         cirr_dataset_path: args.cirr_dataset_path.clone(),
         shuffle_buffer: args.shuffle_buffer,
     };
+    cfg.validate()?;
+    let clip = Clip::load(&args.model, &LoadOptions { towers, ..Default::default() })?;
+    let text = clip.text()?;
+    cfg.phi = PhiConfig { dropout: args.phi_dropout, l2_normalize: args.l2_normalize, ..PhiConfig::for_backbone(text.projection_dim(), text.width()) };
     if args.validation_steps.is_some() && args.cirr_dataset_path.is_none() {
         bail!("--validation-steps needs --cirr-dataset-path");
     }

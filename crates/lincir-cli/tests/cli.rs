@@ -266,6 +266,10 @@ fn bad_training_input_fails_cleanly() {
     assert_clean_failure(&train(&ok, &["--resume"]), &["nothing to resume"]);
     let o = train(&ok, &["--lr-scheduler", "exponential"]);
     assert_eq!(o.status.code(), Some(2), "unknown schedule is a usage error");
+    // Numbers that can only train to NaN are refused before the model is even loaded.
+    for (flag, value) in [("--lr", "nan"), ("--lr", "-1e-4"), ("--weight-decay", "inf"), ("--phi-dropout", "-0.5"), ("--max-grad-norm", "0")] {
+        assert_clean_failure(&train(&ok, &[&format!("{flag}={value}")]), &[flag]);
+    }
 
     // A phi checkpoint for another backbone, and a file that is no checkpoint at all.
     let bench = work.path().join("CIRR");

@@ -39,9 +39,10 @@ pub fn write_safetensors_atomic(path: &Path, tensors: &[(String, Tensor)], meta:
                 .map_err(|e| Error::file(path, format!("cannot build tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let tmp = partial_path(path);
-    safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| Error::file(&tmp, format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::file(path, format!("cannot write: {e}")))
+    // Serialised in memory and written by `write_atomic`, not by `serialize_to_file`: that one
+    // goes through a temporary file created with mode 0600, whatever the user's umask.
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::file(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &bytes)
 }
 
 /// Every tensor of a parsed safetensors file, converted to f32 on the CPU.
@@ -74,4 +75,27 @@ pub fn parse_safetensors(
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::file(path, e))?;
     let meta = header.metadata().clone().unwrap_or_default();
     Ok((safetensors_to_tensors(path, &st)?, meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_the_users_umask_like_any_other_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, b"x").unwrap();
+        let expected = std::fs::metadata(&probe).unwrap().permissions().mode() & 0o777;
+        let t = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let st = dir.path().join("a.safetensors");
+        write_safetensors_atomic(&st, &[("t".into(), t)], HashMap::new()).unwrap();
+        let plain = dir.path().join("b.json");
+        write_atomic(&plain, b"{}").unwrap();
+        for p in [st, plain] {
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, expected, "{}", p.display());
+        }
+    }
 }

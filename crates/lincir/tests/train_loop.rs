@@ -152,3 +152,54 @@ fn corpora_without_usable_captions_are_errors_not_hangs() {
     let e = run(&config(model.path(), &empty, 2), &clip, &work.path().join("b"), false).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
 }
+
+#[test]
+fn non_finite_numbers_stop_training_and_leave_a_resumable_finite_state() {
+    let model = model_dir();
+    let clip = Clip::load(model.path().to_str().unwrap(), &LoadOptions { towers: Towers::Text, ..Default::default() }).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let captions = corpus_file(work.path(), &CAPTIONS);
+
+    // Hyper-parameters that can only give NaN are refused before any work.
+    for (what, edit) in [
+        ("--lr", Box::new(|c: &mut TrainConfig| c.lr = f64::NAN) as Box<dyn Fn(&mut TrainConfig)>),
+        ("--lr", Box::new(|c: &mut TrainConfig| c.lr = -1e-3)),
+        ("--weight-decay", Box::new(|c: &mut TrainConfig| c.adamw.weight_decay = f64::INFINITY)),
+        ("--max-grad-norm", Box::new(|c: &mut TrainConfig| c.max_grad_norm = Some(0.0))),
+        ("--phi-dropout", Box::new(|c: &mut TrainConfig| c.phi.dropout = -0.5)),
+        ("--ema-decay", Box::new(|c: &mut TrainConfig| c.ema_decay = f64::NAN)),
+    ] {
+        let mut cfg = config(model.path(), &captions, 4);
+        edit(&mut cfg);
+        let out = work.path().join("refused");
+        let e = run(&cfg, &clip, &out, false).unwrap_err().to_string();
+        assert!(e.contains(what), "{what}: {e}");
+        assert!(!out.join(train::STATE_FILE).exists(), "{what}: nothing is written");
+    }
+
+    // An absurd learning rate drives phi to overflow: the run stops at the first non-finite step.
+    let mut cfg = config(model.path(), &captions, 20);
+    cfg.lr = 1e30;
+    cfg.max_grad_norm = None;
+    cfg.checkpointing_steps = 100;
+    let out = work.path().join("exploding");
+    let e = run(&cfg, &clip, &out, false).unwrap_err().to_string();
+    assert!(e.starts_with("step ") && e.contains("training stopped"), "{e}");
+    let failed_step: u64 = e["step ".len()..].split(':').next().unwrap().parse().unwrap();
+    assert!((2..=20).contains(&failed_step), "{e}");
+    let latest = Phi::load(&out.join(train::LATEST_FILE), &Device::Cpu).unwrap();
+    for (name, t) in latest.named_tensors() {
+        let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{name} of phi_latest is not finite");
+    }
+    let metrics = std::fs::read_to_string(out.join(train::METRICS_FILE)).unwrap();
+    assert_eq!(metrics.lines().count() as u64, failed_step - 1, "one metrics line per finite step");
+
+    // --resume continues from the last finite step: the state there is readable, and the same
+    // run (deterministic) meets the same non-finite step again, not an earlier one.
+    let e2 = run(&cfg, &clip, &out, true).unwrap_err().to_string();
+    assert!(e2.starts_with(&format!("step {failed_step}:")), "{e2}");
+    let mut shorter = cfg.clone();
+    shorter.max_steps = failed_step - 1;
+    assert_eq!(run(&shorter, &clip, &out, true).unwrap(), 0, "already at the last finite step");
+}

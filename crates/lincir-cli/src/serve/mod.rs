@@ -7,11 +7,15 @@
 //! - `POST /api/search`: multipart (`image` file, or `id`; `text`; `k`) or JSON
 //!   `{"id", "text", "k"}` -> hits with scores and timings.
 //!
-//! Errors are JSON `{"error": "..."}` with a 4xx status; the models are loaded once and shared by
-//! concurrent requests (the heavy work runs on blocking threads).
+//! Errors are JSON `{"error": "..."}` with a 4xx status (503 with `Retry-After` when the work
+//! queue is full); the models are loaded once and shared by concurrent requests. Decoding,
+//! encoding and ranking run in a bounded pool (`limits.rs`); docs/RELIABILITY.md has the limits.
+
+mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Query as UrlQuery, State};
@@ -38,12 +42,29 @@ pub struct ServeArgs {
     /// Largest accepted upload, in MiB.
     #[arg(long, default_value_t = 10)]
     max_upload_mib: usize,
+    /// Searches computed at once (decoding, encoding, ranking); default: the number of cores.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    workers: Option<u64>,
+    /// Searches waiting for a worker; beyond them a request gets 503 with Retry-After.
+    #[arg(long, default_value_t = 16)]
+    queue: usize,
+    /// Seconds one search may take, upload included; then 503 (the work in progress finishes
+    /// in the background, still counted against --workers).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_s: u64,
+    /// Open connections at most; more wait in the listen backlog.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 struct AppState {
     searcher: Searcher,
     max_upload: usize,
+    pool: limits::Pool,
 }
+
+/// Clients that send headers slower than this are disconnected.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Shared = Arc<AppState>;
 
@@ -52,7 +73,11 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({"error": self.1}))).into_response()
+        let mut r = (self.0, Json(serde_json::json!({"error": self.1}))).into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 
@@ -63,7 +88,9 @@ fn bad(msg: impl Into<String>) -> ApiError {
 pub fn run(args: ServeArgs) -> Result<()> {
     let searcher = crate::search::load_searcher(&args.searcher)?;
     let max_upload = args.max_upload_mib * 1024 * 1024;
-    let state = Arc::new(AppState { searcher, max_upload });
+    let workers = args.workers.map(|w| w as usize).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let pool = limits::Pool::new(workers, args.queue, Duration::from_secs(args.request_timeout_s));
+    let state = Arc::new(AppState { searcher, max_upload, pool });
     let app = router(state.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -75,8 +102,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             listener.local_addr()?,
             if state.searcher.phi.is_some() { "yes" } else { "no: image-only and text-only queries" }
         );
-        axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
-        Ok(())
+        limits::serve(listener, app, args.max_connections as usize, HEADER_TIMEOUT).await
     })
 }
 
@@ -100,7 +126,11 @@ async fn info(State(s): State<Shared>) -> Json<serde_json::Value> {
         "phi": s.searcher.phi.is_some(),
         "template": s.searcher.template,
         "max_upload_bytes": s.max_upload,
+        "max_image_pixels": lincir::clip::image_limits::max_pixels(),
         "max_k": MAX_K,
+        "workers": s.pool.n_workers,
+        "queue": s.pool.queue,
+        "in_flight": s.pool.in_flight(),
     }))
 }
 
@@ -144,9 +174,15 @@ struct JsonQuery {
     k: Option<usize>,
 }
 
+/// The reference of a request as it arrived: an upload is decoded later, in the pool.
+enum RefInput {
+    Upload { name: String, bytes: axum::body::Bytes },
+    Indexed(usize),
+}
+
 /// The query of a request, before the (blocking) work.
 struct Parsed {
-    reference: Option<Reference>,
+    reference: Option<RefInput>,
     text: Option<String>,
     k: usize,
 }
@@ -181,10 +217,8 @@ async fn parse_multipart(s: &AppState, mut form: Multipart) -> Result<Parsed, Ap
     }
     let reference = match (image, id) {
         (Some(_), Some(_)) => return Err(bad("give either an uploaded image or an id, not both")),
-        (Some((file, bytes)), None) => Some(Reference::Pixels(
-            preprocess::decode_rgb8(&bytes, &file).map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?,
-        )),
-        (None, Some(id)) => Some(Reference::Indexed(id)),
+        (Some((name, bytes)), None) => Some(RefInput::Upload { name, bytes }),
+        (None, Some(id)) => Some(RefInput::Indexed(id)),
         (None, None) => None,
     };
     Ok(Parsed { reference, text, k: k.unwrap_or(10) })
@@ -199,6 +233,18 @@ fn multipart_error(e: axum::extract::multipart::MultipartError, max: usize) -> A
 }
 
 async fn search(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Body) -> Result<Json<serde_json::Value>, ApiError> {
+    // Admission before the body is read: a full queue costs the server nothing but this answer.
+    let Some(ticket) = s.pool.try_admit() else {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: try again in a moment".into()));
+    };
+    let timeout = s.pool.timeout;
+    match tokio::time::timeout(timeout, search_admitted(s, headers, body, ticket)).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the search took longer than {} s", timeout.as_secs()))),
+    }
+}
+
+async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, ticket: limits::Ticket) -> Result<Json<serde_json::Value>, ApiError> {
     let started = std::time::Instant::now();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let parsed = if content_type.starts_with("multipart/form-data") {
@@ -210,25 +256,34 @@ async fn search(State(s): State<Shared>, headers: HeaderMap, body: axum::body::B
             .await
             .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large".into()))?;
         let q: JsonQuery = serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-        Parsed { reference: q.id.map(Reference::Indexed), text: q.text, k: q.k.unwrap_or(10) }
+        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10) }
     } else {
         return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data or application/json".into()));
     };
     if parsed.k == 0 || parsed.k > MAX_K {
         return Err(bad(format!("k must be between 1 and {MAX_K}")));
     }
-    if let Some(Reference::Indexed(id)) = parsed.reference {
+    if let Some(RefInput::Indexed(id)) = parsed.reference {
         if id >= s.searcher.index.len() {
             return Err(ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")));
         }
     }
+    let ticket = s.pool.worker(ticket).await;
     let state = s.clone();
     let result = tokio::task::spawn_blocking(move || {
-        state.searcher.search(&Query { reference: parsed.reference, text: parsed.text, k: parsed.k })
+        let _ticket = ticket; // the worker stays taken until this work ends, even after a timeout
+        let reference = match parsed.reference {
+            // Refused sizes fail on the header, before any pixel buffer exists.
+            Some(RefInput::Upload { name, bytes }) => Some(Reference::Pixels(
+                preprocess::decode_rgb8(&bytes, &name).map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?,
+            )),
+            Some(RefInput::Indexed(id)) => Some(Reference::Indexed(id)),
+            None => None,
+        };
+        state.searcher.search(&Query { reference, text: parsed.text, k: parsed.k }).map_err(|e| bad(e.to_string()))
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))?
-    .map_err(|e| bad(e.to_string()))?;
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))??;
     let mut json = serde_json::to_value(&result).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     json["total_ms"] = serde_json::json!(started.elapsed().as_secs_f64() * 1e3);
     Ok(Json(json))

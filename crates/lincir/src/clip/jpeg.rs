@@ -47,6 +47,11 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
     TRUNCATED.with(|t| t.set(false));
     let result = std::panic::catch_unwind(|| -> std::io::Result<(usize, usize, Vec<u8>)> {
         let d = Decompress::with_err(error_manager()).from_mem(bytes)?;
+        // The caller checked the size the image crate read; libjpeg's own reading of the header
+        // is the one that allocates, so it is checked again.
+        if let super::image_limits::Verdict::Refuse(msg) = super::image_limits::check(d.width() as u64, d.height() as u64) {
+            return Err(std::io::Error::other(msg));
+        }
         let cmyk = matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
         if !cmyk {
             let mut s = d.rgb()?;

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod hub;
+pub mod image_limits;
 pub mod jpeg;
 pub mod nn;
 pub mod ops;

@@ -16,8 +16,8 @@ use candle_core::{Device, Tensor};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use serde_json::Value;
 
-use super::jpeg;
-use super::resample::{resize_rgb8, Filter};
+use super::{image_limits, jpeg};
+use super::resample::{resize_rgb8_window, Filter};
 use crate::{Error, Result};
 
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
@@ -174,13 +174,40 @@ pub fn decode_rgb8(bytes: &[u8], name: &str) -> Result<Rgb8> {
 }
 
 fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+    // A decoder that panics on a malformed file must not take the process (a server) down.
+    std::panic::catch_unwind(|| decode_within_limits(bytes)).unwrap_or_else(|payload| {
+        let what = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
+        Err(format!("corrupt image: decoder failure ({})", what.unwrap_or_else(|| "panic".into())))
+    })
+}
+
+/// Reads the header, refuses sizes over the pixel limit before any pixel buffer exists, then
+/// decodes with every decoder's allocations bounded (see `image_limits`).
+fn decode_within_limits(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read image: {e}"))?;
-    let mut decoder = reader.into_decoder().map_err(|e| format!("not a readable image: {e}"))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(image_limits::max_decoder_bytes());
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(|e| match e {
+        // A decoder that checks its header against the memory limit itself (PNG) says so here.
+        image::ImageError::Limits(l) => format!("image exceeds the limit of decoding memory ({l}): a decompression bomb? --max-image-pixels raises the limit"),
+        e => format!("not a readable image: {e}"),
+    })?;
+    let (w, h) = decoder.dimensions();
+    match image_limits::check(w as u64, h as u64) {
+        image_limits::Verdict::Refuse(msg) => return Err(msg),
+        image_limits::Verdict::Warn(msg) => eprintln!("warning: {msg}"),
+        image_limits::Verdict::Accept => {}
+    }
+    if decoder.total_bytes() > image_limits::max_decoder_bytes() {
+        return Err(format!("image of {w}x{h} needs {} bytes to decode, above the limit", decoder.total_bytes()));
+    }
     let orientation = decoder.orientation().map_err(|e| format!("bad EXIF data: {e}"))?;
     let mut img = if jpeg::is_jpeg(bytes) {
-        // libjpeg, as Pillow: the image crate's decoder is not bit-exact (see jpeg.rs).
+        // libjpeg, as Pillow: the image crate's decoder is not bit-exact (see jpeg.rs). Its size
+        // was checked above from the same header.
         drop(decoder);
         let (w, h, data) = jpeg::decode_rgb8(bytes)?;
         let buf = image::RgbImage::from_raw(w as u32, h as u32, data).ok_or("JPEG decoder returned a short buffer")?;
@@ -247,11 +274,17 @@ fn over_white(rgb: [u8; 3], alpha: u8) -> [u8; 3] {
 /// -> [3, crop_h, crop_w] f32, channel-first as the vision tower expects
 pub fn pixels(img: &Rgb8, cfg: &PreprocessConfig) -> Vec<f32> {
     let (rh, rw) = cfg.resized_size(img.height, img.width);
-    let resized = resize_rgb8(&img.data, img.width, img.height, rw, rh, cfg.filter);
     let (ch, cw) = cfg.crop.unwrap_or((rh, rw));
     // transformers' center_crop: top = (h - crop_h) // 2, zero padding when the image is smaller.
     let top = (rh as i64 - ch as i64).div_euclid(2);
     let left = (rw as i64 - cw as i64).div_euclid(2);
+    // Only the part of the resized image that the crop keeps is computed (a very long image's
+    // full resize can be gigabytes).
+    let clamp = |v: i64, n: usize| v.clamp(0, n as i64) as usize;
+    let (y0, y1) = (clamp(top, rh), clamp(top + ch as i64, rh));
+    let (x0, x1) = (clamp(left, rw), clamp(left + cw as i64, rw));
+    let window = resize_rgb8_window(&img.data, img.width, img.height, (rw, rh), cfg.filter, x0..x1, y0..y1);
+    let win_w = x1 - x0;
     let scale = cfg.rescale_factor.unwrap_or(1.0);
     let (mean, std) = cfg.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
     let mut out = vec![0f32; 3 * ch * cw];
@@ -260,7 +293,7 @@ pub fn pixels(img: &Rgb8, cfg: &PreprocessConfig) -> Vec<f32> {
             for x in 0..cw {
                 let (sy, sx) = (y as i64 + top, x as i64 + left);
                 let v = if sy >= 0 && sx >= 0 && (sy as usize) < rh && (sx as usize) < rw {
-                    resized[(sy as usize * rw + sx as usize) * 3 + c] as f32
+                    window[((sy as usize - y0) * win_w + sx as usize - x0) * 3 + c] as f32
                 } else {
                     0.0
                 };

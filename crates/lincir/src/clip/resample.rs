@@ -80,15 +80,17 @@ struct Coefficients {
     weights: Vec<i32>, // [out, ksize]
 }
 
-fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients {
+/// Coefficients of the output pixels in `out` (a range of `0..out_size`); each output pixel's
+/// coefficients depend only on its own index, so a window is exactly a slice of the full set.
+fn coefficients(in_size: usize, out_size: usize, filter: Filter, out: std::ops::Range<usize>) -> Coefficients {
     let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
-    let mut bounds = Vec::with_capacity(out_size);
-    let mut weights = vec![0i32; out_size * ksize];
+    let mut bounds = Vec::with_capacity(out.len());
+    let mut weights = vec![0i32; out.len() * ksize];
     let mut k = vec![0f64; ksize];
-    for xx in 0..out_size {
+    for (slot, xx) in out.enumerate() {
         let center = (xx as f64 + 0.5) * scale;
         let ss = 1.0 / filterscale;
         // C's (int) cast truncates toward zero; negatives are clamped to 0 right after.
@@ -102,7 +104,7 @@ fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients
         for x in 0..xmax {
             let w = if total != 0.0 { k[x] / total } else { k[x] };
             let fixed = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
+            weights[slot * ksize + x] = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
         }
         bounds.push((xmin, xmax));
     }
@@ -117,20 +119,40 @@ fn clip8(acc: i32) -> u8 {
 /// Resizes an interleaved 8-bit RGB image (`[h][w][3]`) to `out_w` x `out_h` exactly as
 /// Pillow's `Image.resize((out_w, out_h), filter)` does.
 pub fn resize_rgb8(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+    resize_rgb8_window(src, w, h, (out_w, out_h), filter, 0..out_w, 0..out_h)
+}
+
+/// The window `cols` x `rows` of [`resize_rgb8`]'s output, computed without the rest: identical
+/// values, and memory bounded by the window. A 100,000 x 1 image resized to a shortest edge of
+/// 224 would be 22.4 M x 224 pixels; its center crop is all that preprocessing needs.
+pub fn resize_rgb8_window(
+    src: &[u8],
+    w: usize,
+    h: usize,
+    (out_w, out_h): (usize, usize),
+    filter: Filter,
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
     assert_eq!(src.len(), w * h * 3, "rgb buffer size");
-    if (w, h) == (out_w, out_h) {
-        return src.to_vec();
-    }
-    let mut img = src.to_vec();
-    let (mut cur_w, mut cur_h) = (w, h);
-    let vert = coefficients(h, out_h, filter);
+    assert!(cols.end <= out_w && rows.end <= out_h, "window outside the output");
+    let (win_w, win_h) = (cols.len(), rows.len());
+    // Input rows the vertical pass reads (all of them when there is no vertical pass).
+    let vert = (out_h != h).then(|| coefficients(h, out_h, filter, rows.clone()));
+    let in_rows = match &vert {
+        Some(v) => {
+            let first = v.bounds.iter().map(|b| b.0).min().unwrap_or(0);
+            let last = v.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
+            first..last.max(first)
+        }
+        None => rows.clone(),
+    };
+    // Horizontal pass over the needed input rows, only the window's columns.
+    let mut img = vec![0u8; win_w * in_rows.len() * 3];
     if out_w != w {
-        // Only the rows the vertical pass reads are computed (Pillow's ybox_first..ybox_last);
-        // computing all rows gives identical values for those, so keep it simple.
-        let horiz = coefficients(w, out_w, filter);
-        let mut out = vec![0u8; out_w * cur_h * 3];
-        for y in 0..cur_h {
-            let row = &img[y * cur_w * 3..(y + 1) * cur_w * 3];
+        let horiz = coefficients(w, out_w, filter, cols.clone());
+        for (y, sy) in in_rows.clone().enumerate() {
+            let row = &src[sy * w * 3..(sy + 1) * w * 3];
             for (xx, &(xmin, n)) in horiz.bounds.iter().enumerate() {
                 let k = &horiz.weights[xx * horiz.ksize..xx * horiz.ksize + n];
                 let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
@@ -140,32 +162,32 @@ pub fn resize_rgb8(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, f
                     acc[1] += row[p + 1] as i32 * kx;
                     acc[2] += row[p + 2] as i32 * kx;
                 }
-                let o = (y * out_w + xx) * 3;
-                out[o] = clip8(acc[0]);
-                out[o + 1] = clip8(acc[1]);
-                out[o + 2] = clip8(acc[2]);
+                let o = (y * win_w + xx) * 3;
+                img[o] = clip8(acc[0]);
+                img[o + 1] = clip8(acc[1]);
+                img[o + 2] = clip8(acc[2]);
             }
         }
-        img = out;
-        cur_w = out_w;
-    }
-    if out_h != cur_h {
-        let mut out = vec![0u8; cur_w * out_h * 3];
-        for (yy, &(ymin, n)) in vert.bounds.iter().enumerate() {
-            let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
-            for x in 0..cur_w * 3 {
-                let mut acc = 1i32 << (PRECISION_BITS - 1);
-                for (i, &ky) in k.iter().enumerate() {
-                    acc += img[(ymin + i) * cur_w * 3 + x] as i32 * ky;
-                }
-                out[yy * cur_w * 3 + x] = clip8(acc);
-            }
+    } else {
+        for (y, sy) in in_rows.clone().enumerate() {
+            img[y * win_w * 3..(y + 1) * win_w * 3].copy_from_slice(&src[(sy * w + cols.start) * 3..(sy * w + cols.end) * 3]);
         }
-        img = out;
-        cur_h = out_h;
     }
-    debug_assert_eq!((cur_w, cur_h), (out_w, out_h));
-    img
+    let Some(vert) = vert else { return img };
+    let stride = win_w * 3;
+    let mut out = vec![0u8; stride * win_h];
+    for (yy, &(ymin, n)) in vert.bounds.iter().enumerate() {
+        let k = &vert.weights[yy * vert.ksize..yy * vert.ksize + n];
+        let base = ymin - in_rows.start;
+        for x in 0..stride {
+            let mut acc = 1i32 << (PRECISION_BITS - 1);
+            for (i, &ky) in k.iter().enumerate() {
+                acc += img[(base + i) * stride + x] as i32 * ky;
+            }
+            out[yy * stride + x] = clip8(acc);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -183,10 +205,24 @@ mod tests {
         let src = vec![200u8; 37 * 23 * 3];
         let out = resize_rgb8(&src, 37, 23, 10, 7, Filter::Bicubic);
         assert!(out.iter().all(|&v| v == 200));
-        let c = coefficients(37, 10, Filter::Bicubic);
+        let c = coefficients(37, 10, Filter::Bicubic, 0..10);
         for xx in 0..10 {
             let s: i64 = c.weights[xx * c.ksize..(xx + 1) * c.ksize].iter().map(|&w| w as i64).sum();
             assert!((s - (1 << PRECISION_BITS)).abs() <= c.ksize as i64, "row {xx} sums to {s}");
+        }
+    }
+
+    #[test]
+    fn a_window_equals_the_same_part_of_the_full_resize() {
+        let (w, h) = (29, 17);
+        let src: Vec<u8> = (0..w * h * 3).map(|v| (v * 37 % 251) as u8).collect();
+        for (ow, oh) in [(11, 40), (29, 9), (50, 17), (29, 17), (7, 5)] {
+            let full = resize_rgb8(&src, w, h, ow, oh, Filter::Bicubic);
+            for (cols, rows) in [(0..ow, 0..oh), (1..ow - 1, 2..oh - 1), (ow / 2..ow / 2 + 1, 0..1)] {
+                let win = resize_rgb8_window(&src, w, h, (ow, oh), Filter::Bicubic, cols.clone(), rows.clone());
+                let expect: Vec<u8> = rows.clone().flat_map(|y| full[(y * ow + cols.start) * 3..(y * ow + cols.end) * 3].to_vec()).collect();
+                assert_eq!(win, expect, "{ow}x{oh} window {cols:?} x {rows:?}");
+            }
         }
     }
 }

@@ -53,22 +53,33 @@ impl AdamW {
     }
 }
 
+/// The global L2 norm of the gradients (NaN or infinite when any gradient is).
+pub fn grad_norm(grads: &[Tensor]) -> Result<f64> {
+    let mut total = 0f64;
+    for g in grads {
+        total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    }
+    Ok(total.sqrt())
+}
+
 /// Scales the gradients so that their global L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), capped at 1).
 /// Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
-    let mut total = 0f64;
-    for g in grads.iter() {
-        total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-    }
-    let norm = total.sqrt();
+    let norm = grad_norm(grads)?;
+    scale_to_max_norm(grads, norm, max_norm)?;
+    Ok(norm)
+}
+
+/// The scaling of [`clip_grad_norm`] given the norm already measured.
+pub fn scale_to_max_norm(grads: &mut [Tensor], norm: f64, max_norm: f64) -> Result<()> {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {
             *g = (&*g * coef)?;
         }
     }
-    Ok(norm)
+    Ok(())
 }
 
 /// Exponential moving average of phi's weights with the warm-up of the official option:

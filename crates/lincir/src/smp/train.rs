@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::corpus::{Corpus, ShuffledCaptions};
-use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Ema};
+use super::optim::{grad_norm, scale_to_max_norm, AdamW, AdamWConfig, Ema};
 use super::sample::{prepare_sample, Sample, Skip};
 use super::schedule::LrSchedule;
 use super::step::{loss_and_grads, target_embeddings, Noise};
@@ -116,7 +116,8 @@ impl TrainConfig {
         })
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks the settings (ranges, finite numbers) before any work.
+    pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Invalid(m.to_string()));
         if self.batch_size == 0 || self.grad_accum == 0 || self.max_steps == 0 {
             return bad("--batch-size, --grad-accum and --max-steps must be at least 1");
@@ -129,6 +130,24 @@ impl TrainConfig {
         }
         if self.checkpointing_steps == 0 {
             return bad("--checkpointing-steps must be at least 1");
+        }
+        // Non-finite or out-of-range numbers would train to NaN: refuse them before any work.
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        let unit = |v: f64| v.is_finite() && (0.0..1.0).contains(&v);
+        if !positive(self.lr) {
+            return Err(Error::Invalid(format!("--lr must be a finite number above 0, not {}", self.lr)));
+        }
+        if !(self.adamw.weight_decay.is_finite() && self.adamw.weight_decay >= 0.0) {
+            return Err(Error::Invalid(format!("--weight-decay must be a finite number >= 0, not {}", self.adamw.weight_decay)));
+        }
+        if !unit(self.adamw.beta1) || !unit(self.adamw.beta2) || !positive(self.adamw.eps) {
+            return bad("AdamW needs betas in [0, 1) and a finite eps above 0");
+        }
+        if let Some(m) = self.max_grad_norm.filter(|&m| !positive(m)) {
+            return Err(Error::Invalid(format!("--max-grad-norm must be a finite number above 0, not {m}")));
+        }
+        if self.use_ema && !(self.ema_decay.is_finite() && (0.0..=1.0).contains(&self.ema_decay)) {
+            return Err(Error::Invalid(format!("--ema-decay must be in [0, 1], not {}", self.ema_decay)));
         }
         Ok(())
     }
@@ -280,6 +299,7 @@ fn run_steps(
         let lr = cfg.lr_scheduler.lr(cfg.lr, state.step, cfg.lr_warmup_steps, cfg.max_steps);
         let mut grads: Option<Vec<Tensor>> = None;
         let mut epoch = 0;
+        let before = (state.stream_position, state.skipped);
         let (mut loss_sum, mut samples, mut random_words, mut prompt_fallbacks) = (0f64, 0usize, 0usize, 0usize);
         for micro in 0..cfg.grad_accum {
             let batch = batches.recv().map_err(|_| Error::Invalid("the caption reader stopped".into()))??;
@@ -318,7 +338,30 @@ fn run_steps(
             prompt_fallbacks += batch.samples.iter().filter(|s| s.prompt_fallback).count();
         }
         let mut grads = grads.expect("grad_accum >= 1");
-        let grad_norm = cfg.max_grad_norm.map(|m| clip_grad_norm(&mut grads, m)).transpose()?;
+        let norm = grad_norm(&grads)?;
+        let loss = loss_sum / cfg.grad_accum as f64;
+        if !loss.is_finite() || !norm.is_finite() {
+            // phi and the optimiser are still those of the last finite step: save them, with
+            // the caption stream rewound to before this step, so --resume continues from there.
+            (state.stream_position, state.skipped) = before;
+            metrics.flush().map_err(|e| Error::file(output_dir.join(METRICS_FILE), e))?;
+            export_phi(phi, ema.as_ref())?.save(&output_dir.join(LATEST_FILE), &checkpoint_meta(state.step, cfg))?;
+            save_state(output_dir, state, phi, opt, ema.as_ref(), cfg)?;
+            return Err(Error::Invalid(format!(
+                "step {}: the loss is {loss} and the gradient norm {norm}; training stopped. {} and the training state are those of step {} \
+                 (--resume continues from there, e.g. with a lower --lr)",
+                state.step + 1,
+                LATEST_FILE,
+                state.step
+            )));
+        }
+        let grad_norm = match cfg.max_grad_norm {
+            Some(m) => {
+                scale_to_max_norm(&mut grads, norm, m)?;
+                Some(norm)
+            }
+            None => None,
+        };
         opt.step(&phi.vars(), &grads, lr)?;
         if let Some(ema) = ema.as_mut() {
             ema.update(&phi.vars())?;
@@ -326,7 +369,7 @@ fn run_steps(
         state.step += 1;
         let report = StepReport {
             step: state.step,
-            loss: loss_sum / cfg.grad_accum as f64,
+            loss,
             lr,
             grad_norm,
             random_word_rate: random_words as f64 / samples as f64,

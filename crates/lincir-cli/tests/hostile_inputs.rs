@@ -1,0 +1,165 @@
+//! Hostile input through the real binary: `index` and `embed` give one error line (or a listed
+//! skip) for every hostile file instead of aborting; `serve` answers hostile uploads with a 4xx,
+//! stays up with bounded memory, and under a flood answers 503 rather than queueing without end,
+//! while `/api/info` keeps answering.
+
+mod common;
+#[path = "../../lincir/tests/hostile/mod.rs"]
+mod hostile;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hostile::Expect;
+
+/// Peak resident memory of a process, in MiB (Linux).
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn indexed(work: &tempfile::TempDir, model: &str) -> std::path::PathBuf {
+    let (images, out) = (work.path().join("photos"), work.path().join("index"));
+    for (i, rgb) in [[220, 30, 30], [30, 200, 40], [30, 40, 220]].iter().enumerate() {
+        write_bmp(&images.join(format!("img{i}.bmp")), *rgb);
+    }
+    let o = lincir(&["index", "--model", model, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn index_and_embed_name_every_hostile_file_instead_of_aborting() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let cases = hostile::cases();
+    let folder = work.path().join("hostile");
+    std::fs::create_dir_all(&folder).unwrap();
+    for c in &cases {
+        std::fs::write(folder.join(c.file), &c.bytes).unwrap();
+    }
+    // Each bad file alone: one error line naming it, exit 1, no abort.
+    for c in cases.iter().filter(|c| c.expect != Expect::Embedded) {
+        let out = work.path().join(format!("{}.safetensors", c.file));
+        let o = lincir(&["embed", "--model", m, "--images", folder.join(c.file).to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let needles: &[&str] = if c.expect == Expect::RefusedTooLarge { &[c.file, "exceeds the limit"] } else { &[c.file] };
+        assert_clean_failure(&o, needles);
+    }
+    // The whole folder indexed with skipping: every bad file listed, every good one embedded.
+    let index = work.path().join("index");
+    let o = lincir(&["index", "--model", m, "--images", folder.to_str().unwrap(), "--out", index.to_str().unwrap(), "--skip-bad-images"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    let good = cases.iter().filter(|c| c.expect == Expect::Embedded).count();
+    let bad = cases.len() - good;
+    assert!(stdout.contains(&format!("| {good} | {good} | 0 | 0 | 0 | {bad} |")), "{stdout}");
+    for c in cases.iter().filter(|c| c.expect != Expect::Embedded) {
+        assert!(stdout.contains(&format!("unreadable: {}", c.file)), "{} not listed: {stdout}", c.file);
+    }
+    // A lower --max-image-pixels refuses an image the default accepts.
+    let o = lincir(&["--max-image-pixels", "1000", "embed", "--model", m, "--images", folder.join("wide.png").to_str().unwrap(), "--out", work.path().join("w.safetensors").to_str().unwrap()]);
+    assert_clean_failure(&o, &["wide.png", "exceeds the limit of 1000 pixels"]);
+}
+
+#[test]
+fn serve_answers_hostile_uploads_with_4xx_and_stays_up() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let index = indexed(&work, model.path().to_str().unwrap());
+    let server = serve(&["--index", index.to_str().unwrap()]);
+    let agent = http();
+    let url = format!("{}/api/search", server.base);
+    for c in hostile::cases() {
+        let (ct, body) = multipart(&[("k", "2")], Some((c.file, &c.bytes)));
+        let started = Instant::now();
+        let (status, r) = post(&agent, &url, &ct, &body);
+        match c.expect {
+            Expect::Embedded => assert_eq!(status, 200, "{}: {r}", c.name),
+            Expect::RefusedTooLarge => {
+                assert_eq!(status, 415, "{}: {r}", c.name);
+                assert!(r["error"].as_str().unwrap().contains("exceeds the limit"), "{}: {r}", c.name);
+                // Refused from the header: no decoding time (generous bound for a loaded CI machine).
+                assert!(started.elapsed() < Duration::from_secs(2), "{}: took {:?}", c.name, started.elapsed());
+            }
+            // A zero-byte upload is "no image"; the request then has neither image nor text.
+            Expect::Error => assert!((400..500).contains(&status), "{}: {status} {r}", c.name),
+        }
+    }
+    let info: serde_json::Value = agent.get(&format!("{}/api/info", server.base)).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(info["images"], 3, "still up");
+    let rss = peak_rss_mib(server.child.id()).unwrap();
+    // The 100,000 x 1 images are the largest real work here (resized only where cropped).
+    assert!(rss < 300.0, "peak RSS {rss:.0} MiB");
+}
+
+#[test]
+fn a_flood_gets_503_not_unbounded_queueing_and_info_keeps_answering() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let index = indexed(&work, model.path().to_str().unwrap());
+    // Uploads at the pixel limit (4 MP here, to keep the test small); 2 workers, 2 waiting.
+    const LIMIT: u32 = 2_000;
+    let mut server = serve(&["--index", index.to_str().unwrap(), "--max-image-pixels", &(LIMIT * LIMIT).to_string(), "--workers", "2", "--queue", "2"]);
+    // A smooth gradient: small as a PNG (well under the upload limit), 4 MP once decoded.
+    let img = image::RgbImage::from_fn(LIMIT, LIMIT, |x, y| image::Rgb([(x / 8) as u8, (y / 8) as u8, 128]));
+    let (ct, body) = multipart(&[("k", "3")], Some(("big.png", &hostile::png_of(&img))));
+    let (ok, busy, other) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    // A 503 is sent before the upload is read, so a client may see its connection reset.
+    let reset = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let info_worst = std::sync::Mutex::new(Duration::ZERO);
+    let flood_for = Duration::from_secs(6);
+    let url = format!("{}/api/search", server.base);
+    let body = Arc::new(body);
+    std::thread::scope(|s| {
+        for _ in 0..64 {
+            s.spawn(|| {
+                let agent = http();
+                let started = Instant::now();
+                while started.elapsed() < flood_for {
+                    let Ok(mut r) = agent.post(&url).header("content-type", &ct).send(&body[..]) else {
+                        reset.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    match r.status().as_u16() {
+                        200 => ok.fetch_add(1, Ordering::Relaxed),
+                        503 => {
+                            assert_eq!(r.headers().get("retry-after").map(|v| v.to_str().unwrap()), Some("1"));
+                            busy.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => other.fetch_add(1, Ordering::Relaxed),
+                    };
+                    let _ = r.body_mut().read_to_vec();
+                }
+            });
+        }
+        s.spawn(|| {
+            let agent = http();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let mut r = agent.get(&format!("{}/api/info", server.base)).call().unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                let _ = r.body_mut().read_to_vec();
+                let took = started.elapsed();
+                let mut worst = info_worst.lock().unwrap();
+                *worst = (*worst).max(took);
+                drop(worst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::sleep(flood_for + Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let (ok, busy, other, reset) = (ok.into_inner(), busy.into_inner(), other.into_inner(), reset.into_inner());
+    eprintln!("flood: 200: {ok}, 503: {busy}, reset: {reset}, other: {other}");
+    assert!(ok >= 1 && busy >= 1 && other == 0, "200: {ok}, 503: {busy}, reset: {reset}, other: {other}");
+    let worst = *info_worst.lock().unwrap();
+    assert!(worst < Duration::from_secs(1), "/api/info took {worst:?} under the flood");
+    assert!(server.child.try_wait().is_ok_and(|s| s.is_none()), "the server is alive");
+    // Bound: the model and runtime (~50 MiB), 4 admitted uploads of ~12 MB... at most the
+    // workers' decoded images (2 x 4 MP x (3 + 3) bytes) and their preprocessing: far below 512.
+    let rss = peak_rss_mib(server.child.id()).unwrap();
+    assert!(rss < 512.0, "peak RSS {rss:.0} MiB");
+}

@@ -1,0 +1,47 @@
+//! Hostile and unusual image files (tests/hostile): header liars are refused from their headers
+//! in every format (the process would abort on a 30 GB allocation otherwise), broken files are
+//! clear errors, odd but valid images are preprocessed without unbounded memory.
+
+mod hostile;
+
+use hostile::Expect;
+use lincir::clip::preprocess::{decode_rgb8, pixels, PreprocessConfig};
+
+#[test]
+fn every_hostile_case_has_its_expected_outcome() {
+    let cfg = PreprocessConfig::clip_default(224);
+    for case in hostile::cases() {
+        let result = decode_rgb8(&case.bytes, case.file);
+        match (case.expect, result) {
+            (Expect::RefusedTooLarge, Err(e)) => {
+                let e = e.to_string();
+                assert!(e.contains(case.file) && e.contains("exceeds the limit"), "{}: {e}", case.name);
+            }
+            (Expect::Error, Err(e)) => assert!(e.to_string().contains(case.file), "{}: {e}", case.name),
+            (Expect::Embedded, Ok(img)) => {
+                let px = pixels(&img, &cfg);
+                assert_eq!(px.len(), 3 * 224 * 224, "{}", case.name);
+                assert!(px.iter().all(|v| v.is_finite()), "{}", case.name);
+            }
+            (want, got) => panic!("{}: expected {want:?}, got {:?}", case.name, got.map(|i| (i.width, i.height))),
+        }
+    }
+}
+
+#[test]
+fn extreme_aspect_ratios_are_cropped_without_resizing_the_whole_image() {
+    // A one-colour 100,000 x 1 image resized to a shortest edge of 224 would be 22.4 M x 224
+    // pixels (15 GB); only the center crop is computed, and it is the colour itself.
+    let cfg = PreprocessConfig::clip_default(224);
+    for case in hostile::cases().into_iter().filter(|c| c.file == "wide.png" || c.file == "tall.png") {
+        let img = decode_rgb8(&case.bytes, case.file).unwrap();
+        let px = pixels(&img, &cfg);
+        let plane = 224 * 224;
+        for c in 0..3 {
+            let first = px[c * plane];
+            assert!(px[c * plane..(c + 1) * plane].iter().all(|&v| v == first), "{}: channel {c} is not flat", case.name);
+        }
+        let one = pixels(&decode_rgb8(&hostile::png_of(&image::RgbImage::from_pixel(4, 4, image::Rgb([200, 100, 50]))), "x").unwrap(), &cfg);
+        assert_eq!(px, one, "{}: same colour, same pixels", case.name);
+    }
+}
