@@ -2,7 +2,11 @@
 """Writes a random-weight CLIP of ViT-L/14 size in Hugging Face layout for speed benchmarks
 (no real weights can be downloaded here; speed does not depend on the values).
 
-    python3 scripts/make_bench_model.py OUT_DIR [--size large|base]
+    python3 scripts/make_bench_model.py OUT_DIR [--size large|base|bigG-text|large-text] [--device cuda]
+
+`bigG-text` and `large-text` are the real text towers of ViT-bigG/14 (laion/CLIP-ViT-bigG-14) and
+ViT-L/14 with a one-layer toy vision tower: training loads only the text tower, and a random 1.8 B
+parameter vision tower would take minutes to make and gigabytes to store for nothing.
 """
 import argparse, json, shutil
 from pathlib import Path
@@ -22,15 +26,29 @@ SIZES = {
                  vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                                     patch_size=32, image_size=224, projection_dim=512)),
 }
+TOY_VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, patch_size=14, image_size=224)
+# laion/CLIP-ViT-bigG-14-laion2B-39B-b160k: text width 1280, 32 layers, 20 heads, gelu, projection 1280
+SIZES["bigG-text"] = dict(projection_dim=1280,
+                          text_config=dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                                           hidden_act="gelu", projection_dim=1280),
+                          vision_config=dict(TOY_VISION, projection_dim=1280))
+SIZES["large-text"] = dict(SIZES["large"], vision_config=dict(TOY_VISION, projection_dim=768))
+# For dry runs of scripts/gpu_check.sh on a CPU.
+SIZES["tiny"] = dict(projection_dim=32,
+                     text_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, projection_dim=32),
+                     vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                        patch_size=32, image_size=224, projection_dim=32))
 
 ap = argparse.ArgumentParser()
 ap.add_argument("out")
 ap.add_argument("--size", default="large", choices=sorted(SIZES))
+ap.add_argument("--device", default="cpu", help="where to initialise the weights (cuda is much faster for the big towers)")
 args = ap.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
-model = CLIPModel(CLIPConfig(**SIZES[args.size])).eval()
+with torch.device(args.device):
+    model = CLIPModel(CLIPConfig(**SIZES[args.size])).eval()
 model.save_pretrained(out, safe_serialization=True)
 bpe = Path(__file__).resolve().parent.parent / "crates/lincir/tests/fixtures/bpe"
 for f in ("vocab.json", "merges.txt"):

@@ -120,6 +120,20 @@ def tiny_clip(cfg_kwargs, seed):
     return model, cfg
 
 
+def check_causal(model):
+    """Fails unless the installed transformers' text encoder is causal: the state at a position
+    must not depend on later tokens. (A harness that passed its own mask to an API that silently
+    ignored it once made the official code look three times worse than it is: docs/TRAINING.md.)"""
+    text_model = model.text_model if hasattr(model, "text_model") else model
+    dev = next(text_model.parameters()).device
+    a = torch.tensor([[49406, 320, 1125, 539, 49407]], device=dev)
+    b = torch.tensor([[49406, 320, 2368, 2692, 49407]], device=dev)
+    with torch.no_grad():
+        ha = text_model(input_ids=a).last_hidden_state[0, :2]
+        hb = text_model(input_ids=b).last_hidden_state[0, :2]
+    assert torch.allclose(ha, hb, atol=1e-5), "the text encoder is not causal with this transformers version"
+
+
 def pseudo_reference(model, ids, pseudo):
     """transformers' text model with the token embedding at every id-259 position replaced."""
     emb = model.text_model.embeddings.token_embedding

@@ -16,7 +16,10 @@ Also writes phi's initial weights as the official checkpoint format
 
 Run from the repository root (same venv as make_clip_fixtures.py, which must have run first):
 
-    scripts/.venv/bin/python scripts/make_smp_fixtures.py
+    scripts/.venv/bin/python scripts/make_smp_fixtures.py [--device cuda] [--out DIR]
+
+`--device cuda --out DIR` runs the same step on a GPU (scripts/gpu_check.sh) and writes the
+fixture to DIR instead (inputs are drawn on the CPU first, so they are the same as here).
 
 Writes crates/lincir/tests/fixtures/:
   smp_step.json             captions, keywords, masked captions, token ids, hyper-parameters
@@ -31,7 +34,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from make_clip_fixtures import pseudo_reference, text_features  # noqa: E402
+from make_clip_fixtures import check_causal, pseudo_reference, text_features  # noqa: E402
 
 FIX = Path("crates/lincir/tests/fixtures")
 PLACEHOLDER = "[$]"
@@ -87,13 +90,21 @@ def phi_forward(phi, x, m1, m2):
 
 
 def main():
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=str(FIX))
+    args = ap.parse_args()
+    dev, out_dir = torch.device(args.device), Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     from transformers import CLIPModel, CLIPTokenizer
     tok = CLIPTokenizer(vocab=str(FIX / "bpe/vocab.json"), merges=str(FIX / "bpe/merges.txt"))
     tok.add_special_tokens({"additional_special_tokens": [PLACEHOLDER]})
     placeholder_id = tok.convert_tokens_to_ids(PLACEHOLDER)
-    model = CLIPModel.from_pretrained(FIX / "clip-a", dtype=torch.float32).eval()
+    model = CLIPModel.from_pretrained(FIX / "clip-a", dtype=torch.float32).to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    check_causal(model)
 
     caps = [c for c, _, _ in CASES]
     masked = [mask_caption(c, k, i) for c, k, i in CASES]
@@ -102,7 +113,7 @@ def main():
         ids = tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         return torch.where(ids == placeholder_id, torch.tensor(259), ids)
 
-    ids_c, ids_r = ids77(caps), ids77(masked)
+    ids_c, ids_r = ids77(caps).to(dev), ids77(masked).to(dev)
     B, P = len(caps), model.config.projection_dim
     W = model.config.text_config.hidden_size
     H = 4 * P
@@ -111,7 +122,8 @@ def main():
 
     phi = make_phi(P, H, W, seed=7)
     init = {f"init.{k}": v.detach().clone() for k, v in phi.state_dict().items()}
-    torch.save({"epoch": 3, "Phi": phi.state_dict()}, FIX / "phi_official.pt")
+    torch.save({"epoch": 3, "Phi": phi.state_dict()}, out_dir / "phi_official.pt")
+    phi = phi.to(dev)
 
     steps, lr, wd, max_norm, p_drop = 20, 1e-3, 0.01, 0.05, 0.5
     g = torch.Generator().manual_seed(11)
@@ -120,6 +132,7 @@ def main():
     keep = 1.0 / (1.0 - p_drop)
     m1 = (torch.rand(steps, B, H, generator=g) >= p_drop).float() * keep
     m2 = (torch.rand(steps, B, H, generator=g) >= p_drop).float() * keep
+    u, n, m1, m2 = (t.to(dev) for t in (u, n, m1, m2))
 
     opt = torch.optim.AdamW(phi.parameters(), lr=lr, weight_decay=wd, betas=(0.9, 0.999), eps=1e-8)
     out = {}
@@ -142,14 +155,14 @@ def main():
     out.update(init)
     out.update({f"final.{k}": v.detach().clone() for k, v in phi.state_dict().items()})
     out.update({"target": e, "u": u.squeeze(-1), "n": n, "mask1": m1, "mask2": m2})
-    save_file({k: v.contiguous().float() for k, v in out.items()}, FIX / "smp_step.safetensors")
+    save_file({k: v.detach().cpu().contiguous().float() for k, v in out.items()}, out_dir / "smp_step.safetensors")
     meta = {
         "captions": caps, "keywords": [k for _, k, _ in CASES], "picks": [i for _, _, i in CASES],
-        "masked": masked, "ids_c": ids_c.tolist(), "ids_r": ids_r.tolist(),
+        "masked": masked, "ids_c": ids_c.tolist(), "ids_r": ids_r.tolist(), "device": str(dev),
         "steps": steps, "lr": lr, "weight_decay": wd, "max_grad_norm": max_norm, "dropout": p_drop,
         "losses_and_grad_norms": losses,
     }
-    (FIX / "smp_step.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (out_dir / "smp_step.json").write_text(json.dumps(meta, indent=1) + "\n")
     print("loss", losses[0], "->", losses[-1])
 
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use clap::{Args, Subcommand};
-use lincir::clip::{preprocess, tokenizer::pad_batch, Clip, LoadOptions};
+use lincir::clip::{preprocess, tokenizer::pad_batch, Clip};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -21,6 +21,8 @@ pub enum BenchCommand {
 
 #[derive(Args)]
 pub struct SearchBenchArgs {
+    #[command(flatten)]
+    compute: crate::compute::ComputeArgs,
     /// CLIP model whose text tower encodes the queries (the index width is its projection dim).
     #[arg(long)]
     model: String,
@@ -39,6 +41,8 @@ pub struct SearchBenchArgs {
 
 #[derive(Args)]
 pub struct TrainBenchArgs {
+    #[command(flatten)]
+    compute: crate::compute::ComputeArgs,
     /// CLIP model: a local directory or a hub id (only the text tower is loaded).
     #[arg(long)]
     model: String,
@@ -54,6 +58,8 @@ pub struct TrainBenchArgs {
 
 #[derive(Args)]
 pub struct EncodeArgs {
+    #[command(flatten)]
+    compute: crate::compute::ComputeArgs,
     /// CLIP model: a local directory or a hub id.
     #[arg(long)]
     model: String,
@@ -98,19 +104,21 @@ pub fn synthetic_captions(n: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown cpu".into());
-    format!("{cpu}, {} threads", candle_core::utils::get_num_threads())
+/// The CPU (always: it decodes, tokenises and ranks), and the device CLIP ran on.
+fn machine(device: &candle_core::Device) -> String {
+    let cpu = format!("{}, {} threads", lincir::device::cpu_model(), candle_core::utils::get_num_threads());
+    if device.is_cpu() {
+        cpu
+    } else {
+        format!("{} (host: {cpu})", lincir::device::name(device))
+    }
 }
 
 fn encode(args: EncodeArgs) -> Result<()> {
     if args.batch_size == 0 || args.text_batches == 0 {
         bail!("--batch-size and --text-batches must be at least 1");
     }
-    let clip = Clip::load(&args.model, &LoadOptions::default())?;
+    let clip = Clip::load(&args.model, &args.compute.load_options(lincir::clip::Towers::Both)?)?;
     let b = args.batch_size;
 
     // Texts: tokenise + pad to the batch's longest + encode, as `lincir embed` does.
@@ -162,9 +170,10 @@ fn encode(args: EncodeArgs) -> Result<()> {
     let report = serde_json::json!({
         "tool": "lincir",
         "model": clip.name,
-        "machine": machine(),
+        "machine": machine(&clip.device),
+        "device": lincir::device::name(&clip.device),
         "batch_size": b,
-        "dtype": "f32",
+        "dtype": lincir::device::dtype_name(clip.dtype()),
         "texts_per_s": texts_per_s,
         "mean_tokens_per_text": tokens as f64 / texts.len() as f64,
         "images_per_s": images_per_s,
@@ -189,7 +198,7 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
     if args.batch_size == 0 || args.steps == 0 {
         bail!("--batch-size and --steps must be at least 1");
     }
-    let clip = Clip::load(&args.model, &LoadOptions { towers: lincir::clip::Towers::Text, ..Default::default() })?;
+    let clip = Clip::load(&args.model, &args.compute.load_options(lincir::clip::Towers::Text)?)?;
     let work = std::env::temp_dir().join(format!("lincir-bench-train-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let captions = work.join("captions.txt");
@@ -221,9 +230,10 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
     let report = serde_json::json!({
         "tool": "lincir",
         "model": clip.name,
-        "machine": machine(),
+        "machine": machine(&clip.device),
+        "device": lincir::device::name(&clip.device),
         "batch_size": args.batch_size,
-        "dtype": "f32",
+        "dtype": lincir::device::dtype_name(clip.dtype()),
         "samples_per_s": median,
         "steps_timed": rates.len(),
     });
@@ -244,7 +254,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
     if args.entries == 0 || args.queries == 0 {
         bail!("--entries and --queries must be at least 1");
     }
-    let clip = Clip::load(&args.model, &LoadOptions { towers: lincir::clip::Towers::Text, ..Default::default() })?;
+    let clip = Clip::load(&args.model, &args.compute.load_options(lincir::clip::Towers::Text)?)?;
     let dim = clip.config.projection_dim;
     let dir = std::env::temp_dir().join(format!("lincir-bench-search-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -293,7 +303,8 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         v[((v.len() - 1) as f64 * p).round() as usize]
     };
     let report = serde_json::json!({
-        "tool": "lincir", "model": args.model, "machine": machine(), "entries": args.entries, "dim": dim, "k": args.k,
+        "tool": "lincir", "model": args.model, "machine": machine(&searcher.clip.device),
+        "device": lincir::device::name(&searcher.clip.device), "entries": args.entries, "dim": dim, "k": args.k,
         "queries": total.len(),
         "total_ms_p50": pct(&mut total, 0.5), "total_ms_p95": pct(&mut total, 0.95),
         "encode_ms_p50": pct(&mut encode, 0.5), "encode_ms_p95": pct(&mut encode, 0.95),

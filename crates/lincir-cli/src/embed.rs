@@ -4,13 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lincir::clip::{Clip, LoadOptions, Towers};
+use lincir::clip::{Clip, Towers};
 use lincir::embed;
 
 use crate::progress;
 
 #[derive(Args)]
 pub struct EmbedArgs {
+    #[command(flatten)]
+    compute: crate::compute::ComputeArgs,
     /// CLIP model: a local Hugging Face directory or a hub id (e.g. openai/clip-vit-large-patch14).
     #[arg(long)]
     model: String,
@@ -33,7 +35,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let towers = if args.texts.is_some() { Towers::Text } else { Towers::Vision };
-    let clip = Clip::load(&args.model, &LoadOptions { towers, ..Default::default() })?;
+    let clip = Clip::load(&args.model, &args.compute.load_options(towers)?)?;
     let started = std::time::Instant::now();
     let (embeddings, names, kind) = if let Some(path) = &args.texts {
         let texts = embed::read_text_lines(path)?;

@@ -41,33 +41,46 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let mut loaded = args.model.load()?;
-    let started = std::time::Instant::now();
+    let loaded = args.model.load()?;
     let bars = crate::progress::Bars::default();
     let on_progress = |p: lincir::bench::eval::Progress<'_>| bars.drive(p);
-    let report = {
-        let ev = loaded.evaluator(&args.model, &on_progress);
-        match args.dataset {
+    let mut reports = Vec::new();
+    for (i, run) in loaded.runs.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let ev = loaded.evaluator(i, &args.model, &on_progress)?;
+        let report = match args.dataset {
             Dataset::Cirr => cirr::evaluate(&ev, &args.dataset_path, &args.split)?,
             Dataset::Fashioniq => fashioniq::evaluate(&ev, &args.dataset_path, &args.split)?,
             Dataset::Circo => circo::evaluate(&ev, &args.dataset_path, &args.split)?,
             Dataset::Genecis => genecis::evaluate(&ev, &genecis::GenecisPaths::new(&args.dataset_path, args.coco_dir.clone(), args.vg_dir.clone())?)?,
-        }
-    };
-    let secs = started.elapsed().as_secs_f64();
-    println!("{} {} ({} queries), {}", report.dataset, report.split, report.queries, report.mode);
-    print!("{}", report.table());
-    for n in &report.notes {
+        };
+        let mut json = report.to_json();
+        json["phi"] = serde_json::json!(run.checkpoint);
+        json["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+        reports.push((report, json));
+    }
+    let first = &reports[0].0;
+    if reports.len() == 1 {
+        println!("{} {} ({} queries), {}", first.dataset, first.split, first.queries, first.mode);
+        print!("{}", first.table());
+    } else {
+        let names: Vec<&str> = reports.iter().map(|(r, _)| r.mode.as_str()).collect();
+        println!("{} {} ({} queries), {}", first.dataset, first.split, first.queries, names.join(", "));
+        print!("{}", lincir::bench::eval::comparison_table(&reports.iter().map(|(r, _)| r).collect::<Vec<_>>()));
+    }
+    for n in &first.notes {
         println!("note: {n}");
     }
-    if report.skipped_queries > 0 || !report.skipped_images.is_empty() {
-        println!("skipped: {} unreadable images, {} queries without their reference", report.skipped_images.len(), report.skipped_queries);
+    if first.skipped_queries > 0 || !first.skipped_images.is_empty() {
+        println!("skipped: {} unreadable images, {} queries without their reference", first.skipped_images.len(), first.skipped_queries);
     }
     if let Some(path) = &args.json {
-        let mut json = report.to_json();
+        let mut json = if reports.len() == 1 {
+            reports.pop().expect("one report").1
+        } else {
+            serde_json::json!({"dataset": first.dataset, "split": first.split, "runs": reports.iter().map(|(_, j)| j.clone()).collect::<Vec<_>>()})
+        };
         json["model"] = serde_json::json!(args.model.model);
-        json["phi"] = serde_json::json!(args.model.phi);
-        json["seconds"] = serde_json::json!(secs);
         lincir::io::write_atomic(path, (serde_json::to_string_pretty(&json)? + "\n").as_bytes())?;
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! Options shared by `eval` and `submit`: model, phi or baseline, feature cache, bad images.
+//! Options shared by `eval` and `submit`: model, the methods (checkpoints) and baselines to
+//! evaluate, feature cache, bad images.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,9 @@ use lincir::bench::cache::{default_root, FeatureCache};
 use lincir::bench::eval::{Evaluator, Progress};
 use lincir::bench::images::BadImages;
 use lincir::bench::query::QueryMode;
-use lincir::clip::{Clip, LoadOptions};
+use lincir::clip::Clip;
+use lincir::mapper::{Mapper, PseudoWordNet};
+use lincir::method::Method;
 use lincir::phi::Phi;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -20,16 +23,22 @@ pub enum Baseline {
 
 #[derive(Args)]
 pub struct ModelArgs {
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
     /// CLIP model: a local Hugging Face directory or a hub id.
     #[arg(long)]
     pub model: String,
-    /// phi checkpoint: lincir safetensors or an official .pt, a file or `owner/repo/file` on the
-    /// hub (e.g. navervision/zeroshot-cir-models/lincir_large.pt); not needed with --baseline.
+    /// A pseudo-word network, `[METHOD=]CHECKPOINT`, repeatable to compare methods in one run:
+    /// METHOD is lincir, searle or pic2word (default: lincir for a phi, pic2word for an
+    /// IM2TEXT; the architecture is read from the weights). CHECKPOINT is a lincir safetensors
+    /// file or a published .pt, a file or `owner/repo/file` on the hub (e.g.
+    /// navervision/zeroshot-cir-models/lincir_large.pt). Not needed with --baseline.
     #[arg(long, required_unless_present = "baseline")]
-    pub phi: Option<String>,
-    /// Rank without phi instead: by the reference image, the text, or their normalised sum.
+    pub phi: Vec<String>,
+    /// Also rank without a pseudo word: by the reference image, the text, or their normalised
+    /// sum (repeatable).
     #[arg(long, value_enum)]
-    pub baseline: Option<Baseline>,
+    pub baseline: Vec<Baseline>,
     /// Images or queries per forward pass.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -44,11 +53,48 @@ pub struct ModelArgs {
     pub skip_bad_images: bool,
 }
 
+/// One thing evaluated: a method with its checkpoint, or a baseline.
+pub struct Run {
+    /// The method's name, or the baseline's (`image-only`, ...): the row of the table.
+    pub label: String,
+    pub mode: QueryMode,
+    pub method: Method,
+    pub mapper: Option<Mapper>,
+    /// The checkpoint as the user named it.
+    pub checkpoint: Option<String>,
+}
+
 pub struct Loaded {
     pub clip: Clip,
-    pub phi: Option<Phi>,
-    pub mode: QueryMode,
-    pub cache: Option<FeatureCache>,
+    pub runs: Vec<Run>,
+    cache_root: Option<PathBuf>,
+}
+
+/// Splits `[METHOD=]CHECKPOINT`; a prefix that is no method name is part of a path.
+fn split_spec(spec: &str) -> (Option<Method>, &str) {
+    match spec.split_once('=') {
+        Some((name, path)) => match Method::parse(name) {
+            Some(m) => (Some(m), path),
+            None => (None, spec),
+        },
+        None => (None, spec),
+    }
+}
+
+/// Loads the checkpoint of `spec` and the method it is evaluated with.
+pub fn load_method(spec: &str, clip: &Clip) -> Result<(Method, Mapper)> {
+    let (named, path) = split_spec(spec);
+    if path.is_empty() {
+        bail!("--phi {spec}: no checkpoint after the method name");
+    }
+    let text = clip.text()?;
+    let mapper = Mapper::load_for(&Phi::resolve(path)?, text.projection_dim(), text.width(), &clip.device)?;
+    let arch = mapper.architecture();
+    let method = named.unwrap_or_else(|| Method::default_for(arch));
+    if !method.uses(arch) {
+        bail!("--phi {spec}: the checkpoint holds a {}, which {method} does not use", arch.name());
+    }
+    Ok((method, mapper))
 }
 
 impl ModelArgs {
@@ -56,25 +102,27 @@ impl ModelArgs {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
-        let clip = Clip::load(&self.model, &LoadOptions::default())?;
-        let mode = match self.baseline {
-            None => QueryMode::Composed,
-            Some(Baseline::Image) => QueryMode::Image,
-            Some(Baseline::Text) => QueryMode::Text,
-            Some(Baseline::Sum) => QueryMode::Sum,
-        };
-        let phi = match (&self.phi, mode) {
-            (Some(p), QueryMode::Composed) => {
-                let text = clip.text()?;
-                Some(Phi::load_for(&Phi::resolve(p)?, text.projection_dim(), text.width(), &clip.device)?)
+        let clip = Clip::load(&self.model, &self.compute.load_options(lincir::clip::Towers::Both)?)?;
+        let mut runs = Vec::new();
+        for spec in &self.phi {
+            let (method, mapper) = load_method(spec, &clip)?;
+            if runs.iter().any(|r: &Run| r.label == method.name()) {
+                bail!("--phi: two checkpoints for {method}; compare checkpoints of one method in separate runs");
             }
-            _ => None,
-        };
-        let cache = match (self.no_cache, self.cache_dir.clone().or_else(default_root)) {
-            (false, Some(root)) => Some(FeatureCache::for_model(&clip, &root)?),
-            _ => None,
-        };
-        Ok(Loaded { clip, phi, mode, cache })
+            runs.push(Run { label: method.name().into(), mode: QueryMode::Composed, method, mapper: Some(mapper), checkpoint: Some(spec.clone()) });
+        }
+        for b in &self.baseline {
+            let mode = match b {
+                Baseline::Image => QueryMode::Image,
+                Baseline::Text => QueryMode::Text,
+                Baseline::Sum => QueryMode::Sum,
+            };
+            if !runs.iter().any(|r| r.mode == mode) {
+                runs.push(Run { label: mode.name().into(), mode, method: Method::Lincir, mapper: None, checkpoint: None });
+            }
+        }
+        let cache_root = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_root) };
+        Ok(Loaded { clip, runs, cache_root })
     }
 
     pub fn bad_images(&self) -> BadImages {
@@ -87,16 +135,21 @@ impl ModelArgs {
 }
 
 impl Loaded {
-    pub fn evaluator<'a>(&'a mut self, args: &ModelArgs, on_progress: &'a (dyn Fn(Progress) + Sync)) -> Evaluator<'a> {
-        Evaluator {
+    /// The evaluator of run `i`; every run reads and fills the same feature cache, so the
+    /// gallery is embedded once.
+    pub fn evaluator<'a>(&'a self, i: usize, args: &ModelArgs, on_progress: &'a (dyn Fn(Progress) + Sync)) -> Result<Evaluator<'a>> {
+        let run = &self.runs[i];
+        let cache = self.cache_root.as_ref().map(|root| FeatureCache::for_model(&self.clip, root)).transpose()?;
+        Ok(Evaluator {
             clip: &self.clip,
-            phi: self.phi.as_ref(),
-            mode: self.mode,
-            cache: self.cache.take(),
+            phi: run.mapper.as_ref().map(|m| m as &dyn PseudoWordNet),
+            method: run.method,
+            mode: run.mode,
+            cache,
             batch_size: args.batch_size,
             bad_images: args.bad_images(),
             on_progress,
             cached: Default::default(),
-        }
+        })
     }
 }

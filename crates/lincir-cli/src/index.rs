@@ -4,12 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use lincir::clip::{Clip, LoadOptions, Towers};
+use lincir::clip::{Clip, Towers};
 
 use crate::progress;
 
 #[derive(Args)]
 pub struct IndexArgs {
+    #[command(flatten)]
+    compute: crate::compute::ComputeArgs,
     /// CLIP model: a local Hugging Face directory or a hub id.
     #[arg(long)]
     model: String,
@@ -30,7 +32,7 @@ pub struct IndexArgs {
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
-    let clip = Clip::load(&args.model, &LoadOptions { towers: Towers::Vision, ..Default::default() })?;
+    let clip = Clip::load(&args.model, &args.compute.load_options(Towers::Vision)?)?;
     let started = std::time::Instant::now();
     let pb = progress::bar(0, "images");
     let r = lincir::index::build(&clip, &args.images, &args.out, args.batch_size, args.skip_bad_images, &|done, total| {

@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error.
 
 mod bench;
+mod compute;
 mod convert;
 mod embed;
 mod eval;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lincir::clip::{preprocess, Clip, LoadOptions};
+use lincir::clip::{preprocess, Clip};
 use lincir::index::Index;
 use lincir::phi::Phi;
 use lincir::search::{Query, Reference, Searcher};
@@ -12,6 +12,8 @@ use lincir::search::{Query, Reference, Searcher};
 /// What `search` and `serve` load: an index, its model, phi, the query template.
 #[derive(Args)]
 pub struct SearcherArgs {
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
     /// The index folder (from `lincir index`).
     #[arg(long)]
     pub index: PathBuf,
@@ -53,7 +55,7 @@ pub fn load_searcher(a: &SearcherArgs) -> Result<Searcher> {
     let (phi, template) = (a.phi.as_ref(), a.template.as_str());
     let index = Index::open(&a.index)?;
     let model = a.model.clone().unwrap_or_else(|| index.meta.model.clone());
-    let clip = Clip::load(&model, &LoadOptions::default())?;
+    let clip = Clip::load(&model, &a.compute.load_options(lincir::clip::Towers::Both)?)?;
     let phi = match phi {
         Some(p) => {
             let t = clip.text()?;

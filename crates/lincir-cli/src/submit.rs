@@ -32,31 +32,35 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: SubmitArgs) -> Result<()> {
-    let mut loaded = args.model.load()?;
+    let loaded = args.model.load()?;
     let bars = crate::progress::Bars::default();
     let on_progress = |p: lincir::bench::eval::Progress<'_>| bars.drive(p);
-    let ev = loaded.evaluator(&args.model, &on_progress);
-    std::fs::create_dir_all(&args.out).map_err(|e| lincir::Error::file(&args.out, e))?;
-    let write = |name: &str, v: &serde_json::Value| -> Result<PathBuf> {
-        let path = args.out.join(name);
-        lincir::io::write_atomic(&path, (serde_json::to_string(v)? + "\n").as_bytes())?;
-        Ok(path)
-    };
-    match args.dataset {
-        ServerDataset::Cirr => {
-            let split = args.split.clone().unwrap_or_else(|| "test1".into());
-            let (recall, subset) = cirr::submission_files(&ev, &args.dataset_path, &split)?;
-            let n = recall.as_object().map(|o| o.len() - 2).unwrap_or(0);
-            let a = write(&format!("recall_submission_{split}.json"), &recall)?;
-            let b = write(&format!("recall_subset_submission_{split}.json"), &subset)?;
-            println!("CIRR {split}: {n} queries -> {} and {}", a.display(), b.display());
-        }
-        ServerDataset::Circo => {
-            let split = args.split.clone().unwrap_or_else(|| "test".into());
-            let v = circo::submission(&ev, &args.dataset_path, &split)?;
-            let n = v.as_object().map(|o| o.len()).unwrap_or(0);
-            let a = write(&format!("circo_{split}_submission.json"), &v)?;
-            println!("CIRCO {split}: {n} queries -> {}", a.display());
+    for (i, run) in loaded.runs.iter().enumerate() {
+        let ev = loaded.evaluator(i, &args.model, &on_progress)?;
+        // Several methods: one folder each, named after the method or baseline.
+        let out = if loaded.runs.len() == 1 { args.out.clone() } else { args.out.join(&run.label) };
+        std::fs::create_dir_all(&out).map_err(|e| lincir::Error::file(&out, e))?;
+        let write = |name: &str, v: &serde_json::Value| -> Result<PathBuf> {
+            let path = out.join(name);
+            lincir::io::write_atomic(&path, (serde_json::to_string(v)? + "\n").as_bytes())?;
+            Ok(path)
+        };
+        match args.dataset {
+            ServerDataset::Cirr => {
+                let split = args.split.clone().unwrap_or_else(|| "test1".into());
+                let (recall, subset) = cirr::submission_files(&ev, &args.dataset_path, &split)?;
+                let n = recall.as_object().map(|o| o.len() - 2).unwrap_or(0);
+                let a = write(&format!("recall_submission_{split}.json"), &recall)?;
+                let b = write(&format!("recall_subset_submission_{split}.json"), &subset)?;
+                println!("{}: CIRR {split}: {n} queries -> {} and {}", run.label, a.display(), b.display());
+            }
+            ServerDataset::Circo => {
+                let split = args.split.clone().unwrap_or_else(|| "test".into());
+                let v = circo::submission(&ev, &args.dataset_path, &split)?;
+                let n = v.as_object().map(|o| o.len()).unwrap_or(0);
+                let a = write(&format!("circo_{split}_submission.json"), &v)?;
+                println!("{}: CIRCO {split}: {n} queries -> {}", run.label, a.display());
+            }
         }
     }
     Ok(())

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use lincir::clip::{Clip, LoadOptions, Towers};
+use lincir::clip::{Clip, Towers};
 use lincir::phi::PhiConfig;
 use lincir::smp::corpus::{Corpus, DEFAULT_TEXT_FIELD, PAPER_DATASETS};
 use lincir::smp::optim::AdamWConfig;
@@ -15,6 +15,8 @@ use crate::progress;
 
 #[derive(Args)]
 pub struct TrainArgs {
+    #[command(flatten)]
+    compute: crate::compute::ComputeArgs,
     /// CLIP model: a local Hugging Face directory or a hub id (e.g. openai/clip-vit-large-patch14).
     #[arg(long)]
     model: String,
@@ -119,7 +121,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         shuffle_buffer: args.shuffle_buffer,
     };
     cfg.validate()?;
-    let clip = Clip::load(&args.model, &LoadOptions { towers, ..Default::default() })?;
+    let clip = Clip::load(&args.model, &args.compute.load_options(towers)?)?;
     let text = clip.text()?;
     cfg.phi = PhiConfig { dropout: args.phi_dropout, l2_normalize: args.l2_normalize, ..PhiConfig::for_backbone(text.projection_dim(), text.width()) };
     if args.validation_steps.is_some() && args.cirr_dataset_path.is_none() {

@@ -286,7 +286,7 @@ fn bad_training_input_fails_cleanly() {
     let other = fixtures().join("clip-b/config.json");
     assert_clean_failure(
         &lincir(&["eval", "--model", m, "--phi", other.to_str().unwrap(), "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap()]),
-        &["config.json", "neither a safetensors file nor an official .pt"],
+        &["config.json", "neither a safetensors file nor a PyTorch .pt"],
     );
 }
 

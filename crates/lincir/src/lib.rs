@@ -6,10 +6,14 @@
 
 pub mod bench;
 pub mod clip;
+pub mod device;
 pub mod embed;
 pub mod error;
+pub mod guard;
 pub mod index;
 pub mod io;
+pub mod mapper;
+pub mod method;
 pub mod phi;
 pub mod prompt;
 pub mod rng;

@@ -100,6 +100,13 @@ impl Phi {
         Ok(Phi { config, layers })
     }
 
+    /// Builds phi from a state dict alone, its sizes read from the weight shapes (a `.pt` file
+    /// of LinCIR or SEARLE carries no config).
+    pub fn from_state_dict(tensors: &HashMap<String, Tensor>, source: &Path, device: &Device) -> Result<Self> {
+        let config = config_from_shapes(source, tensors)?;
+        Self::from_tensors(config, tensors, source, device)
+    }
+
     /// Where a phi checkpoint named by the user is: a local file, or a file of a hub model
     /// repository written `owner/name/file` (optionally `owner/name@revision/file`), such as
     /// `navervision/zeroshot-cir-models/lincir_large.pt`, fetched through the hub cache.

@@ -111,7 +111,7 @@ fn shapes_phi_trained_on_text_alone_beats_single_modality_baselines() {
     let idx: Vec<u32> = split.reference_indices().iter().map(|&i| i as u32).collect();
     let refs = gallery.index_select(&candle_core::Tensor::new(idx, &Device::Cpu).unwrap(), 0).unwrap();
     let r1 = |mode| {
-        let q = query::query_features(&clip, Some(&phi), mode, &refs, &split.captions(), 128).unwrap();
+        let q = query::query_features(&clip, Some(&phi), lincir::method::Method::Lincir, mode, &refs, &split.captions(), 128).unwrap();
         let m = cirr::metrics(&split, &query::scores(&q, &gallery).unwrap()).unwrap();
         println!("{}: {:?} subset {:?}", mode.name(), m.recall, m.recall_subset);
         m.recall_at(1).unwrap()

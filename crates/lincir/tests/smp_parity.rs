@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use common::{fixtures, rel_err};
+use common::{fixtures, rel_err, test_device};
 use lincir::clip::{tokenizer::pad_batch, weights::Weights, ClipConfig, ClipTokenizer, TextTower};
 use lincir::phi::{DropoutMasks, Phi, PhiConfig};
 use lincir::smp::mask::mask_caption;
@@ -26,14 +26,22 @@ struct Fixture {
     tokenizer: ClipTokenizer,
 }
 
+/// The step fixture: the committed one (PyTorch on the CPU), or the one the GPU check writes with
+/// the same script on the GPU (`LINCIR_SMP_FIXTURE=DIR`), compared on `LINCIR_TEST_DEVICE`.
+fn step_fixture_dir() -> std::path::PathBuf {
+    std::env::var_os("LINCIR_SMP_FIXTURE").map(Into::into).unwrap_or_else(fixtures)
+}
+
 fn load() -> Fixture {
+    let dev = test_device();
     let dir = fixtures().join("clip-a");
     let cfg = ClipConfig::from_file(&dir.join("config.json")).unwrap();
-    let w = Weights::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+    let w = Weights::from_dir(&dir, DType::F32, &dev).unwrap();
     let bpe = fixtures().join("bpe");
+    let steps = step_fixture_dir();
     Fixture {
-        meta: serde_json::from_str(&std::fs::read_to_string(fixtures().join("smp_step.json")).unwrap()).unwrap(),
-        t: candle_core::safetensors::load(fixtures().join("smp_step.safetensors"), &Device::Cpu).unwrap(),
+        meta: serde_json::from_str(&std::fs::read_to_string(steps.join("smp_step.json")).unwrap()).unwrap(),
+        t: candle_core::safetensors::load(steps.join("smp_step.safetensors"), &dev).unwrap(),
         text: TextTower::load(&w, &cfg).unwrap(),
         tokenizer: ClipTokenizer::from_vocab_and_merges(&bpe.join("vocab.json"), &bpe.join("merges.txt")).unwrap(),
     }
@@ -55,7 +63,7 @@ impl Fixture {
             .iter()
             .map(|t| if placeholder { encode_with_placeholder(&self.tokenizer, t).unwrap() } else { self.tokenizer.encode(t).unwrap() })
             .collect();
-        pad_batch(&seqs, &Device::Cpu).unwrap()
+        pad_batch(&seqs, &test_device()).unwrap()
     }
     fn phi(&self, prefix: &str) -> Phi {
         let tensors: HashMap<String, Tensor> = lincir::phi::LAYER_NAMES
@@ -65,7 +73,7 @@ impl Fixture {
             .collect();
         let (p, w) = (self.text.projection_dim(), self.text.width());
         let cfg = PhiConfig { dropout: self.f64("dropout"), ..PhiConfig::for_backbone(p, w) };
-        Phi::from_tensors(cfg, &tensors, std::path::Path::new("fixture"), &Device::Cpu).unwrap()
+        Phi::from_tensors(cfg, &tensors, std::path::Path::new("fixture"), &test_device()).unwrap()
     }
     fn noise(&self, step: usize) -> (Noise, DropoutMasks) {
         let g = |k: &str| self.get(k).get(step).unwrap();

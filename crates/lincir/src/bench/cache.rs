@@ -56,13 +56,18 @@ pub fn default_root() -> Option<PathBuf> {
 }
 
 /// A key that changes when the model's image embeddings could change: `config.json`, the
-/// preprocessing settings, and the weight files' names, sizes and modification times.
+/// preprocessing settings, the weight files' names, sizes and modification times, and the dtype.
 pub fn model_key(clip: &Clip) -> Result<String> {
     let config = std::fs::read(clip.dir.join("config.json")).map_err(|e| Error::file(clip.dir.join("config.json"), e))?;
     let mut parts: Vec<Vec<u8>> = vec![config, format!("{:?}", clip.preprocess).into_bytes()];
     for f in crate::clip::weights::weight_files_in(&clip.dir)? {
         let (size, mtime) = stamp(&f).unwrap_or((0, 0));
         parts.push(format!("{}:{size}:{mtime}", f.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()).into_bytes());
+    }
+    // Embeddings computed in another precision differ: they are another key (f32 adds nothing,
+    // so keys, caches and indexes made before dtypes existed stay valid).
+    if clip.dtype() != candle_core::DType::F32 {
+        parts.push(format!("dtype:{}", crate::device::dtype_name(clip.dtype())).into_bytes());
     }
     let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     Ok(format!("{:016x}", fnv1a(&refs)))

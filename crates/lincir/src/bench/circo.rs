@@ -157,7 +157,7 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split_name: &str) -> Result<Report>
     Ok(Report {
         dataset: "circo".into(),
         split: split_name.into(),
-        mode: ev.mode.name().into(),
+        mode: ev.mode_name().into(),
         groups,
         queries: queries.len(),
         skipped_queries: split.queries.len() - queries.len(),

@@ -199,7 +199,7 @@ pub fn evaluate(ev: &super::eval::Evaluator, path: &Path, split_name: &str) -> R
     Ok(super::eval::Report {
         dataset: "cirr".into(),
         split: split_name.into(),
-        mode: ev.mode.name().into(),
+        mode: ev.mode_name().into(),
         groups: vec![("all".into(), group)],
         queries: m.queries,
         skipped_images,

@@ -8,7 +8,8 @@ use super::cache::FeatureCache;
 use super::images::{embed_images, BadImages, BenchImage, Embedded};
 use super::query::{self, QueryMode};
 use crate::clip::Clip;
-use crate::phi::Phi;
+use crate::mapper::PseudoWordNet;
+use crate::method::Method;
 use crate::Result;
 
 /// Progress of the long parts (embedding galleries).
@@ -20,7 +21,10 @@ pub enum Progress<'a> {
 
 pub struct Evaluator<'a> {
     pub clip: &'a Clip,
-    pub phi: Option<&'a Phi>,
+    /// The pseudo-word network (phi, or a peer method's) for composed queries.
+    pub phi: Option<&'a dyn PseudoWordNet>,
+    /// How composed queries are built (template, placeholder).
+    pub method: Method,
     pub mode: QueryMode,
     pub cache: Option<FeatureCache>,
     pub batch_size: usize,
@@ -53,7 +57,15 @@ impl Evaluator<'_> {
     /// # Shapes
     /// references: [n, P] -> [n, P]
     pub fn queries(&self, references: &Tensor, texts: &[String]) -> Result<Tensor> {
-        query::query_features(self.clip, self.phi, self.mode, references, texts, self.batch_size)
+        query::query_features(self.clip, self.phi, self.method, self.mode, references, texts, self.batch_size)
+    }
+
+    /// The name of what is evaluated: the method for composed queries, else the baseline.
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            QueryMode::Composed => self.method.name(),
+            other => other.name(),
+        }
     }
 }
 
@@ -128,4 +140,27 @@ impl Report {
             "skipped_queries": self.skipped_queries, "cached_images": self.cached_images, "notes": self.notes,
         })
     }
+}
+
+/// Several evaluations of one benchmark side by side: for each metric group of the first report,
+/// one table with a row per report (its mode: method or baseline).
+pub fn comparison_table(reports: &[&Report]) -> String {
+    let mut out = String::new();
+    let Some(first) = reports.first() else { return out };
+    for (g, (group, metrics)) in first.groups.iter().enumerate() {
+        let names: Vec<&str> = metrics.iter().map(|(n, _)| n.as_str()).collect();
+        if g > 0 {
+            out.push('\n');
+        }
+        out += &format!("| {group} | {} |\n|---|{}\n", names.join(" | "), "---|".repeat(names.len()));
+        for r in reports {
+            let row = r.groups.iter().find(|(gr, _)| gr == group);
+            let cells: Vec<String> = names
+                .iter()
+                .map(|n| row.and_then(|(_, m)| m.iter().find(|(k, _)| k == n)).map_or("-".into(), |(_, v)| format!("{v:.2}")))
+                .collect();
+            out += &format!("| {} | {} |\n", r.mode, cells.join(" | "));
+        }
+    }
+    out
 }

@@ -15,6 +15,7 @@ use super::eval::{masked_scores, rows, Evaluator, Report};
 use super::images::BenchImage;
 use super::metrics::{rank_of, recall_at};
 use crate::phi::l2_normalize;
+use candle_core::Tensor;
 use crate::{Error, Result};
 
 pub const CATEGORIES: [&str; 3] = ["dress", "shirt", "toptee"];
@@ -103,11 +104,20 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split: &str) -> Result<Report> {
         let queries: Vec<&FashionIqQuery> = cat.queries.iter().filter(|q| gallery.ok[q.reference]).collect();
         skipped_queries += cat.queries.len() - queries.len();
         let refs = rows(&gallery.features, &queries.iter().map(|q| q.reference).collect::<Vec<_>>())?;
-        let cleaned: Vec<[String; 2]> = queries.iter().map(|q| [clean_caption(&q.captions[0]), clean_caption(&q.captions[1])]).collect();
-        let forward: Vec<String> = cleaned.iter().map(|[a, b]| format!("{a} and {b}")).collect();
-        let backward: Vec<String> = cleaned.iter().map(|[a, b]| format!("{b} and {a}")).collect();
-        let (f1, f2) = (ev.queries(&refs, &forward)?, ev.queries(&refs, &backward)?);
-        let q = l2_normalize(&((f1 + f2)? / 2.0)?)?;
+        // The method's own texts: LinCIR and SEARLE average both caption orders, Pic2Word
+        // encodes one (crate::method). Baselines use LinCIR's.
+        let texts: Vec<Vec<String>> = queries.iter().map(|q| ev.method.fashioniq_texts(&q.captions[0], &q.captions[1])).collect();
+        let n_orders = texts.first().map_or(1, Vec::len);
+        let mut sum: Option<Tensor> = None;
+        for order in 0..n_orders {
+            let these: Vec<String> = texts.iter().map(|t| t[order].clone()).collect();
+            let f = ev.queries(&refs, &these)?;
+            sum = Some(match sum {
+                None => f,
+                Some(s) => (s + f)?,
+            });
+        }
+        let q = l2_normalize(&(sum.expect("at least one order") / n_orders as f64)?)?;
         let scores = masked_scores(&q, &gallery)?;
         total += queries.len();
         groups.push((category.to_string(), category_metrics(&queries, &scores)));
@@ -121,7 +131,7 @@ pub fn evaluate(ev: &Evaluator, path: &Path, split: &str) -> Result<Report> {
     Ok(Report {
         dataset: "fashioniq".into(),
         split: split.into(),
-        mode: ev.mode.name().into(),
+        mode: ev.mode_name().into(),
         groups,
         queries: total,
         skipped_images,

@@ -162,5 +162,5 @@ pub fn evaluate(ev: &Evaluator, paths: &GenecisPaths) -> Result<Report> {
         .map(|(j, k)| (format!("R@{k}"), groups.iter().map(|(_, m)| m[j].1).sum::<f64>() / groups.len() as f64))
         .collect();
     groups.push(("mean".into(), mean));
-    Ok(Report { dataset: "genecis".into(), split: "test".into(), mode: ev.mode.name().into(), groups, queries: total, skipped_images, skipped_queries, cached_images: ev.cached_images(), notes })
+    Ok(Report { dataset: "genecis".into(), split: "test".into(), mode: ev.mode_name().into(), groups, queries: total, skipped_images, skipped_queries, cached_images: ev.cached_images(), notes })
 }

@@ -141,11 +141,10 @@ pub fn embed_images(
     let mut ok = vec![true; images.len()];
     let tower = clip.vision()?;
     let mut last_store = std::time::Instant::now();
-    for chunk in todo.chunks(batch_size.max(1)) {
-        let loaded: Vec<(usize, Result<Vec<f32>>)> = chunk
-            .par_iter()
-            .map(|&i| (i, images[i].load().map(|img| preprocess::pixels(&img, &clip.preprocess))))
-            .collect();
+    let load_chunk = |chunk: &[usize]| -> Vec<(usize, Result<Vec<f32>>)> {
+        chunk.par_iter().map(|&i| (i, images[i].load().map(|img| preprocess::pixels(&img, &clip.preprocess)))).collect()
+    };
+    let mut consume = |chunk: &[usize], loaded: Vec<(usize, Result<Vec<f32>>)>| -> Result<()> {
         let mut good = Vec::new();
         let mut pixels = Vec::new();
         for (i, px) in loaded {
@@ -173,6 +172,31 @@ pub fn embed_images(
             c.store(images, &rows)?;
             last_store = std::time::Instant::now();
         }
+        Ok(())
+    };
+    let chunks: Vec<&[usize]> = todo.chunks(batch_size.max(1)).collect();
+    if clip.device.is_cpu() {
+        // The CPU computes the tower with every core: decoding in between, not beside it.
+        for chunk in chunks {
+            consume(chunk, load_chunk(chunk))?;
+        }
+    } else {
+        // On a GPU, CPU threads decode the next batches while the GPU embeds this one.
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let producer_chunks = chunks.clone();
+            scope.spawn(move || {
+                for chunk in producer_chunks {
+                    if tx.send(load_chunk(chunk)).is_err() {
+                        return; // the consumer stopped (an error)
+                    }
+                }
+            });
+            for (chunk, loaded) in chunks.into_iter().zip(rx) {
+                consume(chunk, loaded)?;
+            }
+            Ok(())
+        })?;
     }
     let flat: Vec<f32> = rows.iter().flat_map(|r| r.clone().unwrap_or_else(|| vec![0.0; dim])).collect();
     if let (Some(c), false) = (cache, todo.is_empty()) {

@@ -3,15 +3,16 @@
 use candle_core::Tensor;
 
 use crate::clip::{Clip, Grad};
-use crate::phi::{l2_normalize, Phi};
-use crate::prompt::composed_query;
+use crate::mapper::PseudoWordNet;
+use crate::method::Method;
+use crate::phi::l2_normalize;
 use crate::Result;
 
 /// How a query is built from (reference image, text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryMode {
-    /// LinCIR: phi(reference) as the pseudo word in `a photo of $ that {text}`.
+    /// A pseudo word of the reference in the method's template (LinCIR: `a photo of $ that {text}`).
     Composed,
     /// The reference image alone.
     Image,
@@ -38,7 +39,8 @@ impl QueryMode {
 /// references: [n, P] un-normalised image embeddings -> [n, P] L2-normalised
 pub fn query_features(
     clip: &Clip,
-    phi: Option<&Phi>,
+    net: Option<&dyn PseudoWordNet>,
+    method: Method,
     mode: QueryMode,
     references: &Tensor,
     texts: &[String],
@@ -51,11 +53,11 @@ pub fn query_features(
         let feats = match mode {
             QueryMode::Image => refs,
             QueryMode::Composed => {
-                let phi = phi.ok_or_else(|| crate::Error::Invalid("a composed query needs a phi checkpoint".into()))?;
-                let queries: Vec<String> = chunk.iter().map(|t| composed_query(t)).collect();
+                let net = net.ok_or_else(|| crate::Error::Invalid("a composed query needs a phi checkpoint".into()))?;
+                let queries: Vec<String> = chunk.iter().map(|t| method.query(t)).collect();
                 let ids = encode(clip, &queries)?;
-                let pseudo = phi.forward(&refs, None)?;
-                text.embed_with_pseudo_words(&ids, &pseudo, Grad::No)?
+                let pseudo = net.pseudo_words(&refs)?;
+                text.embed_with_pseudo_words_at(&ids, &pseudo, method.placeholder().1, method.replaces_every_placeholder(), Grad::No)?
             }
             QueryMode::Text => text.embed(&encode(clip, chunk)?)?,
             QueryMode::Sum => (l2_normalize(&refs)? + l2_normalize(&text.embed(&encode(clip, chunk)?)?)?)?,

@@ -59,6 +59,7 @@ pub struct Clip {
     /// What the user named: a directory or a hub id (recorded in outputs).
     pub name: String,
     pub device: Device,
+    dtype: DType,
 }
 
 impl Clip {
@@ -107,11 +108,17 @@ impl Clip {
             dir: dir.to_path_buf(),
             name: dir.display().to_string(),
             device: opts.device.clone(),
+            dtype: opts.dtype,
         })
     }
 
     pub fn text(&self) -> Result<&TextTower> {
         self.text.as_ref().ok_or_else(|| Error::Invalid("the text tower was not loaded".into()))
+    }
+
+    /// The dtype the towers compute in (their outputs are always f32).
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn vision(&self) -> Result<&VisionTower> {

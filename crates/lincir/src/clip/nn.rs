@@ -46,6 +46,15 @@ impl CustomOp1 for FrozenMatmul {
         Ok((x.matmul(w, (1, m, n, k), x_layout, w_layout)?, Shape::from((m, n))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, x: &candle_core::CudaStorage, x_layout: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (m, k) = x_layout.shape().dims2()?;
+        let (_, n) = self.weight_t.dims2()?;
+        let (storage, w_layout) = self.weight_t.storage_and_layout();
+        let Storage::Cuda(w) = &*storage else { candle_core::bail!("frozen-matmul: weight is not on the GPU") };
+        Ok((x.matmul(w, (1, m, n, k), x_layout, w_layout)?, Shape::from((m, n))))
+    }
+
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad_y.matmul(&self.weight_t.t()?)?))
     }
@@ -59,7 +68,8 @@ impl Linear {
         let input = *dims.last().expect("linear input has at least one dimension");
         let rows = x.elem_count() / input;
         let x2 = x.contiguous()?.reshape((rows, input))?;
-        let y = if x2.track_op() && x2.device().is_cpu() {
+        // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature).
+        let y = if x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda")) {
             x2.apply_op1(FrozenMatmul { weight_t: self.weight_t.clone() })?
         } else {
             x2.matmul(&self.weight_t)?

@@ -175,10 +175,7 @@ pub fn decode_rgb8(bytes: &[u8], name: &str) -> Result<Rgb8> {
 
 fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
     // A decoder that panics on a malformed file must not take the process (a server) down.
-    std::panic::catch_unwind(|| decode_within_limits(bytes)).unwrap_or_else(|payload| {
-        let what = payload.downcast_ref::<String>().cloned().or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()));
-        Err(format!("corrupt image: decoder failure ({})", what.unwrap_or_else(|| "panic".into())))
-    })
+    crate::guard::catch_panic(|| decode_within_limits(bytes)).unwrap_or_else(|what| Err(format!("corrupt image: decoder failure ({what})")))
 }
 
 /// Reads the header, refuses sizes over the pixel limit before any pixel buffer exists, then

@@ -62,6 +62,16 @@ impl TextTower {
     /// # Shapes
     /// ids: [batch, seq] u32; pseudo: [batch, width] -> [batch, projection_dim]
     pub fn embed_with_pseudo_words(&self, ids: &Tensor, pseudo: &Tensor, grad: Grad) -> Result<Tensor> {
+        self.embed_with_pseudo_words_at(ids, pseudo, PSEUDO_TOKEN_ID, true, grad)
+    }
+
+    /// [`Self::embed_with_pseudo_words`] for another method's placeholder id (Pic2Word's `*`),
+    /// replacing every occurrence in a sentence or only the first (SEARLE, Pic2Word). A sentence
+    /// without the placeholder is encoded as plain text.
+    ///
+    /// # Shapes
+    /// ids: [batch, seq] u32; pseudo: [batch, width] -> [batch, projection_dim]
+    pub fn embed_with_pseudo_words_at(&self, ids: &Tensor, pseudo: &Tensor, placeholder: u32, every: bool, grad: Grad) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let width = self.width();
         if pseudo.dims() != [b, width] {
@@ -71,7 +81,19 @@ impl TextTower {
             )));
         }
         let tokens = self.token_embeddings(ids)?; // [b, s, width]
-        let is_pseudo = ids.eq(PSEUDO_TOKEN_ID)?.unsqueeze(2)?.broadcast_as((b, s, width))?;
+        let is_pseudo = if every {
+            ids.eq(placeholder)?
+        } else {
+            // Only the first occurrence of each row.
+            let mut mask = vec![0u8; b * s];
+            for (r, row) in ids.to_vec2::<u32>()?.iter().enumerate() {
+                if let Some(j) = row.iter().position(|&id| id == placeholder) {
+                    mask[r * s + j] = 1;
+                }
+            }
+            Tensor::from_vec(mask, (b, s), ids.device())?
+        };
+        let is_pseudo = is_pseudo.unsqueeze(2)?.broadcast_as((b, s, width))?;
         let pseudo = pseudo.to_dtype(tokens.dtype())?.unsqueeze(1)?.broadcast_as((b, s, width))?;
         let tokens = is_pseudo.where_cond(&pseudo, &tokens)?;
         self.encode_embeddings(&tokens, ids, grad)
@@ -106,7 +128,8 @@ impl TextTower {
         let packing = Packing::new(&lengths, x.dtype(), x.device())?;
         let pooled = self.encoder.forward_packed_last(&packing.pack(&x)?, &packing, grad)?; // [b, width]
         let pooled = self.final_layer_norm.forward(&pooled, grad)?;
-        self.projection.forward(&pooled)
+        // Embeddings (and the loss built on them) are f32 whatever the tower's dtype.
+        Ok(self.projection.forward(&pooled)?.to_dtype(candle_core::DType::F32)?)
     }
 }
 

@@ -58,6 +58,8 @@ impl VisionTower {
         }
         let g = size / p;
         let width = self.cfg.tower.hidden_size;
+        // Pixels arrive as f32; the tower computes in its weights' dtype and answers in f32.
+        let pixels = pixels.to_dtype(self.patch_weight.dtype())?;
         // A stride-p convolution without bias is a matrix product over non-overlapping patches.
         let patches = pixels
             .reshape((b, c, g, p, g, p))?
@@ -70,6 +72,6 @@ impl VisionTower {
         let x = self.pre_layernorm.forward(&x, Grad::No)?;
         let cls = self.encoder.forward_first_token(&x, Grad::No)?; // [b, width]
         let cls = self.post_layernorm.forward(&cls, Grad::No)?;
-        self.projection.forward(&cls)
+        Ok(self.projection.forward(&cls)?.to_dtype(candle_core::DType::F32)?)
     }
 }

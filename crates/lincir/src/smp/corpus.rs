@@ -269,8 +269,13 @@ fn parquet_column(path: &Path, field: &str) -> Result<Captions> {
     use parquet::record::Field;
     use parquet::schema::types::Type;
 
+    // The Parquet reader panics on some malformed files (found by tests/fuzz_inputs.rs): every
+    // call into it is guarded, and a panic is an error naming the file.
+    let corrupt = |what: String| Error::file(path, format!("corrupt Parquet file ({what})"));
     let file = File::open(path).map_err(|e| Error::file(path, format!("cannot read: {e}")))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?;
+    let reader = crate::guard::catch_panic(|| SerializedFileReader::new(file))
+        .map_err(corrupt)?
+        .map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?;
     let schema = reader.metadata().file_metadata().schema();
     let column = schema.get_fields().iter().find(|f| f.name() == field).cloned().ok_or_else(|| {
         let names: Vec<&str> = schema.get_fields().iter().map(|f| f.name()).collect();
@@ -280,11 +285,24 @@ fn parquet_column(path: &Path, field: &str) -> Result<Captions> {
         .with_fields(vec![column])
         .build()
         .map_err(|e| Error::file(path, format!("cannot select column `{field}`: {e}")))?;
-    let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader))
-        .project(Some(projection))
+    let mut rows = crate::guard::catch_panic(|| parquet::record::reader::RowIter::from_file_into(Box::new(reader)).project(Some(projection)))
+        .map_err(corrupt)?
         .map_err(|e| Error::file(path, format!("cannot select column `{field}`: {e}")))?;
     let (p, field) = (path.to_path_buf(), field.to_string());
-    Ok(Box::new(rows.map(move |row| {
+    let mut failed = false;
+    let guarded = std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        match crate::guard::catch_panic(|| rows.next()) {
+            Ok(next) => next,
+            Err(what) => {
+                failed = true; // the reader's state is unknown after a panic: stop here
+                Some(Err(parquet::errors::ParquetError::General(format!("the reader failed: {what}"))))
+            }
+        }
+    });
+    Ok(Box::new(guarded.map(move |row| {
         let row = row.map_err(|e| Error::file(&p, format!("cannot read a row: {e}")))?;
         match row.get_column_iter().next().map(|(_, v)| v) {
             Some(Field::Str(s)) => Ok(Some(s.clone())),

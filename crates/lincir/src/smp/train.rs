@@ -502,7 +502,7 @@ impl Validation {
     }
 
     fn evaluate(&self, clip: &Clip, phi: &Phi) -> Result<cirr::CirrMetrics> {
-        let q = query::query_features(clip, Some(phi), query::QueryMode::Composed, &self.references, &self.split.captions(), 64)?;
+        let q = query::query_features(clip, Some(phi), crate::method::Method::Lincir, query::QueryMode::Composed, &self.references, &self.split.captions(), 64)?;
         cirr::metrics(&self.split, &query::scores(&q, &self.gallery)?)
     }
 }

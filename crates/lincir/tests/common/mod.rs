@@ -5,8 +5,19 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
 
+/// The committed fixtures; `LINCIR_FIXTURES` points elsewhere (a test binary run on another
+/// machine, where the build's path does not exist: scripts/gpu_check.sh).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::env::var_os("LINCIR_FIXTURES").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
+}
+
+/// Where the parity tests compute: the CPU, or `LINCIR_TEST_DEVICE` (`cuda`, `cuda:1`; the GPU
+/// check runs the test binaries of a CUDA build this way, scripts/gpu_check.sh).
+pub fn test_device() -> candle_core::Device {
+    match std::env::var("LINCIR_TEST_DEVICE") {
+        Ok(name) => name.parse::<lincir::device::DeviceChoice>().unwrap().resolve().unwrap(),
+        Err(_) => candle_core::Device::Cpu,
+    }
 }
 
 /// max |a - b| / max |b|: the parity measure of the CLIP issue.

@@ -1,0 +1,39 @@
+//! `--device` and `--dtype`, shared by every command that runs CLIP.
+
+use std::sync::Once;
+
+use anyhow::Result;
+use clap::Args;
+use lincir::clip::{LoadOptions, Towers};
+use lincir::device::{self, DTypeChoice, DeviceChoice};
+
+#[derive(Args, Clone, Debug)]
+pub struct ComputeArgs {
+    /// Where CLIP runs: auto (the first GPU when this build has CUDA and one is present, else
+    /// the CPU), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Precision of the frozen CLIP: auto (f32 on the CPU and, for now, on GPUs), f32, bf16, f16.
+    /// phi, its optimiser, the loss and the rankings stay f32.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DTypeChoice,
+}
+
+static ANNOUNCED: Once = Once::new();
+
+impl ComputeArgs {
+    /// The load options for `towers`, printing the chosen device once (on stderr).
+    pub fn load_options(&self, towers: Towers) -> Result<LoadOptions> {
+        let device = self.device.resolve()?;
+        let dtype = self.dtype.resolve(&device);
+        ANNOUNCED.call_once(|| {
+            let place = if device.is_cpu() {
+                format!("cpu ({}, {} threads)", device::cpu_model(), rayon::current_num_threads())
+            } else {
+                device::name(&device)
+            };
+            eprintln!("device: {place}, {}", device::dtype_name(dtype));
+        });
+        Ok(LoadOptions { towers, dtype, device })
+    }
+}

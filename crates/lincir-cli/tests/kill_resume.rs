@@ -1,0 +1,162 @@
+//! kill -9 at a random moment, then run again: `train` (with --resume when a state was saved),
+//! `index` and `eval` (the feature cache) finish, and their results equal an uninterrupted run's.
+//! The kill points are drawn from a fixed seed over the uninterrupted run's duration, so every
+//! phase (loading, computing, writing) is hit across the points.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const KILLS: usize = 4;
+
+fn command(args: &[String], cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lincir"));
+    c.args(args).env("HF_HUB_OFFLINE", "1").env("LINCIR_CACHE", cache).stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
+/// Runs to the end; returns how long it took.
+fn run_to_end(args: &[String], cache: &Path) -> Duration {
+    let t = Instant::now();
+    let out = command(args, cache).stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    t.elapsed()
+}
+
+/// Starts the command and SIGKILLs it after `after` (if it is still running).
+fn kill_after(args: &[String], cache: &Path, after: Duration) {
+    let mut child = command(args, cache).spawn().unwrap();
+    std::thread::sleep(after);
+    let _ = child.kill(); // SIGKILL on Unix
+    let _ = child.wait();
+}
+
+/// Kill points spread over (5%, 95%) of `total`, from a fixed seed.
+fn kill_points(total: Duration, salt: u64) -> Vec<Duration> {
+    let mut rng = lincir::rng::Rng::new(0xdead ^ salt);
+    (0..KILLS).map(|_| total.mul_f64(0.05 + 0.9 * rng.uniform() as f64)).collect()
+}
+
+/// Every tensor of a safetensors file, as raw bytes by name (metadata order may differ).
+fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors().into_iter().map(|(n, v)| (n, v.data().to_vec())).collect()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+#[test]
+fn train_killed_anywhere_resumes_to_the_same_phi() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let captions = work.path().join("captions.txt");
+    let lines: Vec<String> = (0..200).map(|i| format!("a photo of {} red dogs near a {} house number {i}", i % 7, ["big", "small", "blue"][i % 3])).collect();
+    std::fs::write(&captions, lines.join("\n")).unwrap();
+    let cache = work.path().join("cache");
+    let args = |out: &Path| {
+        s(&["train", "--model", m, "--captions", captions.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--batch-size", "8",
+            "--max-steps", "40", "--checkpointing-steps", "5", "--seed", "3", "--threads", "1"])
+    };
+    let straight = work.path().join("straight");
+    let total = run_to_end(&args(&straight), &cache);
+    let expected = tensors(&straight.join("phi_latest.safetensors"));
+    for (k, at) in kill_points(total, 1).into_iter().enumerate() {
+        let out = work.path().join(format!("killed{k}"));
+        kill_after(&args(&out), &cache, at);
+        let mut again = args(&out);
+        if out.join("train_state.safetensors").exists() {
+            again.push("--resume".into());
+        }
+        run_to_end(&again, &cache);
+        assert_eq!(tensors(&out.join("phi_latest.safetensors")), expected, "killed after {at:?}: the resumed phi differs");
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), 40, "killed after {at:?}: one metrics line per step");
+    }
+}
+
+fn photos(dir: &Path, n: usize) {
+    for i in 0..n {
+        write_bmp(&dir.join(format!("p{i:03}.bmp")), [(i * 37 % 256) as u8, (i * 91 % 256) as u8, (i * 13 % 256) as u8]);
+    }
+}
+
+/// (path, vector) of every entry, sorted by path.
+fn index_content(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let index = lincir::index::Index::open(dir).unwrap();
+    let mut v: Vec<(String, Vec<f32>)> = (0..index.len()).map(|i| (index.meta.entries[i].path.clone(), index.vector(i).unwrap().to_vec())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn index_killed_anywhere_completes_to_the_same_index() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("photos");
+    photos(&images, 300);
+    let cache = work.path().join("cache");
+    let args = |out: &Path| s(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch-size", "2", "--threads", "1"]);
+    let straight = work.path().join("straight");
+    let total = run_to_end(&args(&straight), &cache);
+    let expected = index_content(&straight);
+    assert_eq!(expected.len(), 300);
+    for (k, at) in kill_points(total, 2).into_iter().enumerate() {
+        let out = work.path().join(format!("killed{k}"));
+        kill_after(&args(&out), &cache, at);
+        run_to_end(&args(&out), &cache);
+        assert_eq!(index_content(&out), expected, "killed after {at:?}");
+    }
+}
+
+fn mini_cirr(root: &Path, n: usize) -> PathBuf {
+    std::fs::create_dir_all(root.join("cirr/captions")).unwrap();
+    std::fs::create_dir_all(root.join("cirr/image_splits")).unwrap();
+    let mut split = serde_json::Map::new();
+    let names: Vec<String> = (0..n).map(|i| format!("img{i:03}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        write_bmp(&root.join(format!("dev/{name}.bmp")), [(i * 37 % 256) as u8, (i * 91 % 256) as u8, (i * 13 % 256) as u8]);
+        split.insert(name.clone(), format!("./dev/{name}.bmp").into());
+    }
+    let queries: Vec<serde_json::Value> = (0..n / 2)
+        .map(|i| {
+            let members: Vec<&String> = names.iter().skip(i).take(6).collect();
+            serde_json::json!({"pairid": i, "reference": names[i], "target_hard": names[i + 1], "caption": "is brighter", "img_set": {"members": members}})
+        })
+        .collect();
+    std::fs::write(root.join("cirr/image_splits/split.rc2.val.json"), serde_json::Value::Object(split).to_string()).unwrap();
+    std::fs::write(root.join("cirr/captions/cap.rc2.val.json"), serde_json::Value::Array(queries).to_string()).unwrap();
+    root.to_path_buf()
+}
+
+#[test]
+fn eval_killed_anywhere_gives_the_same_metrics_on_the_rerun() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let bench = mini_cirr(&work.path().join("CIRR"), 300);
+    let args = |json: &Path| {
+        s(&["eval", "--model", m, "--baseline", "image", "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--batch-size", "2",
+            "--json", json.to_str().unwrap(), "--threads", "1"])
+    };
+    let metrics = |json: &Path| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        v["metrics"].clone()
+    };
+    let straight = work.path().join("straight.json");
+    let total = run_to_end(&args(&straight), &work.path().join("cache-straight"));
+    let expected = metrics(&straight);
+    let cache = work.path().join("cache");
+    for (k, at) in kill_points(total, 3).into_iter().enumerate() {
+        let json = work.path().join(format!("killed{k}.json"));
+        kill_after(&args(&json), &cache, at);
+        run_to_end(&args(&json), &cache);
+        assert_eq!(metrics(&json), expected, "killed after {at:?}");
+    }
+}

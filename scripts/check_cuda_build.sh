@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Checks the CUDA build on a machine without a GPU (CI): it links, starts, falls back to the CPU
+# under `--device auto`, refuses `--device cuda` with one line and exit 1, and its step-parity
+# test passes on the CPU. The driver library is the link-time stub here (every call fails, as on
+# a machine whose driver finds no GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/cuda_toolchain.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
+bin="$CARGO_TARGET_DIR/release/lincir"
+fake_driver=$(mktemp -d)
+ln -s "$LINCIR_CUDA_STUBS/libcuda.so" "$fake_driver/libcuda.so.1"
+export LD_LIBRARY_PATH="$fake_driver:$CUDA_ROOT/lib"
+model=crates/lincir/tests/fixtures/clip-a
+
+out=$("$bin" bench encode --model "$model" --device auto --text-batches 1 --image-batches 0 2>&1)
+echo "$out" | grep -q "^device: cpu" || { echo "auto did not fall back to the CPU: $out"; exit 1; }
+
+set +e
+out=$("$bin" bench encode --model "$model" --device cuda --text-batches 1 --image-batches 0 2>&1)
+rc=$?
+set -e
+echo "$out"
+[ $rc -eq 1 ] || { echo "--device cuda without a GPU: exit $rc, expected 1"; exit 1; }
+[ "$(echo "$out" | grep -c .)" -eq 1 ] && echo "$out" | grep -q "^error: --device cuda:0: no usable CUDA device 0" \
+  || { echo "expected one error line"; exit 1; }
+
+cargo test --release --features cuda -p lincir --test smp_parity
+echo "CUDA build: links, falls back, refuses cleanly, step parity on the CPU"
+rm -rf "$fake_driver"

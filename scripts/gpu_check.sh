@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Every GPU check of issue 9 in one run, on the lent H200 (docs/GPU.md), from the repo root:
+#
+#   scripts/gpu_check.sh
+#
+# Needs gpu-bin/ (a CUDA build and the step-parity test binary: scripts/package_gpu_check.sh
+# makes it; carry it) and, for the end-to-end check, gpu-data/shapes (the shapes world's clip/,
+# captions.txt and bench/; also made by the packaging script when ../shared is there). Python
+# with torch and transformers is the machine's own. Writes $OUT/gpu_check.json (every number),
+# $OUT/summary.md and $OUT/log.txt. Sections are independent and time-limited: one that fails is
+# recorded with its exit code and the others still run.
+#
+# A dry run of the same flow on the CPU with tiny models (to test this script without a GPU):
+#   LINCIR_CHECK_DEVICE=cpu LINCIR_BIN=target/release/lincir scripts/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-target/gpu-check}
+mkdir -p "$OUT"
+DEV=${LINCIR_CHECK_DEVICE:-cuda}
+BIN=${LINCIR_BIN:-gpu-bin/lincir}
+STEP_TEST=${LINCIR_STEP_TEST:-gpu-bin/smp_parity}
+PY=${PYTHON:-python3}
+W=${LINCIR_CHECK_WORK:-/tmp/lincir-gpu-check}
+mkdir -p "$W"
+RES="$OUT/results.jsonl"
+: > "$RES"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 LINCIR_CACHE="$W/cache"
+
+if [ "$DEV" = cpu ]; then
+  SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; SHAPES_STEPS=20
+  TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16)
+else
+  SIZE_VL=large; SIZE_TEXT=(large-text bigG-text); BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; SHAPES_STEPS=1000
+  TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(f32 bf16 f16); TRAIN_DTYPES=(bf16 f16 f32)
+fi
+
+log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+# section NAME SECONDS CMD...: runs CMD with a time limit, records its exit code and duration.
+section() {
+  local name=$1 limit=$2
+  shift 2
+  log "== $name"
+  local t0=$EPOCHREALTIME
+  timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+  local rc=$?
+  printf '{"section": "%s", "rc": %d, "seconds": %.1f}\n' "$name" "$rc" "$(echo "$EPOCHREALTIME - $t0" | awk '{print $1 - $3}')" >> "$RES"
+  [ $rc -ne 0 ] && log "   failed: exit $rc"
+  return 0
+}
+# The CUDA libraries the binary links (cuBLAS, cuRAND, NVRTC, runtime) from the Python
+# environment's nvidia wheels, as torch uses them.
+NVLIB=$("$PY" - <<'PYEOF'
+import glob, os, site
+dirs = set()
+for sp in site.getsitepackages():
+    for f in glob.glob(os.path.join(sp, "nvidia", "**", "lib*.so*"), recursive=True):
+        dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))
+PYEOF
+)
+export LD_LIBRARY_PATH="$NVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# 1. The machine and the binary.
+env_info() {
+  nvidia-smi || true
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+  ldd "$BIN" | grep -E "cuda|cublas|curand|nvrtc|not found"
+  "$BIN" --version
+}
+section env 60 env_info
+
+# 2. Asking for a device that is not there: one line, exit 1.
+bad_device() {
+  local out
+  out=$("$BIN" bench encode --model crates/lincir/tests/fixtures/clip-a --device cuda:7 --text-batches 1 --image-batches 0 2>&1)
+  local rc=$?
+  echo "$out"
+  [ $rc -eq 1 ] && [ "$(echo "$out" | grep -c '^error: ')" -eq 1 ]
+}
+section bad_device 30 bad_device
+
+# 3. Random-weight models in their real configurations.
+for size in "$SIZE_VL" "${SIZE_TEXT[@]}"; do
+  [ -d "$W/models/$size" ] || section "model_$size" 240 "$PY" scripts/make_bench_model.py "$W/models/$size" --size "$size" --device "$DEV"
+done
+
+# 4. Embedding parity: lincir on the device (f32, bf16) against lincir on the CPU and
+#    transformers on the device, on a ViT-L/14-sized CLIP.
+parity() {
+  local m="$W/models/$SIZE_VL" d="$W/parity"
+  mkdir -p "$d/images"
+  "$PY" - "$d" <<'PYEOF'
+import sys, random
+from pathlib import Path
+from PIL import Image
+d = Path(sys.argv[1]); random.seed(0)
+words = "a photo of man woman dog cat red blue small large riding horse on beach at sunset".split()
+(d / "texts.txt").write_text("\n".join(" ".join(random.choice(words) for _ in range(random.randint(3, 20))) for _ in range(16)) + "\n")
+for i in range(8):
+    w, h = random.randint(200, 640), random.randint(200, 640)
+    img = Image.effect_noise((w, h), 40 + 10 * i).convert("RGB")
+    img.save(d / "images" / f"img{i}.{'png' if i % 2 else 'jpg'}", quality=90)
+PYEOF
+  "$PY" scripts/gpu_parity.py embed "$m" "$d/texts.txt" "$d/images" "$d/transformers.safetensors" --device "$DEV" || return 1
+  for dt in f32 bf16; do
+    "$BIN" embed --model "$m" --device "$DEV" --dtype $dt --texts "$d/texts.txt" --out "$d/text_$dt.safetensors" || return 1
+    "$BIN" embed --model "$m" --device "$DEV" --dtype $dt --images "$d/images" --out "$d/image_$dt.safetensors" || return 1
+  done
+  "$BIN" embed --model "$m" --device cpu --texts "$d/texts.txt" --out "$d/text_cpu.safetensors" || return 1
+  "$BIN" embed --model "$m" --device cpu --images "$d/images" --out "$d/image_cpu.safetensors" || return 1
+  for kind in text image; do
+    for a in "${kind}_f32" "${kind}_bf16" "${kind}_cpu"; do
+      "$PY" scripts/gpu_parity.py compare "$d/$a.safetensors:embeddings" "$d/transformers.safetensors:$kind" >> "$OUT/parity.jsonl"
+    done
+    "$PY" scripts/gpu_parity.py compare "$d/${kind}_f32.safetensors:embeddings" "$d/${kind}_cpu.safetensors:embeddings" >> "$OUT/parity.jsonl"
+  done
+  cat "$OUT/parity.jsonl"
+}
+: > "$OUT/parity.jsonl"
+section parity 300 parity
+
+# 5. The SMP step (loss, phi gradients, 20 AdamW steps) against the PyTorch step script run on
+#    the same device.
+step_parity() {
+  "$PY" scripts/make_smp_fixtures.py --device "$DEV" --out "$W/smp" || return 1
+  LINCIR_FIXTURES="$PWD/crates/lincir/tests/fixtures" LINCIR_SMP_FIXTURE="$W/smp" LINCIR_TEST_DEVICE="$DEV" \
+    "$STEP_TEST" --nocapture --test-threads 1 2>&1 | tee "$OUT/step_parity.txt"
+  return "${PIPESTATUS[0]}"
+}
+section step_parity 180 step_parity
+
+# 6. Training throughput: lincir's step against the original's step in PyTorch (padded to 77;
+#    fp16 autocast as `accelerate --mixed_precision fp16`, and f32), same batch, same device.
+for size in "${SIZE_TEXT[@]}"; do
+  for dt in "${TRAIN_DTYPES[@]}"; do
+    section "train_lincir_${size}_$dt" 300 "$BIN" bench train --model "$W/models/$size" --device "$DEV" --dtype "$dt" \
+      --batch-size "$BATCH_TRAIN" --steps "$STEPS" --out "$OUT/train_lincir_${size}_$dt.json"
+  done
+  for p in "${TORCH_PRECISIONS[@]}"; do
+    section "train_torch_${size}_$p" 300 sh -c "'$PY' scripts/bench_train_torch.py '$W/models/$size' --device $DEV --precision $p \
+      --batch-size $BATCH_TRAIN --steps $STEPS --paddings 77 > '$OUT/train_torch_${size}_$p.json'"
+  done
+done
+
+# 7. Image embedding throughput at ViT-L/14, batch 256: the tower alone, against transformers.
+for dt in "${IMG_DTYPES[@]}"; do
+  section "encode_lincir_$dt" 240 "$BIN" bench encode --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "$dt" \
+    --batch-size "$BATCH_IMG" --text-batches 2 --image-batches 5 --out "$OUT/encode_lincir_$dt.json"
+done
+for dt in fp16 f32; do
+  [ "$DEV" = cpu ] && [ $dt = fp16 ] && continue
+  section "encode_torch_$dt" 240 sh -c "'$PY' scripts/bench_encode_torch.py '$W/models/$SIZE_VL' --device $DEV --dtype $dt \
+    --batch-size $BATCH_IMG --text-batches 2 --image-batches 5 > '$OUT/encode_torch_$dt.json'"
+done
+
+# 8. Images end to end (decode + preprocess on CPU threads feeding the GPU): `lincir index` over
+#    640x480 JPEGs, against the tower's own rate above.
+index_rate() {
+  "$PY" - "$W/photos" "$N_INDEX" <<'PYEOF'
+import sys, random
+from pathlib import Path
+from PIL import Image
+d = Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True); random.seed(1)
+base = Image.effect_noise((640, 480), 60).convert("RGB")
+for i in range(int(sys.argv[2])):
+    base.rotate(i % 360).save(d / f"p{i:05d}.jpg", quality=88)
+PYEOF
+  rm -rf "$W/photos.index"
+  "$BIN" index --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "${IMG_DTYPES[-1]}" --images "$W/photos" --out "$W/photos.index" \
+    --batch-size "$BATCH_IMG" --json "$OUT/index_rate.json"
+}
+section index_rate 240 index_rate
+
+# 9. The shapes world end to end on the device: train 1,000 x 64, then evaluate on CIRR val.
+shapes() {
+  local s=gpu-data/shapes
+  [ -d $s/clip ] || { echo "no $s: skipped"; return 3; }
+  for dt in f32 bf16; do
+    rm -rf "$W/shapes_$dt"
+    "$BIN" train --model $s/clip --captions $s/captions.txt --output-dir "$W/shapes_$dt" --batch-size 64 --max-steps "$SHAPES_STEPS" \
+      --device "$DEV" --dtype $dt || return 1
+    "$BIN" eval --model $s/clip --phi "$W/shapes_$dt/phi_latest.safetensors" --dataset cirr --dataset-path $s/bench \
+      --device "$DEV" --dtype $dt --json "$OUT/shapes_eval_$dt.json" || return 1
+  done
+}
+section shapes 420 shapes
+
+# Summary: every JSON written above, in one file, and the main ratios as a table.
+"$PY" - "$OUT" <<'PYEOF'
+import glob, json, os, sys
+out = sys.argv[1]
+summary = {"sections": [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]}
+for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+    name = os.path.basename(f)[:-5]
+    if name == "gpu_check":
+        continue
+    try:
+        summary[name] = json.load(open(f))
+    except Exception as e:
+        summary[name] = {"unreadable": str(e)}
+summary["parity"] = [json.loads(l) for l in open(os.path.join(out, "parity.jsonl")) if l.strip()]
+json.dump(summary, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
+lines = ["| section | exit | seconds |", "|---|---|---|"]
+lines += [f"| {s['section']} | {s['rc']} | {s['seconds']} |" for s in summary["sections"]]
+lines += ["", "| parity | rel err |", "|---|---|"]
+lines += [f"| {p['a'].split('/')[-1]} vs {p['b'].split('/')[-1]} | {p['rel_err']:.2e} |" for p in summary["parity"]]
+lines += ["", "| training | samples/s |", "|---|---|"]
+for k, v in summary.items():
+    if k.startswith("train_lincir"):
+        lines.append(f"| {k} | {v.get('samples_per_s', 0):.1f} |")
+    elif k.startswith("train_torch"):
+        lines.append(f"| {k} (padded to 77) | {v.get('samples_per_s_padded_to_77', 0):.1f} |")
+lines += ["", "| encoding | images/s | texts/s |", "|---|---|---|"]
+for k, v in summary.items():
+    if k.startswith("encode_"):
+        lines.append(f"| {k} | {v.get('images_per_s') or 0:.1f} | {v.get('texts_per_s') or 0:.1f} |")
+if "index_rate" in summary:
+    r = summary["index_rate"]
+    lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
+for dt in ("f32", "bf16"):
+    k = f"shapes_eval_{dt}"
+    if k in summary:
+        lines.append(f"\nshapes {dt}: {json.dumps(summary[k])[:400]}")
+open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PYEOF
