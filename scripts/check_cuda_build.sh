@@ -11,7 +11,8 @@ bin="$CARGO_TARGET_DIR/release/lincir"
 fake_driver=$(mktemp -d)
 ln -s "$LINCIR_CUDA_STUBS/libcuda.so" "$fake_driver/libcuda.so.1"
 export LD_LIBRARY_PATH="$fake_driver:$CUDA_ROOT/lib"
-model=crates/lincir/tests/fixtures/clip-a
+model=$(mktemp -d)
+cp crates/lincir/tests/fixtures/clip-a/* crates/lincir/tests/fixtures/bpe/* "$model/"
 
 out=$("$bin" bench encode --model "$model" --device auto --text-batches 1 --image-batches 0 2>&1)
 echo "$out" | grep -q "^device: cpu" || { echo "auto did not fall back to the CPU: $out"; exit 1; }
@@ -27,4 +28,4 @@ echo "$out"
 
 cargo test --release --features cuda -p lincir --test smp_parity
 echo "CUDA build: links, falls back, refuses cleanly, step parity on the CPU"
-rm -rf "$fake_driver"
+rm -rf "$fake_driver" "$model"

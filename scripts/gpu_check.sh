@@ -41,7 +41,12 @@ section() {
   shift 2
   log "== $name"
   local t0=$EPOCHREALTIME
-  timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+  # Functions run in a child bash (timeout runs programs): they and the settings are exported.
+  if declare -F "$1" >/dev/null; then
+    timeout "$limit" bash -c "$*" >> "$OUT/log.txt" 2>&1
+  else
+    timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+  fi
   local rc=$?
   printf '{"section": "%s", "rc": %d, "seconds": %.1f}\n' "$name" "$rc" "$(echo "$EPOCHREALTIME - $t0" | awk '{print $1 - $3}')" >> "$RES"
   [ $rc -ne 0 ] && log "   failed: exit $rc"
@@ -60,6 +65,9 @@ PYEOF
 )
 export LD_LIBRARY_PATH="$NVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
+export OUT DEV BIN STEP_TEST PY W SIZE_VL BATCH_IMG N_INDEX SHAPES_STEPS LD_LIBRARY_PATH
+export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
+
 # 1. The machine and the binary.
 env_info() {
   nvidia-smi || true
@@ -67,6 +75,7 @@ env_info() {
   ldd "$BIN" | grep -E "cuda|cublas|curand|nvrtc|not found"
   "$BIN" --version
 }
+export -f env_info
 section env 60 env_info
 
 # 2. Asking for a device that is not there: one line, exit 1.
@@ -77,6 +86,7 @@ bad_device() {
   echo "$out"
   [ $rc -eq 1 ] && [ "$(echo "$out" | grep -c '^error: ')" -eq 1 ]
 }
+export -f bad_device
 section bad_device 30 bad_device
 
 # 3. Random-weight models in their real configurations.
@@ -96,8 +106,11 @@ from PIL import Image
 d = Path(sys.argv[1]); random.seed(0)
 words = "a photo of man woman dog cat red blue small large riding horse on beach at sunset".split()
 (d / "texts.txt").write_text("\n".join(" ".join(random.choice(words) for _ in range(random.randint(3, 20))) for _ in range(16)) + "\n")
+# One side exactly 224: preprocessing is then at most one resampling pass, so the comparison is
+# about the towers (pixel parity is its own test; Pillow 13 changed the order of the two passes
+# for some sizes, docs/PREPROCESSING.md).
 for i in range(8):
-    w, h = random.randint(200, 640), random.randint(200, 640)
+    w, h = (224, random.randint(224, 640)) if i % 2 else (random.randint(224, 640), 224)
     img = Image.effect_noise((w, h), 40 + 10 * i).convert("RGB")
     img.save(d / "images" / f"img{i}.{'png' if i % 2 else 'jpg'}", quality=90)
 PYEOF
@@ -117,6 +130,7 @@ PYEOF
   cat "$OUT/parity.jsonl"
 }
 : > "$OUT/parity.jsonl"
+export -f parity
 section parity 300 parity
 
 # 5. The SMP step (loss, phi gradients, 20 AdamW steps) against the PyTorch step script run on
@@ -127,6 +141,7 @@ step_parity() {
     "$STEP_TEST" --nocapture --test-threads 1 2>&1 | tee "$OUT/step_parity.txt"
   return "${PIPESTATUS[0]}"
 }
+export -f step_parity
 section step_parity 180 step_parity
 
 # 6. Training throughput: lincir's step against the original's step in PyTorch (padded to 77;
@@ -166,9 +181,10 @@ for i in range(int(sys.argv[2])):
     base.rotate(i % 360).save(d / f"p{i:05d}.jpg", quality=88)
 PYEOF
   rm -rf "$W/photos.index"
-  "$BIN" index --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "${IMG_DTYPES[-1]}" --images "$W/photos" --out "$W/photos.index" \
+  "$BIN" index --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "$IMG_DTYPE_LAST" --images "$W/photos" --out "$W/photos.index" \
     --batch-size "$BATCH_IMG" --json "$OUT/index_rate.json"
 }
+export -f index_rate
 section index_rate 240 index_rate
 
 # 9. The shapes world end to end on the device: train 1,000 x 64, then evaluate on CIRR val.
@@ -183,6 +199,7 @@ shapes() {
       --device "$DEV" --dtype $dt --json "$OUT/shapes_eval_$dt.json" || return 1
   done
 }
+export -f shapes
 section shapes 420 shapes
 
 # Summary: every JSON written above, in one file, and the main ratios as a table.

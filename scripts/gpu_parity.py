@@ -22,21 +22,25 @@ def rel_err(a, b):
 
 def embed(model_dir, texts_file, images_dir, out, device):
     from PIL import Image
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+    from transformers import CLIPModel, CLIPTokenizer
+    try:  # the PIL processor (what lincir reproduces bit for bit), not the torchvision one
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as Processor
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor
     dev = torch.device(device)
     model = CLIPModel.from_pretrained(model_dir, dtype=torch.float32).to(dev).eval()
     sys.path.insert(0, str(Path(__file__).parent))
     from make_clip_fixtures import check_causal
     check_causal(model)
     tok = CLIPTokenizer.from_pretrained(model_dir)
-    proc = CLIPImageProcessor.from_pretrained(model_dir)
+    proc = Processor.from_pretrained(model_dir)
     texts = [l for l in Path(texts_file).read_text().splitlines()]
     files = sorted(p for p in Path(images_dir).iterdir() if p.is_file())
     with torch.no_grad():
         ids = tok(texts, padding="longest", return_tensors="pt").input_ids.to(dev)
         t = model.get_text_features(input_ids=ids)
         t = t if torch.is_tensor(t) else t.pooler_output
-        px = proc([Image.open(f) for f in files], return_tensors="pt").pixel_values.to(dev)
+        px = proc([Image.open(f).convert("RGB") for f in files], return_tensors="pt").pixel_values.to(dev)
         i = model.get_image_features(pixel_values=px)
         i = i if torch.is_tensor(i) else i.pooler_output
     save_file({"text": t.float().cpu().contiguous(), "image": i.float().cpu().contiguous()}, out)

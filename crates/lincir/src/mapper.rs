@@ -119,10 +119,13 @@ pub fn recognise(keys: &[&str], source: &Path) -> Result<Architecture> {
 }
 
 /// The state dict of a PyTorch checkpoint: under `'Phi'` (LinCIR, SEARLE), under
-/// `'state_dict_img2text'` (Pic2Word), or the top level; DDP's `module.` prefixes removed.
+/// `'state_dict_img2text'` (Pic2Word), `'state_dict'`, or the top level; DDP's `module.`
+/// prefixes removed.
 fn read_torch_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
     let mut last = String::new();
-    for key in [Some("Phi"), Some("state_dict_img2text"), None] {
+    // Pic2Word's training checkpoints hold the whole CLIP under 'state_dict' beside the mapper:
+    // 'state_dict_img2text' is looked at first.
+    for key in [Some("Phi"), Some("state_dict_img2text"), Some("state_dict"), None] {
         match candle_core::pickle::read_all_with_key(path, key) {
             Ok(entries) if !entries.is_empty() => {
                 return Ok(entries.into_iter().map(|(k, t)| (k.strip_prefix("module.").unwrap_or(&k).to_string(), t)).collect());
@@ -131,7 +134,10 @@ fn read_torch_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
             Err(e) => last = e.to_string(),
         }
     }
-    Err(Error::file(path, format!("not a readable PyTorch checkpoint with a state dict under 'Phi', 'state_dict_img2text' or at the top: {last}")))
+    Err(Error::file(
+        path,
+        format!("not a readable PyTorch checkpoint with tensors under 'Phi', 'state_dict_img2text', 'state_dict' or at the top level ({last})"),
+    ))
 }
 
 impl Mapper {

@@ -214,11 +214,10 @@ mod tests {
 
     #[test]
     fn a_window_equals_the_same_part_of_the_full_resize() {
-        let (w, h) = (29, 17);
-        let src: Vec<u8> = (0..w * h * 3).map(|v| (v * 37 % 251) as u8).collect();
-        for (ow, oh) in [(11, 40), (29, 9), (50, 17), (29, 17), (7, 5)] {
+        for (w, h, ow, oh) in [(29, 17, 11, 40), (29, 17, 29, 9), (29, 17, 50, 17), (29, 17, 29, 17), (29, 17, 7, 5), (225, 614, 224, 611), (242, 628, 224, 581)] {
+            let src: Vec<u8> = (0..w * h * 3).map(|v| (v * 37 % 251) as u8).collect();
             let full = resize_rgb8(&src, w, h, ow, oh, Filter::Bicubic);
-            for (cols, rows) in [(0..ow, 0..oh), (1..ow - 1, 2..oh - 1), (ow / 2..ow / 2 + 1, 0..1)] {
+            for (cols, rows) in [(0..ow, 0..oh), (1..ow - 1, 2..oh - 1), (ow / 2..ow / 2 + 1, 0..1), (0..ow.min(224), (oh - oh.min(224)) / 2..(oh + oh.min(224)) / 2)] {
                 let win = resize_rgb8_window(&src, w, h, (ow, oh), Filter::Bicubic, cols.clone(), rows.clone());
                 let expect: Vec<u8> = rows.clone().flat_map(|y| full[(y * ow + cols.start) * 3..(y * ow + cols.end) * 3].to_vec()).collect();
                 assert_eq!(win, expect, "{ow}x{oh} window {cols:?} x {rows:?}");
