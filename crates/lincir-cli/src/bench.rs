@@ -282,12 +282,12 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
     let index = Index::open(&dir)?;
     let text = clip.text()?;
     let phi = lincir::phi::Phi::init(lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width()), 0, &clip.device)?;
-    let searcher = lincir::search::Searcher::new(clip, Some(phi), index)?;
+    let searcher = lincir::search::Searcher::new(clip, vec![(lincir::method::Method::Lincir, lincir::mapper::Mapper::Phi(phi))], index)?;
     let texts = synthetic_captions(args.queries + 5, 3);
     let (mut encode, mut rank, mut total) = (Vec::new(), Vec::new(), Vec::new());
     for (i, t) in texts.iter().enumerate() {
         let words: Vec<&str> = t.split(' ').take(6).collect();
-        let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k };
+        let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k, method: None };
         let started = Instant::now();
         let r = searcher.search(&q)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -6,7 +6,6 @@ use anyhow::{bail, Result};
 use clap::Args;
 use lincir::clip::{preprocess, Clip};
 use lincir::index::Index;
-use lincir::phi::Phi;
 use lincir::search::{Query, Reference, Searcher};
 
 /// What `search` and `serve` load: an index, its model, phi, the query template.
@@ -20,13 +19,15 @@ pub struct SearcherArgs {
     /// CLIP model (default: the one the index was built with).
     #[arg(long)]
     pub model: Option<String>,
-    /// phi checkpoint (lincir safetensors or official .pt; a file or `owner/repo/file` on the
-    /// hub); needed for image + text queries.
+    /// Pseudo-word network, `[METHOD=]CHECKPOINT` (METHOD: lincir, searle, pic2word; as in
+    /// `eval --phi`), repeatable: several methods can be loaded and chosen per query, the first is
+    /// the default. Needed for image + text queries.
     #[arg(long)]
-    pub phi: Option<String>,
-    /// Composed-query template: `{}` is the text, `$` the image.
-    #[arg(long, default_value = lincir::prompt::QUERY_TEMPLATE)]
-    pub template: String,
+    pub phi: Vec<String>,
+    /// Composed-query template for the methods whose placeholder is `$` (LinCIR, SEARLE): `{}`
+    /// is the text, `$` the image (default: the method's own, `a photo of $ that {}`).
+    #[arg(long)]
+    pub template: Option<String>,
 }
 
 #[derive(Args)]
@@ -48,26 +49,31 @@ pub struct SearchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// The method of a composed query, when several are loaded (default: the first --phi).
+    #[arg(long)]
+    method: Option<String>,
 }
 
 /// Loads the model (both towers), phi and the index, checking they fit together.
 pub fn load_searcher(a: &SearcherArgs) -> Result<Searcher> {
-    let (phi, template) = (a.phi.as_ref(), a.template.as_str());
     let index = Index::open(&a.index)?;
     let model = a.model.clone().unwrap_or_else(|| index.meta.model.clone());
     let clip = Clip::load(&model, &a.compute.load_options(lincir::clip::Towers::Both)?)?;
-    let phi = match phi {
-        Some(p) => {
-            let t = clip.text()?;
-            Some(Phi::load_for(&Phi::resolve(p)?, t.projection_dim(), t.width(), &clip.device)?)
+    let mut methods = Vec::new();
+    for spec in &a.phi {
+        let (method, mapper) = crate::evaluator::load_method(spec, &clip)?;
+        if methods.iter().any(|(m, _)| *m == method) {
+            bail!("--phi: two checkpoints for {method}");
         }
-        None => None,
-    };
-    if !template.contains("{}") || !template.split_whitespace().any(|w| w == "$") {
-        bail!("--template must contain `{{}}` for the text and a `$` word for the image");
+        methods.push((method, mapper));
     }
-    let mut s = Searcher::new(clip, phi, index)?;
-    s.template = template.to_string();
+    if let Some(t) = &a.template {
+        if !t.contains("{}") || !t.split_whitespace().any(|w| w == "$") {
+            bail!("--template must contain `{{}}` for the text and a `$` word for the image");
+        }
+    }
+    let mut s = Searcher::new(clip, methods, index)?;
+    s.template = a.template.clone();
     Ok(s)
 }
 
@@ -78,13 +84,16 @@ pub fn run(args: SearchArgs) -> Result<()> {
         (None, Some(id)) => Some(Reference::Indexed(id)),
         (None, None) => None,
     };
-    let r = s.search(&Query { reference, text: args.text.clone(), k: args.k })?;
+    let r = s.search(&Query { reference, text: args.text.clone(), k: args.k, method: args.method.clone() })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
     if let Some(sentence) = &r.sentence {
-        println!("query ({:?}): {sentence}", r.mode);
+        match r.method {
+            Some(m) => println!("query ({:?}, {m}): {sentence}", r.mode),
+            None => println!("query ({:?}): {sentence}", r.mode),
+        }
     }
     println!("| rank | id | score | path |");
     println!("|---|---|---|---|");

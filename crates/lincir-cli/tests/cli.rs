@@ -368,3 +368,39 @@ fn genecis_attribute_tasks_crop_their_regions() {
     let o = lincir(&["eval", "--model", model.path().to_str().unwrap(), "--phi", phi.to_str().unwrap(), "--dataset", "genecis", "--dataset-path", root.to_str().unwrap(), "--no-cache"]);
     assert_clean_failure(&o, &["focus_attribute.json", "record 0", "instance_bbox"]);
 }
+
+#[test]
+fn several_methods_and_baselines_in_one_eval_share_the_gallery() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let m = model.path().to_str().unwrap();
+    let bench = work.path().join("CIRR");
+    mini_cirr(&bench);
+    let phi = fixtures().join("phi_official.pt");
+    let pic2word = fixtures().join("peers/pic2word.pt");
+    let (a, b, c) = (format!("lincir={}", phi.display()), format!("searle={}", phi.display()), format!("pic2word={}", pic2word.display()));
+    let cache = work.path().join("cache");
+    let json = work.path().join("compare.json");
+    let run = || {
+        lincir(&[
+            "eval", "--model", m, "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--phi", &a, "--phi", &b, "--phi", &c,
+            "--baseline", "image", "--baseline", "sum", "--cache-dir", cache.to_str().unwrap(), "--json", json.to_str().unwrap(),
+        ])
+    };
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for row in ["| lincir |", "| searle |", "| pic2word |", "| image-only |", "| image+text |"] {
+        assert_eq!(stdout.matches(row).count(), 1, "{row}: one row in the table: {stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["mode"].as_str().unwrap()).collect::<Vec<_>>(), ["lincir", "searle", "pic2word", "image-only", "image+text"]);
+    assert!(runs[1..].iter().all(|r| r["cached_images"] == 6), "later runs take the gallery from the cache: {report}");
+    // A method whose code does not use the checkpoint's architecture is refused by name.
+    let wrong = format!("searle={}", pic2word.display());
+    assert_clean_failure(
+        &lincir(&["eval", "--model", m, "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--phi", &wrong]),
+        &["pic2word.pt", "IM2TEXT", "searle does not use"],
+    );
+}

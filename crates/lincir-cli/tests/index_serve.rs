@@ -189,3 +189,35 @@ fn an_unreadable_image_stops_indexing_unless_skipping_is_asked() {
     assert!(stdout.contains("| 6 | 6 | 0 | 0 | 0 | 1 |"), "6 indexed, 1 unreadable: {stdout}");
     assert!(stdout.contains("unreadable: sub/broken.png"), "{stdout}");
 }
+
+#[test]
+fn the_api_serves_several_methods_and_refuses_unknown_ones_by_name() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (_, _, out) = indexed_colours(&model, &work);
+    let phi = fixtures().join("phi_official.pt"); // 16 -> 24: fits clip-a
+    let pic2word = fixtures().join("peers/pic2word.pt"); // IM2TEXT 16 -> 32 -> 24
+    let (a, b, c) = (format!("lincir={}", phi.display()), format!("searle={}", phi.display()), format!("pic2word={}", pic2word.display()));
+    let server = serve(&["--index", out.to_str().unwrap(), "--phi", &a, "--phi", &b, "--phi", &c]);
+    let agent = http();
+    let url = |p: &str| format!("{}{p}", server.base);
+    let info: serde_json::Value = agent.get(&url("/api/info")).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(info["methods"], serde_json::json!(["lincir", "searle", "pic2word"]));
+    for method in ["lincir", "searle", "pic2word"] {
+        let body = format!(r#"{{"id": 2, "text": "is red", "k": 3, "method": "{method}"}}"#);
+        let (s, r) = post(&agent, &url("/api/search"), "application/json", body.as_bytes());
+        assert_eq!(s, 200, "{method}: {r}");
+        assert_eq!(r["method"], method);
+        let want = if method == "pic2word" { "a photo of * , is red" } else { "a photo of $ that is red" };
+        assert_eq!(r["sentence"], want, "{method}: its own template");
+        let (ct, form) = multipart(&[("id", "1"), ("text", "is blue"), ("method", method)], None);
+        let (s, r) = post(&agent, &url("/api/search"), &ct, &form);
+        assert_eq!((s, r["method"].as_str()), (200, Some(method)), "{r}");
+    }
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", br#"{"id": 2, "text": "is red", "method": "clip4cir"}"#);
+    assert_eq!(s, 400, "{r}");
+    let e = r["error"].as_str().unwrap();
+    assert!(e.contains("clip4cir") && e.contains("lincir, searle, pic2word"), "{e}");
+    // The default is the first --phi.
+    let (_, r) = post(&agent, &url("/api/search"), "application/json", br#"{"id": 2, "text": "is red"}"#);
+    assert_eq!(r["method"], "lincir");
+}

@@ -43,7 +43,17 @@ fn shapes_search_service_end_to_end() {
     let o = lincir(&["train", "--model", &model, "--captions", captions.to_str().unwrap(), "--output-dir", run.to_str().unwrap(), "--batch-size", "64", "--max-steps", "300"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let phi = run.join("phi_latest.safetensors");
-    let server = serve(&["--index", index.to_str().unwrap(), "--phi", phi.to_str().unwrap()]);
+    // The demo with the three methods: the trained phi as LinCIR's and, in SEARLE's release
+    // format, as SEARLE's; a Pic2Word-format IM2TEXT (random weights: the page must work with
+    // it, its ranking is not judged here).
+    let searle = work.path().join("searle.pt");
+    let o = lincir(&["convert-phi", "--phi", phi.to_str().unwrap(), "--out", searle.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pic2word = work.path().join("pic2word.pt");
+    write_pic2word(&pic2word, 128, 192);
+    let (lincir_spec, searle_spec, pic2word_spec) =
+        (format!("lincir={}", phi.display()), format!("searle={}", searle.display()), format!("pic2word={}", pic2word.display()));
+    let server = serve(&["--index", index.to_str().unwrap(), "--phi", &lincir_spec, "--phi", &searle_spec, "--phi", &pic2word_spec]);
     let agent = http();
     let url = |p: &str| format!("{}{p}", server.base);
 
@@ -145,7 +155,19 @@ fn shapes_search_service_end_to_end() {
     let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).to_string();
     let grid = dom.matches("class=\"hit\"").count();
     assert_eq!(grid, 12, "the result grid shows 12 results");
-    assert!(dom.contains("composed query"), "the status line reports the composed query");
+    assert!(dom.contains("composed (lincir) query"), "the status line reports the composed query");
+    for method in ["lincir", "searle", "pic2word"] {
+        assert!(dom.contains(&format!("<option value=\"{method}\">")), "the page offers {method}");
+        let with_method = format!("{page}&method={method}");
+        let mut args = vec!["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=20000", "--dump-dom"];
+        let user_data = format!("--user-data-dir={}", profile.display());
+        args.push(&user_data);
+        args.push(&with_method);
+        let o = std::process::Command::new(browser).args(&args).output().unwrap();
+        let dom = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(dom.matches("class=\"hit\"").count(), 12, "{method}: 12 results");
+        assert!(dom.contains(&format!("composed ({method}) query")), "{method}: the page searched with it");
+    }
     let target = id_of[q["target_hard"].as_str().unwrap()];
     println!("browser: {grid} results; target {} in the grid: {}", target, dom.contains(&format!("data-id=\"{target}\"")));
     let shot = shots.join("search.png");
@@ -153,4 +175,20 @@ fn shapes_search_service_end_to_end() {
     chromium(&[&arg]);
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "screenshot written to {}", shot.display());
     println!("screenshot: {}", shot.display());
+}
+
+/// A Pic2Word IM2TEXT (projection `p` -> 512 -> 512 -> text width `w`) with random weights, in
+/// Pic2Word's checkpoint format: `{'epoch', 'state_dict_img2text': {'module.' + key}}`.
+fn write_pic2word(path: &std::path::Path, p: usize, w: usize) {
+    use candle_core::{Device, Tensor};
+    let r = |shape: &[usize]| Tensor::randn(0f32, 0.05, shape, &Device::Cpu).unwrap();
+    let tensors = vec![
+        ("module.fc_out.weight".to_string(), r(&[w, 512])),
+        ("module.fc_out.bias".to_string(), r(&[w])),
+        ("module.layers.0.0.weight".to_string(), r(&[512, p])),
+        ("module.layers.0.0.bias".to_string(), r(&[512])),
+        ("module.layers.1.0.weight".to_string(), r(&[512, 512])),
+        ("module.layers.1.0.bias".to_string(), r(&[512])),
+    ];
+    lincir::torch_save::save(path, 30, "state_dict_img2text", &tensors).unwrap();
 }

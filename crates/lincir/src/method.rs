@@ -13,6 +13,7 @@ pub enum Method {
     Searle,
     /// Pic2Word (google-research/composed_image_retrieval): `a photo of * , {text}`, the first
     /// `*` (id 265) replaced.
+    #[serde(rename = "pic2word")]
     Pic2Word,
 }
 

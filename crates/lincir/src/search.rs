@@ -10,8 +10,9 @@ use serde::Serialize;
 use crate::clip::preprocess::{self, Rgb8};
 use crate::clip::{tokenizer::pad_batch, Clip, Grad};
 use crate::index::Index;
-use crate::phi::{l2_normalize, Phi};
-use crate::prompt::{PSEUDO_WORD, QUERY_TEMPLATE};
+use crate::mapper::Mapper;
+use crate::method::Method;
+use crate::phi::l2_normalize;
 use crate::{Error, Result};
 
 /// The reference image of a query.
@@ -28,6 +29,9 @@ pub struct Query {
     /// pseudo word goes (as in the original demo).
     pub text: Option<String>,
     pub k: usize,
+    /// The method of a composed query, by name (`lincir`, `searle`, `pic2word`); the first
+    /// loaded one when absent.
+    pub method: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +53,8 @@ pub struct Hit {
 #[derive(Debug, Clone, Serialize)]
 pub struct Results {
     pub mode: Mode,
+    /// The method of a composed query.
+    pub method: Option<Method>,
     /// The sentence that was encoded (composed and text queries).
     pub sentence: Option<String>,
     pub hits: Vec<Hit>,
@@ -58,29 +64,53 @@ pub struct Results {
 
 pub struct Searcher {
     pub clip: Clip,
-    pub phi: Option<Phi>,
+    /// The pseudo-word networks loaded, one per method, the first being the default.
+    pub methods: Vec<(Method, Mapper)>,
     pub index: Index,
-    /// The composed-query template, with `{}` for the text and `$` for the pseudo word.
-    pub template: String,
+    /// A composed-query template replacing the template of the methods whose placeholder is `$`
+    /// (LinCIR, SEARLE), with `{}` for the text; None: each method's own.
+    pub template: Option<String>,
 }
 
 impl Searcher {
-    pub fn new(clip: Clip, phi: Option<Phi>, index: Index) -> Result<Self> {
+    pub fn new(clip: Clip, methods: Vec<(Method, Mapper)>, index: Index) -> Result<Self> {
         if clip.config.projection_dim != index.meta.dim {
             return Err(Error::Invalid(format!(
                 "the index holds {}-d vectors of `{}`, the model gives {}-d ones",
                 index.meta.dim, index.meta.model, clip.config.projection_dim
             )));
         }
-        Ok(Searcher { clip, phi, index, template: QUERY_TEMPLATE.to_string() })
+        Ok(Searcher { clip, methods, index, template: None })
     }
 
-    /// The sentence of a composed query: a text with `$` is used as it is.
-    pub fn sentence(&self, text: &str) -> String {
-        if text.split_whitespace().any(|w| w == PSEUDO_WORD) {
-            text.to_string()
-        } else {
-            self.template.replace("{}", text)
+    /// The names of the loaded methods.
+    pub fn method_names(&self) -> Vec<&'static str> {
+        self.methods.iter().map(|(m, _)| m.name()).collect()
+    }
+
+    /// The loaded method named `name` (the first one when None), or an error listing them.
+    pub fn method(&self, name: Option<&str>) -> Result<&(Method, Mapper)> {
+        if self.methods.is_empty() {
+            return Err(Error::Invalid("a composed query needs a phi checkpoint".into()));
+        }
+        match name {
+            None => Ok(&self.methods[0]),
+            Some(n) => self.methods.iter().find(|(m, _)| m.name() == n).ok_or_else(|| {
+                Error::Invalid(format!("unknown method `{n}`; this server has {}", self.method_names().join(", ")))
+            }),
+        }
+    }
+
+    /// The sentence of a composed query: a text holding the method's placeholder word is used as
+    /// it is, anything else goes into the method's template.
+    pub fn sentence(&self, method: Method, text: &str) -> String {
+        let (word, _) = method.placeholder();
+        if text.split_whitespace().any(|w| w == word) {
+            return text.to_string();
+        }
+        match (&self.template, word) {
+            (Some(t), "$") => t.replace("{}", text),
+            _ => method.query(text),
         }
     }
 
@@ -119,16 +149,19 @@ impl Searcher {
             (Some(r), None) => (Mode::Image, None, self.reference_embedding(r)?),
             (None, Some(t)) => (Mode::Text, Some(t.to_string()), self.clip.text()?.embed(&self.tokens(t)?)?),
             (Some(r), Some(t)) => {
-                let phi = self.phi.as_ref().ok_or_else(|| Error::Invalid("a composed query needs a phi checkpoint".into()))?;
-                let s = self.sentence(t);
+                let (method, mapper) = self.method(q.method.as_deref())?;
+                let s = self.sentence(*method, t);
                 let ids = self.tokens(&s)?;
-                if !ids.flatten_all()?.to_vec1::<u32>()?.contains(&crate::prompt::PSEUDO_TOKEN_ID) {
-                    return Err(Error::Invalid(format!("the sentence {s:?} has no `$` word for the image")));
+                let (word, id) = method.placeholder();
+                if !ids.flatten_all()?.to_vec1::<u32>()?.contains(&id) {
+                    return Err(Error::Invalid(format!("the sentence {s:?} has no `{word}` word for the image")));
                 }
-                let pseudo = phi.forward(&self.reference_embedding(r)?, None)?;
-                (Mode::Composed, Some(s), self.clip.text()?.embed_with_pseudo_words(&ids, &pseudo, Grad::No)?)
+                let pseudo = mapper.forward(&self.reference_embedding(r)?)?;
+                let every = method.replaces_every_placeholder();
+                (Mode::Composed, Some(s), self.clip.text()?.embed_with_pseudo_words_at(&ids, &pseudo, id, every, Grad::No)?)
             }
         };
+        let method = (mode == Mode::Composed).then(|| self.method(q.method.as_deref()).map(|(m, _)| *m)).transpose()?;
         let query: Vec<f32> = l2_normalize(&vector)?.flatten_all()?.to_vec1()?;
         let encode_ms = started.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
@@ -138,6 +171,6 @@ impl Searcher {
             .into_iter()
             .map(|(id, score)| Hit { id, path: self.index.meta.entries[id].path.clone(), score })
             .collect();
-        Ok(Results { mode, sentence, hits, encode_ms, rank_ms: started.elapsed().as_secs_f64() * 1e3 })
+        Ok(Results { mode, method, sentence, hits, encode_ms, rank_ms: started.elapsed().as_secs_f64() * 1e3 })
     }
 }

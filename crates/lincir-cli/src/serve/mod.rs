@@ -100,7 +100,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             state.searcher.index.len(),
             state.searcher.index.meta.model,
             listener.local_addr()?,
-            if state.searcher.phi.is_some() { "yes" } else { "no: image-only and text-only queries" }
+            if state.searcher.methods.is_empty() { "no: image-only and text-only queries".to_string() } else { state.searcher.method_names().join(", ") }
         );
         limits::serve(listener, app, args.max_connections as usize, HEADER_TIMEOUT).await
     })
@@ -123,8 +123,9 @@ async fn info(State(s): State<Shared>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "images": s.searcher.index.len(),
         "model": s.searcher.index.meta.model,
-        "phi": s.searcher.phi.is_some(),
-        "template": s.searcher.template,
+        "phi": !s.searcher.methods.is_empty(),
+        "methods": s.searcher.method_names(),
+        "template": s.searcher.template.clone().unwrap_or_else(|| s.searcher.methods.first().map_or(lincir::method::Method::Lincir, |(m, _)| *m).template().to_string()),
         "max_upload_bytes": s.max_upload,
         "max_image_pixels": lincir::clip::image_limits::max_pixels(),
         "max_k": MAX_K,
@@ -172,6 +173,7 @@ struct JsonQuery {
     id: Option<usize>,
     text: Option<String>,
     k: Option<usize>,
+    method: Option<String>,
 }
 
 /// The reference of a request as it arrived: an upload is decoded later, in the pool.
@@ -185,10 +187,11 @@ struct Parsed {
     reference: Option<RefInput>,
     text: Option<String>,
     k: usize,
+    method: Option<String>,
 }
 
 async fn parse_multipart(s: &AppState, mut form: Multipart) -> Result<Parsed, ApiError> {
-    let (mut image, mut id, mut text, mut k) = (None, None, None, None);
+    let (mut image, mut id, mut text, mut k, mut method) = (None, None, None, None, None);
     while let Some(field) = form.next_field().await.map_err(|e| multipart_error(e, s.max_upload))? {
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {
@@ -203,16 +206,17 @@ async fn parse_multipart(s: &AppState, mut form: Multipart) -> Result<Parsed, Ap
                 }
                 image = Some((file, bytes));
             }
-            "id" | "text" | "k" => {
+            "id" | "text" | "k" | "method" => {
                 let v = field.text().await.map_err(|e| multipart_error(e, s.max_upload))?;
                 match name.as_str() {
                     "id" if !v.trim().is_empty() => id = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not an image id")))?),
                     "text" => text = Some(v),
+                    "method" if !v.trim().is_empty() => method = Some(v.trim().to_string()),
                     "k" if !v.trim().is_empty() => k = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not a number")))?),
                     _ => {}
                 }
             }
-            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k)"))),
+            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k, method)"))),
         }
     }
     let reference = match (image, id) {
@@ -221,7 +225,7 @@ async fn parse_multipart(s: &AppState, mut form: Multipart) -> Result<Parsed, Ap
         (None, Some(id)) => Some(RefInput::Indexed(id)),
         (None, None) => None,
     };
-    Ok(Parsed { reference, text, k: k.unwrap_or(10) })
+    Ok(Parsed { reference, text, k: k.unwrap_or(10), method })
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, max: usize) -> ApiError {
@@ -256,12 +260,18 @@ async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, 
             .await
             .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large".into()))?;
         let q: JsonQuery = serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10) }
+        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10), method: q.method }
     } else {
         return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data or application/json".into()));
     };
     if parsed.k == 0 || parsed.k > MAX_K {
         return Err(bad(format!("k must be between 1 and {MAX_K}")));
+    }
+    // An unknown method is the client's mistake, named with the ones this server has.
+    if let Some(m) = &parsed.method {
+        if !s.searcher.method_names().contains(&m.as_str()) {
+            return Err(bad(format!("unknown method `{m}`; this server has: {}", s.searcher.method_names().join(", "))));
+        }
     }
     if let Some(RefInput::Indexed(id)) = parsed.reference {
         if id >= s.searcher.index.len() {
@@ -280,7 +290,7 @@ async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, 
             Some(RefInput::Indexed(id)) => Some(Reference::Indexed(id)),
             None => None,
         };
-        state.searcher.search(&Query { reference, text: parsed.text, k: parsed.k }).map_err(|e| bad(e.to_string()))
+        state.searcher.search(&Query { reference, text: parsed.text, k: parsed.k, method: parsed.method }).map_err(|e| bad(e.to_string()))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))??;
