@@ -34,7 +34,7 @@ def main():
     P, H = sd["layers.0.weight"].shape[1], sd["layers.0.weight"].shape[0]
     W = sd["layers.6.weight"].shape[0]
     phi = nn.Sequential(nn.Linear(P, H), nn.GELU(), nn.Dropout(0.0), nn.Linear(H, H), nn.GELU(), nn.Dropout(0.0), nn.Linear(H, W))
-    phi.load_state_dict(sd)
+    phi.load_state_dict({k.removeprefix("layers."): v for k, v in sd.items()})
     phi.eval()
     x = load_file(args.embeddings)["embeddings"].float()
 
@@ -53,7 +53,8 @@ def main():
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     for step in range(args.steps):
         idx = torch.randint(0, len(x), (256,))
-        xb = x[idx] + 0.1 * torch.rand(256, 1) * torch.randn(256, P) * x.norm(dim=-1, keepdim=True) / P ** 0.5
+        xb = x[idx]
+        xb = xb + 0.1 * torch.rand(256, 1) * torch.randn(256, P) * xb.norm(dim=-1, keepdim=True) / P ** 0.5
         with torch.no_grad():
             target = phi(xb)
         loss = nn.functional.mse_loss(m(xb), target)
