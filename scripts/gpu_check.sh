@@ -10,6 +10,11 @@
 # $OUT/summary.md and $OUT/log.txt. Sections are independent and time-limited: one that fails is
 # recorded with its exit code and the others still run.
 #
+# The lent machine takes at most 64 MiB of carried files per call: the binaries travel
+# xz-compressed (gpu-bin/*.xz, unpacked here), and the shapes world (49 MB compressed) in a second
+# call right after the first, while the machine is warm: SECTIONS is a regex of the sections to
+# run and SKIP a regex of those to leave out (first call: SKIP=shapes; second: SECTIONS=shapes).
+#
 # A dry run of the same flow on the CPU with tiny models (to test this script without a GPU):
 #   LINCIR_CHECK_DEVICE=cpu LINCIR_BIN=target/release/lincir scripts/gpu_check.sh
 set -uo pipefail
@@ -24,6 +29,12 @@ W=${LINCIR_CHECK_WORK:-/tmp/lincir-gpu-check}
 mkdir -p "$W"
 RES="$OUT/results.jsonl"
 : > "$RES"
+# Binaries carried compressed (scripts/package_gpu_check.sh): unpack once.
+for f in "$BIN" "$STEP_TEST"; do
+  if [ ! -x "$f" ] && [ -f "$f.xz" ]; then
+    "${PYTHON:-python3}" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f.xz" "$f" && chmod +x "$f"
+  fi
+done
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 LINCIR_CACHE="$W/cache"
 
 if [ "$DEV" = cpu ]; then
@@ -39,6 +50,8 @@ log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
 section() {
   local name=$1 limit=$2
   shift 2
+  if [ -n "${SECTIONS:-}" ] && ! [[ "$name" =~ $SECTIONS ]]; then return 0; fi
+  if [ -n "${SKIP:-}" ] && [[ "$name" =~ $SKIP ]]; then return 0; fi
   log "== $name"
   local t0=$EPOCHREALTIME
   # Functions run in a child bash (timeout runs programs): they and the settings are exported.

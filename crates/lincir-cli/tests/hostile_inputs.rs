@@ -163,3 +163,65 @@ fn a_flood_gets_503_not_unbounded_queueing_and_info_keeps_answering() {
     let rss = peak_rss_mib(server.child.id()).unwrap();
     assert!(rss < 512.0, "peak RSS {rss:.0} MiB");
 }
+
+/// A seeded mutation fuzz of the request parsing (multipart framing, field names and values,
+/// JSON): every mutated request gets an answer below 500 (or 503 when busy), and the server
+/// stays up. Raw TCP, so that malformed framing reaches the server as it is.
+#[test]
+fn mutated_requests_get_answers_not_crashes() {
+    use std::io::{Read, Write};
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let index = indexed(&work, model.path().to_str().unwrap());
+    let phi = fixtures().join("phi_official.pt");
+    let server = serve(&["--index", index.to_str().unwrap(), "--phi", phi.to_str().unwrap(), "--request-timeout-s", "5"]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let bmp = {
+        let p = work.path().join("seed.bmp");
+        write_bmp(&p, [10, 200, 30]);
+        std::fs::read(p).unwrap()
+    };
+    let (ct, multipart_seed) = multipart(&[("text", "is red"), ("k", "3"), ("method", "lincir")], Some(("a.bmp", &bmp)));
+    let seeds: Vec<(String, Vec<u8>)> = vec![
+        (ct, multipart_seed),
+        ("application/json".into(), br#"{"id": 1, "text": "is red", "k": 2, "method": "lincir"}"#.to_vec()),
+    ];
+    let mut rng = lincir::rng::Rng::new(77);
+    let mut statuses = std::collections::BTreeMap::new();
+    for it in 0..300 {
+        let (ct, seed) = &seeds[it % seeds.len()];
+        let mut body = seed.clone();
+        for _ in 0..1 + rng.below(4) {
+            match rng.below(4) {
+                0 if !body.is_empty() => {
+                    let i = rng.below(body.len());
+                    body[i] = rng.below(256) as u8;
+                }
+                1 => body.truncate(rng.below(body.len() + 1)),
+                2 => {
+                    let i = rng.below(body.len() + 1);
+                    let junk: Vec<u8> = (0..1 + rng.below(20)).map(|_| b"-\r\n\"=;{}:a0"[rng.below(11)]).collect();
+                    body.splice(i..i, junk);
+                }
+                _ if body.len() > 8 => {
+                    let i = rng.below(body.len() - 4);
+                    body.drain(i..i + 4);
+                }
+                _ => {}
+            }
+        }
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let head = format!("POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&body);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let line = String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string();
+        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert!(status != 0 && (status < 500 || status == 503), "iteration {it}: `{line}` for {:?}", String::from_utf8_lossy(&body));
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    println!("mutated requests by status: {statuses:?}");
+    let info: serde_json::Value = http().get(&format!("{}/api/info", server.base)).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(info["images"], 3, "still up");
+}
