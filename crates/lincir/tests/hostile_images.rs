@@ -45,3 +45,32 @@ fn extreme_aspect_ratios_are_cropped_without_resizing_the_whole_image() {
         assert_eq!(px, one, "{}: same colour, same pixels", case.name);
     }
 }
+
+/// The corpus cases PIL accepts whose decoding is unusual (CMYK JPEG, palette with transparency,
+/// grey + alpha, EXIF orientations 1-8; scripts/make_hostile_fixtures.py): pixels identical to
+/// transformers' PIL processor (sizes that need no resampling, so decoding is what is compared).
+#[test]
+fn unusual_but_valid_images_match_pil() {
+    use lincir::clip::preprocess::{load_rgb8, CLIP_MEAN, CLIP_STD};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile");
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(expected.len(), 11);
+    let cfg = PreprocessConfig::clip_default(224);
+    for (name, reference) in &expected {
+        let reference = reference.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        let img = load_rgb8(&dir.join(name)).unwrap();
+        let got = pixels(&img, &cfg);
+        let plane = 224 * 224;
+        let worst = got
+            .iter()
+            .zip(&reference)
+            .enumerate()
+            .map(|(i, (&g, &r))| {
+                let c = i / plane;
+                ((g - (r as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c]).abs()) * CLIP_STD[c] * 255.0
+            })
+            .fold(0f32, f32::max);
+        println!("{name:28} {}x{}: worst {worst:.4} steps of 1/255", img.width, img.height);
+        assert!(worst <= 1e-3, "{name}: differs from PIL by {worst} steps of 1/255");
+    }
+}
