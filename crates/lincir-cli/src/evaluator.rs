@@ -82,7 +82,7 @@ fn split_spec(spec: &str) -> (Option<Method>, &str) {
 }
 
 /// Loads the checkpoint of `spec` and the method it is evaluated with.
-pub fn load_method(spec: &str, clip: &Clip) -> Result<(Method, Mapper)> {
+fn load_method(spec: &str, clip: &Clip) -> Result<(Method, Mapper)> {
     let (named, path) = split_spec(spec);
     if path.is_empty() {
         bail!("--phi {spec}: no checkpoint after the method name");
@@ -97,20 +97,29 @@ pub fn load_method(spec: &str, clip: &Clip) -> Result<(Method, Mapper)> {
     Ok((method, mapper))
 }
 
+/// Loads every `--phi` spec, refusing two checkpoints for one method.
+pub fn load_methods(specs: &[String], clip: &Clip) -> Result<Vec<(Method, Mapper, String)>> {
+    let mut loaded: Vec<(Method, Mapper, String)> = Vec::new();
+    for spec in specs {
+        let (method, mapper) = load_method(spec, clip)?;
+        if loaded.iter().any(|(m, _, _)| *m == method) {
+            bail!("--phi: two checkpoints for {method}; compare checkpoints of one method in separate runs");
+        }
+        loaded.push((method, mapper, spec.clone()));
+    }
+    Ok(loaded)
+}
+
 impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
         if self.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
         let clip = Clip::load(&self.model, &self.compute.load_options(lincir::clip::Towers::Both)?)?;
-        let mut runs = Vec::new();
-        for spec in &self.phi {
-            let (method, mapper) = load_method(spec, &clip)?;
-            if runs.iter().any(|r: &Run| r.label == method.name()) {
-                bail!("--phi: two checkpoints for {method}; compare checkpoints of one method in separate runs");
-            }
-            runs.push(Run { label: method.name().into(), mode: QueryMode::Composed, method, mapper: Some(mapper), checkpoint: Some(spec.clone()) });
-        }
+        let mut runs: Vec<Run> = load_methods(&self.phi, &clip)?
+            .into_iter()
+            .map(|(method, mapper, spec)| Run { label: method.name().into(), mode: QueryMode::Composed, method, mapper: Some(mapper), checkpoint: Some(spec) })
+            .collect();
         for b in &self.baseline {
             let mode = match b {
                 Baseline::Image => QueryMode::Image,

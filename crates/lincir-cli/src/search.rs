@@ -59,14 +59,7 @@ pub fn load_searcher(a: &SearcherArgs) -> Result<Searcher> {
     let index = Index::open(&a.index)?;
     let model = a.model.clone().unwrap_or_else(|| index.meta.model.clone());
     let clip = Clip::load(&model, &a.compute.load_options(lincir::clip::Towers::Both)?)?;
-    let mut methods = Vec::new();
-    for spec in &a.phi {
-        let (method, mapper) = crate::evaluator::load_method(spec, &clip)?;
-        if methods.iter().any(|(m, _)| *m == method) {
-            bail!("--phi: two checkpoints for {method}");
-        }
-        methods.push((method, mapper));
-    }
+    let methods = crate::evaluator::load_methods(&a.phi, &clip)?.into_iter().map(|(m, mapper, _)| (m, mapper)).collect();
     if let Some(t) = &a.template {
         if !t.contains("{}") || !t.split_whitespace().any(|w| w == "$") {
             bail!("--template must contain `{{}}` for the text and a `$` word for the image");

@@ -14,13 +14,7 @@ use lincir::method::Method;
 const TOL: f32 = 1e-4;
 
 fn clip() -> (tempfile::TempDir, Clip) {
-    let dir = tempfile::tempdir().unwrap();
-    for src in [fixtures().join("clip-a"), fixtures().join("bpe")] {
-        for e in std::fs::read_dir(src).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
+    let dir = common::model_dir();
     let clip = Clip::load(dir.path().to_str().unwrap(), &LoadOptions { towers: Towers::Text, ..Default::default() }).unwrap();
     (dir, clip)
 }

@@ -6,24 +6,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use common::{fixtures, rel_err};
+use common::{model_dir, rel_err};
 use lincir::clip::{Clip, LoadOptions, Towers};
 use lincir::phi::{Phi, PhiConfig};
 use lincir::smp::corpus::Corpus;
 use lincir::smp::optim::AdamWConfig;
 use lincir::smp::schedule::LrSchedule;
 use lincir::smp::train::{self, NoiseMode, TrainConfig};
-
-fn model_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for src in [fixtures().join("clip-a"), fixtures().join("bpe")] {
-        for e in std::fs::read_dir(src).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
-        }
-    }
-    dir
-}
 
 fn words(c: &str) -> Vec<String> {
     c.split(' ').filter(|w| w.len() > 3).map(str::to_string).collect()

@@ -269,9 +269,7 @@ async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, 
     }
     // An unknown method is the client's mistake, named with the ones this server has.
     if let Some(m) = &parsed.method {
-        if !s.searcher.method_names().contains(&m.as_str()) {
-            return Err(bad(format!("unknown method `{m}`; this server has: {}", s.searcher.method_names().join(", "))));
-        }
+        s.searcher.method(Some(m)).map_err(|e| bad(e.to_string()))?;
     }
     if let Some(RefInput::Indexed(id)) = parsed.reference {
         if id >= s.searcher.index.len() {

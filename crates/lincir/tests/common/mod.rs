@@ -11,6 +11,18 @@ pub fn fixtures() -> PathBuf {
     std::env::var_os("LINCIR_FIXTURES").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
 
+/// clip-a (quick_gelu, real vocabulary) with the BPE files: a complete model directory.
+pub fn model_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for src in [fixtures().join("clip-a"), fixtures().join("bpe")] {
+        for e in std::fs::read_dir(src).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
 /// Where the parity tests compute: the CPU, or `LINCIR_TEST_DEVICE` (`cuda`, `cuda:1`; the GPU
 /// check runs the test binaries of a CUDA build this way, scripts/gpu_check.sh).
 pub fn test_device() -> candle_core::Device {
