@@ -95,6 +95,44 @@ fn serve_answers_hostile_uploads_with_4xx_and_stays_up() {
     assert!(rss < 300.0, "peak RSS {rss:.0} MiB");
 }
 
+/// Decompression bombs just under the limit are real images: accepted (with Pillow's warning
+/// above half the limit), their cost bounded by the limit; one pixel row more is refused. The
+/// limit is lowered to 8,000,000 pixels so that the bomb (a one-colour 4000 x 2000 PNG of ~120 KB
+/// that decodes to 24 MB) is cheap for the suite; the default limit scales the same code.
+#[test]
+fn decoded_bombs_at_the_limit_are_accepted_with_a_warning_and_bounded_memory() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let limit = "8000000";
+    let at_limit = hostile::png_of(&image::RgbImage::from_pixel(4000, 2000, image::Rgb([90, 90, 90])));
+    let over = hostile::png_of(&image::RgbImage::from_pixel(4000, 2001, image::Rgb([90, 90, 90])));
+    assert!(at_limit.len() < 200_000, "a bomb: {} bytes", at_limit.len());
+    let (bomb, big) = (work.path().join("bomb.png"), work.path().join("over.png"));
+    std::fs::write(&bomb, &at_limit).unwrap();
+    std::fs::write(&big, &over).unwrap();
+    let out = work.path().join("bomb.safetensors");
+    let o = lincir(&["--max-image-pixels", limit, "embed", "--model", m, "--images", bomb.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("4000x2000 (8000000 pixels) is above 4000000 pixels"), "no warning: {stderr}");
+    let o = lincir(&["--max-image-pixels", limit, "embed", "--model", m, "--images", big.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_clean_failure(&o, &["over.png", "exceeds the limit of 8000000 pixels"]);
+    // Through the server: the bomb is searched, the larger file refused, memory stays bounded.
+    let index = indexed(&work, m);
+    let server = serve(&["--index", index.to_str().unwrap(), "--max-image-pixels", limit]);
+    let (agent, url) = (http(), format!("{}/api/search", server.base));
+    for _ in 0..3 {
+        let (ct, body) = multipart(&[("k", "2")], Some(("bomb.png", &at_limit)));
+        let (status, r) = post(&agent, &url, &ct, &body);
+        assert_eq!(status, 200, "{r}");
+        let (ct, body) = multipart(&[("k", "2")], Some(("over.png", &over)));
+        assert_eq!(post(&agent, &url, &ct, &body).0, 415);
+    }
+    let rss = peak_rss_mib(server.child.id()).unwrap();
+    // Idle server ~90 MiB; the bomb as RGB is 24 MB, the decoder's bound 8 bytes per pixel.
+    assert!(rss < 300.0, "peak RSS {rss:.0} MiB");
+}
+
 #[test]
 fn a_flood_gets_503_not_unbounded_queueing_and_info_keeps_answering() {
     let (model, work) = (model_dir(), tempfile::tempdir().unwrap());

@@ -12,13 +12,14 @@
 //! encoding and ranking run in a bounded pool (`limits.rs`); docs/RELIABILITY.md has the limits.
 
 mod limits;
+mod request;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Query as UrlQuery, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,11 +27,10 @@ use axum::{Json, Router};
 use clap::Args;
 use lincir::clip::preprocess;
 use lincir::search::{Query, Reference, Searcher};
+use request::{bad, parse_request, ApiError, RefInput, MAX_K};
 use serde::Deserialize;
 
 const PAGE: &str = include_str!("page.html");
-/// The most results one request may ask for.
-const MAX_K: usize = 200;
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -68,22 +68,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Shared = Arc<AppState>;
 
-/// An API error: a status and a message, sent as JSON.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut r = (self.0, Json(serde_json::json!({"error": self.1}))).into_response();
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        }
-        r
-    }
-}
-
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let searcher = crate::search::load_searcher(&args.searcher)?;
@@ -168,73 +152,7 @@ async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<
     Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], bytes).into_response())
 }
 
-#[derive(Deserialize, Default)]
-struct JsonQuery {
-    id: Option<usize>,
-    text: Option<String>,
-    k: Option<usize>,
-    method: Option<String>,
-}
 
-/// The reference of a request as it arrived: an upload is decoded later, in the pool.
-enum RefInput {
-    Upload { name: String, bytes: axum::body::Bytes },
-    Indexed(usize),
-}
-
-/// The query of a request, before the (blocking) work.
-struct Parsed {
-    reference: Option<RefInput>,
-    text: Option<String>,
-    k: usize,
-    method: Option<String>,
-}
-
-async fn parse_multipart(s: &AppState, mut form: Multipart) -> Result<Parsed, ApiError> {
-    let (mut image, mut id, mut text, mut k, mut method) = (None, None, None, None, None);
-    while let Some(field) = form.next_field().await.map_err(|e| multipart_error(e, s.max_upload))? {
-        let name = field.name().unwrap_or("").to_string();
-        match name.as_str() {
-            "image" => {
-                let file = field.file_name().unwrap_or("upload").to_string();
-                let bytes = field.bytes().await.map_err(|e| multipart_error(e, s.max_upload))?;
-                if bytes.is_empty() {
-                    continue;
-                }
-                if bytes.len() > s.max_upload {
-                    return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the image is larger than {} bytes", s.max_upload)));
-                }
-                image = Some((file, bytes));
-            }
-            "id" | "text" | "k" | "method" => {
-                let v = field.text().await.map_err(|e| multipart_error(e, s.max_upload))?;
-                match name.as_str() {
-                    "id" if !v.trim().is_empty() => id = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not an image id")))?),
-                    "text" => text = Some(v),
-                    "method" if !v.trim().is_empty() => method = Some(v.trim().to_string()),
-                    "k" if !v.trim().is_empty() => k = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not a number")))?),
-                    _ => {}
-                }
-            }
-            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k, method)"))),
-        }
-    }
-    let reference = match (image, id) {
-        (Some(_), Some(_)) => return Err(bad("give either an uploaded image or an id, not both")),
-        (Some((name, bytes)), None) => Some(RefInput::Upload { name, bytes }),
-        (None, Some(id)) => Some(RefInput::Indexed(id)),
-        (None, None) => None,
-    };
-    Ok(Parsed { reference, text, k: k.unwrap_or(10), method })
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError, max: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("the upload is larger than {max} bytes"))
-    } else {
-        bad(format!("malformed form: {}", e.body_text()))
-    }
-}
 
 async fn search(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Body) -> Result<Json<serde_json::Value>, ApiError> {
     // Admission before the body is read: a full queue costs the server nothing but this answer.
@@ -250,23 +168,8 @@ async fn search(State(s): State<Shared>, headers: HeaderMap, body: axum::body::B
 
 async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, ticket: limits::Ticket) -> Result<Json<serde_json::Value>, ApiError> {
     let started = std::time::Instant::now();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let parsed = if content_type.starts_with("multipart/form-data") {
-        let request = axum::http::Request::builder().header(header::CONTENT_TYPE, &content_type).body(body).map_err(|e| bad(e.to_string()))?;
-        let form = <Multipart as axum::extract::FromRequest<()>>::from_request(request, &()).await.map_err(|e| bad(e.body_text()))?;
-        parse_multipart(&s, form).await?
-    } else if content_type.starts_with("application/json") {
-        let bytes = axum::body::to_bytes(body, s.max_upload + 64 * 1024)
-            .await
-            .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large".into()))?;
-        let q: JsonQuery = serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10), method: q.method }
-    } else {
-        return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data or application/json".into()));
-    };
-    if parsed.k == 0 || parsed.k > MAX_K {
-        return Err(bad(format!("k must be between 1 and {MAX_K}")));
-    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let parsed = parse_request(content_type, body, s.max_upload).await?;
     // An unknown method is the client's mistake, named with the ones this server has.
     if let Some(m) = &parsed.method {
         s.searcher.method(Some(m)).map_err(|e| bad(e.to_string()))?;
