@@ -17,6 +17,9 @@ pub enum BenchCommand {
     Train(TrainBenchArgs),
     /// Search latency (query encoding + exact ranking) over a synthetic index.
     Search(SearchBenchArgs),
+    /// GFLOP/s of CLIP's matrix products (builtin kernel and named BLAS libraries) next to the
+    /// CPU's measured peak.
+    Matmul(crate::bench_matmul::MatmulBenchArgs),
 }
 
 #[derive(Args)]
@@ -81,6 +84,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Encode(args) => encode(args),
         BenchCommand::Train(args) => train_step(args),
         BenchCommand::Search(args) => search_latency(args),
+        BenchCommand::Matmul(args) => crate::bench_matmul::run(args),
     }
 }
 
@@ -249,7 +253,7 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
 /// Builds a synthetic index (random unit vectors, random norms) and times composed queries with
 /// indexed references: phi, the text tower on `a photo of $ that ...`, then the exact top-k.
 fn search_latency(args: SearchBenchArgs) -> Result<()> {
-    use lincir::index::{Entry, Index, IndexMeta, FORMAT, META_FILE};
+    use lincir::index::{Entry, Index, IndexMeta, FORMAT};
     use lincir::rng::Rng;
     if args.entries == 0 || args.queries == 0 {
         bail!("--entries and --queries must be at least 1");
@@ -259,15 +263,14 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("lincir-bench-search-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut rng = Rng::new(7);
-    let mut bytes = Vec::with_capacity(args.entries * dim * 4);
+    let mut vectors = Vec::with_capacity(args.entries * dim);
     let mut entries = Vec::with_capacity(args.entries);
     for i in 0..args.entries {
         let v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        bytes.extend(v.iter().flat_map(|x| (x / norm).to_le_bytes()));
+        vectors.extend(v.iter().map(|x| x / norm));
         entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform() });
     }
-    std::fs::write(dir.join("vectors-0.f32"), &bytes)?;
     let meta = IndexMeta {
         format: FORMAT,
         model: args.model.clone(),
@@ -275,26 +278,35 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         dim,
         root: dir.clone(),
         vectors_file: "vectors-0.f32".into(),
+        codes_file: None,
         rows: args.entries,
         entries,
     };
-    std::fs::write(dir.join(META_FILE), serde_json::to_string(&meta)?)?;
+    lincir::index::write(&dir, meta, &vectors, true)?;
+    drop(vectors);
     let index = Index::open(&dir)?;
     let text = clip.text()?;
     let phi = lincir::phi::Phi::init(lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width()), 0, &clip.device)?;
     let searcher = lincir::search::Searcher::new(clip, vec![(lincir::method::Method::Lincir, lincir::mapper::Mapper::Phi(phi))], index)?;
     let texts = synthetic_captions(args.queries + 5, 3);
-    let (mut encode, mut rank, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut encode, mut rank, mut total, mut rank_exact) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut identical = 0;
     for (i, t) in texts.iter().enumerate() {
         let words: Vec<&str> = t.split(' ').take(6).collect();
         let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k, method: None };
         let started = Instant::now();
         let r = searcher.search(&q)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
+        // The same query ranked by the exact f32 scan: its time, and whether the top-k agree.
+        let started = Instant::now();
+        let exact = searcher.index.top_k_exact(&r.query, args.k);
+        let exact_ms = started.elapsed().as_secs_f64() * 1e3;
         if i >= 5 {
             encode.push(r.encode_ms);
             rank.push(r.rank_ms);
             total.push(ms);
+            rank_exact.push(exact_ms);
+            identical += usize::from(exact.iter().map(|h| h.0).eq(r.hits.iter().map(|h| h.id)));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -309,11 +321,15 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         "total_ms_p50": pct(&mut total, 0.5), "total_ms_p95": pct(&mut total, 0.95),
         "encode_ms_p50": pct(&mut encode, 0.5), "encode_ms_p95": pct(&mut encode, 0.95),
         "rank_ms_p50": pct(&mut rank, 0.5), "rank_ms_p95": pct(&mut rank, 0.95),
+        "ranking": if searcher.index.has_codes() { "int8 codes + exact re-ranking" } else { "exact f32" },
+        "rank_exact_f32_ms_p50": pct(&mut rank_exact, 0.5), "rank_exact_f32_ms_p95": pct(&mut rank_exact, 0.95),
+        "top_k_identical_to_exact_f32": identical as f64 / total.len() as f64,
     });
     println!("{:<44} {:>10} {:>10}", format!("{} entries x {dim}, k {}", args.entries, args.k), "p50 ms", "p95 ms");
-    for what in ["total", "encode", "rank"] {
+    for what in ["total", "encode", "rank", "rank_exact_f32"] {
         println!("{:<44} {:>10.2} {:>10.2}", what, report[format!("{what}_ms_p50")].as_f64().unwrap(), report[format!("{what}_ms_p95")].as_f64().unwrap());
     }
+    println!("{:<44} {:>10.4}", "top-k identical to exact f32 (fraction)", report["top_k_identical_to_exact_f32"].as_f64().unwrap());
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
         println!("wrote {}", out.display());

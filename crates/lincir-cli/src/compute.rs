@@ -28,7 +28,14 @@ impl ComputeArgs {
         let dtype = self.dtype.resolve(&device);
         ANNOUNCED.call_once(|| {
             let place = if device.is_cpu() {
-                format!("cpu ({}, {} threads)", device::cpu_model(), rayon::current_num_threads())
+                let features = device::cpu_features();
+                let features = if features.is_empty() { "no AVX2".to_string() } else { features.join(" ") };
+                format!(
+                    "cpu ({}, {} threads; {features}; matmul: {})",
+                    device::cpu_model(),
+                    rayon::current_num_threads(),
+                    lincir::clip::blas::describe()
+                )
             } else {
                 device::name(&device)
             };

@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error.
 
 mod bench;
+mod bench_matmul;
 mod compute;
 mod convert;
 mod embed;
@@ -64,6 +65,11 @@ fn main() {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
     lincir::clip::image_limits::set_max_pixels(cli.max_image_pixels);
+    // LINCIR_BLAS names an optional BLAS for the frozen products (clip/blas.rs).
+    if let Err(e) = lincir::clip::blas::configure(None) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -221,3 +221,39 @@ fn the_api_serves_several_methods_and_refuses_unknown_ones_by_name() {
     let (_, r) = post(&agent, &url("/api/search"), "application/json", br#"{"id": 2, "text": "is red"}"#);
     assert_eq!(r["method"], "lincir");
 }
+
+/// An index written before the int8 codes (format 1: vectors only) is searched as it is, and the
+/// next `lincir index` adds the codes without re-embedding anything; results are the same.
+#[test]
+fn an_index_of_the_previous_format_is_searched_and_upgraded_in_place() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    let meta_path = out.join("index.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    assert_eq!(meta["format"], 2);
+    let codes = meta["codes_file"].as_str().unwrap().to_string();
+    // What an index of the previous format looks like.
+    std::fs::remove_file(out.join(&codes)).unwrap();
+    meta["format"] = 1.into();
+    meta.as_object_mut().unwrap().remove("codes_file");
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let search = || {
+        let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img2.bmp").to_str().unwrap(), "-k", "6", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["hits"].as_array().unwrap().iter().map(|h| (h["path"].as_str().unwrap().to_string(), h["score"].as_f64().unwrap())).collect::<Vec<_>>()
+    };
+    let before = search();
+    assert_eq!(before[0].0, "sub/img2.bmp");
+    assert_eq!(index(&m, &images, &out), [6, 0, 0, 0, 6, 0], "nothing is re-embedded");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    assert_eq!((meta["format"].as_u64(), meta["codes_file"].as_str()), (Some(2), Some(codes.as_str())));
+    assert!(out.join(&codes).is_file());
+    assert_eq!(search(), before);
+    // A format from the future is refused by name.
+    let mut future = meta.clone();
+    future["format"] = 99.into();
+    std::fs::write(&meta_path, future.to_string()).unwrap();
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--text", "red", "--json"]);
+    assert_clean_failure(&o, &["index.json", "index format 99 is not supported"]);
+}

@@ -139,6 +139,30 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// The vector and matrix features of this CPU that decide how fast CLIP runs (from
+/// /proc/cpuinfo's flags, Linux; the compiler's run-time detection elsewhere on x86).
+pub fn cpu_features() -> Vec<&'static str> {
+    const WANTED: [&str; 8] = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8"];
+    if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+        if let Some(flags) = info.lines().find(|l| l.starts_with("flags")) {
+            let have: std::collections::HashSet<&str> = flags.split_whitespace().collect();
+            return WANTED.into_iter().filter(|f| have.contains(f)).collect();
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let detected = [
+            ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+            ("fma", std::arch::is_x86_feature_detected!("fma")),
+            ("avx512f", std::arch::is_x86_feature_detected!("avx512f")),
+            ("avx512_bf16", std::arch::is_x86_feature_detected!("avx512bf16")),
+        ];
+        detected.into_iter().filter(|(_, on)| *on).map(|(f, _)| f).collect()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

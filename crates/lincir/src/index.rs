@@ -5,10 +5,15 @@
 //! - `index.json`: the model (name and key, see [`crate::bench::cache::model_key`]), the image
 //!   root, and one entry per image: path relative to the root, size, mtime, the row of its vector
 //!   and the norm of its un-normalised embedding (phi needs the raw embedding);
-//! - `vectors-{generation}.f32`: rows of L2-normalised f32 vectors, little-endian.
+//! - `vectors-{generation}.f32`: rows of L2-normalised f32 vectors, little-endian;
+//! - `codes-{generation}.i8` (format 2): the same rows as int8 codes ([`crate::compact`]), a
+//!   quarter of the bytes, ranked first; the f32 rows re-rank the candidates so that results are
+//!   those of the exact f32 search. Format 1 indexes (no codes) are searched exactly and get
+//!   their codes the next time `lincir index` updates them.
 //!
-//! Safety against interruption: new rows are appended to the vectors file and flushed before
-//! `index.json` (written atomically) refers to them; compaction writes a new generation and
+//! Safety against interruption: new rows are appended to the vectors and codes files and flushed
+//! before `index.json` (written atomically) refers to them; a codes file shorter or longer than
+//! the vectors is repaired from them on the next build; compaction writes a new generation and
 //! switches to it in `index.json` before deleting the old file. At every instant the index on
 //! disk is a consistent one, at worst with unreferenced rows.
 
@@ -23,10 +28,13 @@ use serde::{Deserialize, Serialize};
 use crate::bench::cache::{model_key, stamp};
 use crate::bench::images::{embed_images, BadImages, BenchImage};
 use crate::clip::Clip;
+use crate::compact;
 use crate::{Error, Result};
 
 pub const META_FILE: &str = "index.json";
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+/// Indexes written before the codes: still opened and searched (exactly).
+const OLDEST_READABLE_FORMAT: u32 = 1;
 /// Images embedded between two saves of the index.
 const SAVE_EVERY: usize = 256;
 
@@ -50,6 +58,9 @@ pub struct IndexMeta {
     /// The indexed folder (absolute).
     pub root: PathBuf,
     pub vectors_file: String,
+    /// The int8 codes of the same rows (format 2); absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codes_file: Option<String>,
     /// Rows present in the vectors file (some may no longer be referenced).
     pub rows: usize,
     /// Sorted by path; an image's id is its position here.
@@ -61,14 +72,15 @@ pub struct Index {
     pub dir: PathBuf,
     pub meta: IndexMeta,
     vectors: memmap2::Mmap,
+    codes: Option<memmap2::Mmap>,
 }
 
 fn read_meta(dir: &Path) -> Result<IndexMeta> {
     let path = dir.join(META_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("not an index: {e}")))?;
     let meta: IndexMeta = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("malformed index: {e}")))?;
-    if meta.format != FORMAT {
-        return Err(Error::file(&path, format!("index format {} is not supported (expected {FORMAT})", meta.format)));
+    if !(OLDEST_READABLE_FORMAT..=FORMAT).contains(&meta.format) {
+        return Err(Error::file(&path, format!("index format {} is not supported (this lincir reads {OLDEST_READABLE_FORMAT} to {FORMAT})", meta.format)));
     }
     Ok(meta)
 }
@@ -89,10 +101,24 @@ impl Index {
         if vectors.len() < needed {
             return Err(Error::file(&path, format!("holds {} bytes, the index needs {needed}", vectors.len())));
         }
+        let codes = match &meta.codes_file {
+            Some(name) if meta.dim <= compact::MAX_DIM => {
+                let path = dir.join(name);
+                let file = File::open(&path).map_err(|e| Error::file(&path, format!("cannot open the index codes: {e}")))?;
+                // SAFETY: as for the vectors.
+                let codes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::file(&path, format!("cannot map: {e}")))?;
+                let needed = meta.rows * compact::row_bytes(meta.dim);
+                if codes.len() < needed {
+                    return Err(Error::file(&path, format!("holds {} bytes, the index needs {needed}", codes.len())));
+                }
+                Some(codes)
+            }
+            _ => None,
+        };
         if let Some(e) = meta.entries.iter().find(|e| e.row >= meta.rows) {
             return Err(Error::file(dir.join(META_FILE), format!("entry {} points past the vectors", e.path)));
         }
-        Ok(Index { dir: dir.to_path_buf(), meta, vectors })
+        Ok(Index { dir: dir.to_path_buf(), meta, vectors, codes })
     }
 
     pub fn len(&self) -> usize {
@@ -124,9 +150,63 @@ impl Index {
         self.meta.entries.get(id).map(|e| self.row(e.row).iter().map(|v| v * e.norm).collect())
     }
 
-    /// Exact top-k by inner product with `query` (cosine when it is normalised), best first;
-    /// ties by id.
+    /// Whether ranking reads the int8 codes first (format 2) or only the f32 vectors.
+    pub fn has_codes(&self) -> bool {
+        self.codes.is_some()
+    }
+
+    /// Top-k by inner product with `query` (cosine when it is normalised), best first; ties by
+    /// id. Identical to [`Self::top_k_exact`]: the codes only choose which rows are scored
+    /// exactly ([`crate::compact`] has the bound that guarantees it).
     pub fn top_k(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        match &self.codes {
+            Some(codes) if k > 0 && query.len() == self.meta.dim => self.top_k_compact(codes, query, k),
+            _ => self.top_k_exact(query, k),
+        }
+    }
+
+    fn top_k_compact(&self, codes: &[u8], query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        let (entries, dim) = (&self.meta.entries, self.meta.dim);
+        let quant = compact::QuantQuery::new(query);
+        const CHUNK: usize = 4096;
+        // Pass 1: every row's upper bound, and the best rows by approximate score.
+        let candidates_per_chunk = 2 * k;
+        let scored: Vec<(Vec<f32>, Vec<(usize, f32)>)> = entries
+            .par_chunks(CHUNK)
+            .enumerate()
+            .map(|(c, chunk)| {
+                let mut upper = Vec::with_capacity(chunk.len());
+                let mut approx = Vec::with_capacity(chunk.len());
+                for (i, e) in chunk.iter().enumerate() {
+                    let (a, u) = quant.score(&compact::row(codes, dim, e.row));
+                    upper.push(u);
+                    approx.push((c * CHUNK + i, a));
+                }
+                keep_best(&mut approx, candidates_per_chunk);
+                (upper, approx)
+            })
+            .collect();
+        let mut candidates: Vec<(usize, f32)> = scored.iter().flat_map(|(_, a)| a.iter().copied()).collect();
+        keep_best(&mut candidates, candidates_per_chunk);
+        // The k-th best exact score among real rows is a floor for the true k-th best score.
+        let exact = |id: usize| (id, dot(self.row(entries[id].row), query));
+        let mut best: Vec<(usize, f32)> = candidates.iter().map(|&(id, _)| exact(id)).collect();
+        keep_best(&mut best, k);
+        let Some(&(_, floor)) = best.get(k - 1) else { return self.top_k_exact(query, k) };
+        // Pass 2: every row whose bound reaches the floor is scored exactly.
+        let mut rescored: Vec<(usize, f32)> = scored
+            .par_iter()
+            .enumerate()
+            .flat_map_iter(|(c, (upper, _))| {
+                upper.iter().enumerate().filter(move |(_, &u)| u >= floor).map(move |(i, _)| exact(c * CHUNK + i))
+            })
+            .collect();
+        keep_best(&mut rescored, k);
+        rescored
+    }
+
+    /// Exact top-k over the f32 vectors.
+    pub fn top_k_exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
         let entries = &self.meta.entries;
         const CHUNK: usize = 4096;
         let mut best: Vec<(usize, f32)> = entries
@@ -216,7 +296,17 @@ pub fn build(
         }
         m
     } else {
-        IndexMeta { format: FORMAT, model: clip.name.clone(), model_key: key, dim, root: root.clone(), vectors_file: "vectors-0.f32".into(), rows: 0, entries: vec![] }
+        IndexMeta {
+            format: FORMAT,
+            model: clip.name.clone(),
+            model_key: key,
+            dim,
+            root: root.clone(),
+            vectors_file: "vectors-0.f32".into(),
+            codes_file: None,
+            rows: 0,
+            entries: vec![],
+        }
     };
 
     let files = crate::embed::collect_image_paths(std::slice::from_ref(&root))?;
@@ -256,6 +346,8 @@ pub fn build(
         out.set_len((meta.rows * dim * 4) as u64).map_err(|e| Error::file(&vectors_path, e))?;
     }
     meta.rows = out.metadata().map_err(|e| Error::file(&vectors_path, e))?.len() as usize / (dim * 4);
+    let mut codes_out = sync_codes(dir, &mut meta)?;
+    write_meta(dir, &meta)?; // an older format is upgraded here
     let total = todo.len();
     let done = std::cell::Cell::new(0);
     let bad = if skip_bad { BadImages::Skip } else { BadImages::Fail };
@@ -285,16 +377,84 @@ pub fn build(
         // Rows first, then the metadata that refers to them.
         out.write_all(&bytes).map_err(|e| Error::file(&vectors_path, e))?;
         out.sync_data().map_err(|e| Error::file(&vectors_path, e))?;
+        if let Some((codes, path)) = &mut codes_out {
+            codes.write_all(&encode_rows(&f32_values(&bytes), dim)).map_err(|e| Error::file(&*path, e))?;
+            codes.sync_data().map_err(|e| Error::file(&*path, e))?;
+        }
         meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
         write_meta(dir, &meta)?;
     }
     drop(out);
+    drop(codes_out);
     if meta.rows > 0 && meta.entries.len() * 4 < meta.rows * 3 {
         compact(dir, &mut meta)?;
         report.compacted = true;
     }
     report.total = meta.entries.len();
     Ok(report)
+}
+
+/// Writes an index of rows that are already L2-normalised (benchmarks, tests) into the empty
+/// folder `dir`: the vectors, the codes when `with_codes` (else an index of format 1), the
+/// metadata. `meta.vectors_file` names the vectors; `rows` and `codes_file` are set here.
+pub fn write(dir: &Path, mut meta: IndexMeta, vectors: &[f32], with_codes: bool) -> Result<()> {
+    let bytes: Vec<u8> = vectors.iter().flat_map(|v| v.to_le_bytes()).collect();
+    crate::io::write_atomic(&dir.join(&meta.vectors_file), &bytes)?;
+    meta.rows = vectors.len() / meta.dim.max(1);
+    meta.codes_file = None;
+    meta.format = OLDEST_READABLE_FORMAT;
+    if with_codes {
+        drop(sync_codes(dir, &mut meta)?);
+    }
+    write_meta(dir, &meta)
+}
+
+fn codes_name(vectors_file: &str) -> String {
+    format!("{}.i8", vectors_file.trim_end_matches(".f32").replacen("vectors-", "codes-", 1))
+}
+
+/// Int8 codes of consecutive f32 rows.
+fn encode_rows(rows: &[f32], dim: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() / dim * compact::row_bytes(dim));
+    for v in rows.chunks_exact(dim) {
+        compact::encode_row(v, &mut out);
+    }
+    out
+}
+
+/// Makes the codes file hold exactly the codes of the vectors' `meta.rows` rows (cutting an
+/// interrupted append, encoding rows it lacks: an index of format 1 gets all of them), and
+/// returns it open for appending. None for rows wider than the codes support.
+fn sync_codes(dir: &Path, meta: &mut IndexMeta) -> Result<Option<(File, PathBuf)>> {
+    if meta.dim > compact::MAX_DIM {
+        meta.codes_file = None;
+        return Ok(None);
+    }
+    let name = meta.codes_file.clone().unwrap_or_else(|| codes_name(&meta.vectors_file));
+    let path = dir.join(&name);
+    let row_bytes = compact::row_bytes(meta.dim);
+    let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::file(&path, e))?;
+    let have = (file.metadata().map_err(|e| Error::file(&path, e))?.len() as usize / row_bytes).min(meta.rows);
+    file.set_len((have * row_bytes) as u64).map_err(|e| Error::file(&path, e))?;
+    if have < meta.rows {
+        let vectors_path = dir.join(&meta.vectors_file);
+        let vectors = std::fs::read(&vectors_path).map_err(|e| Error::file(&vectors_path, e))?;
+        let missing = &vectors[have * meta.dim * 4..meta.rows * meta.dim * 4];
+        file.write_all(&encode_rows(&f32_values(missing), meta.dim)).map_err(|e| Error::file(&path, e))?;
+    }
+    file.sync_data().map_err(|e| Error::file(&path, e))?;
+    meta.codes_file = Some(name);
+    meta.format = FORMAT;
+    Ok(Some((file, path)))
+}
+
+/// f32 values of little-endian bytes that may not be 4-aligned (a `Vec<u8>`).
+fn f32_values(bytes: &[u8]) -> std::borrow::Cow<'_, [f32]> {
+    if (bytes.as_ptr() as usize).is_multiple_of(4) {
+        std::borrow::Cow::Borrowed(bytemuck_f32(bytes))
+    } else {
+        std::borrow::Cow::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+    }
 }
 
 /// Rewrites the vectors with only the referenced rows, as a new generation.
@@ -310,10 +470,19 @@ fn compact(dir: &Path, meta: &mut IndexMeta) -> Result<()> {
         e.row = i;
     }
     crate::io::write_atomic(&dir.join(&new_name), &bytes)?;
+    let old_codes = meta.codes_file.take();
+    if meta.dim <= compact::MAX_DIM {
+        let codes = codes_name(&new_name);
+        crate::io::write_atomic(&dir.join(&codes), &encode_rows(&f32_values(&bytes), meta.dim))?;
+        meta.codes_file = Some(codes);
+    }
     meta.vectors_file = new_name;
     meta.rows = meta.entries.len();
     write_meta(dir, meta)?;
     let _ = std::fs::remove_file(dir.join(old_name));
+    if let Some(old_codes) = old_codes {
+        let _ = std::fs::remove_file(dir.join(old_codes));
+    }
     Ok(())
 }
 
@@ -334,5 +503,87 @@ mod tests {
         let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.03).collect();
         let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
         assert!((dot(&a, &b) - plain).abs() < 1e-4);
+    }
+
+    fn unit_rows(rng: &mut crate::rng::Rng, n: usize, dim: usize, center: Option<&[f32]>, spread: f32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n * dim);
+        for _ in 0..n {
+            let v: Vec<f32> = (0..dim).map(|i| center.map_or(0.0, |c| c[i]) + spread * rng.normal()).collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            out.extend(v.iter().map(|x| x / norm));
+        }
+        out
+    }
+
+    fn synthetic(dir: &Path, vectors: &[f32], dim: usize, with_codes: bool) -> Index {
+        let n = vectors.len() / dim;
+        let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), size: 0, mtime_ns: 0, row: i, norm: 1.0 }).collect();
+        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, rows: n, entries };
+        write(dir, meta, vectors, with_codes).unwrap();
+        Index::open(dir).unwrap()
+    }
+
+    /// The codes only choose candidates: the result is the exact f32 top-k, scores bit for bit
+    /// and ties by id, on spread-out data, on one tight cluster (every row within the codes'
+    /// error of the threshold) and with exact duplicates.
+    #[test]
+    fn compact_ranking_is_identical_to_the_exact_scan() {
+        let dim = 96;
+        let mut rng = crate::rng::Rng::new(3);
+        let spread = unit_rows(&mut rng, 6000, dim, None, 1.0);
+        let center = unit_rows(&mut rng, 1, dim, None, 1.0);
+        let mut cluster = unit_rows(&mut rng, 6000, dim, Some(&center), 0.01);
+        let copy = cluster[..dim * 50].to_vec();
+        cluster.extend_from_slice(&copy); // 50 exact duplicates: ties broken by id
+        for vectors in [spread, cluster] {
+            let dir = tempfile::tempdir().unwrap();
+            let index = synthetic(dir.path(), &vectors, dim, true);
+            assert!(index.has_codes());
+            let mut queries = unit_rows(&mut rng, 20, dim, None, 1.0);
+            queries.extend_from_slice(&vectors[..dim * 5]); // queries that are rows
+            queries.extend(center.iter().map(|c| c * 0.5)); // not normalised
+            for q in queries.chunks(dim) {
+                for k in [1, 10, 100, 7000] {
+                    assert_eq!(index.top_k(q, k), index.top_k_exact(q, k), "k {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_index_without_codes_is_read_and_ranked_exactly() {
+        let dim = 16;
+        let mut rng = crate::rng::Rng::new(4);
+        let vectors = unit_rows(&mut rng, 300, dim, None, 1.0);
+        let dir = tempfile::tempdir().unwrap();
+        let index = synthetic(dir.path(), &vectors, dim, false);
+        assert!(!index.has_codes());
+        assert_eq!(index.meta.format, 1);
+        let q = &vectors[..dim];
+        assert_eq!(index.top_k(q, 5)[0].0, 0);
+        assert_eq!(index.top_k(q, 5), index.top_k_exact(q, 5));
+    }
+
+    #[test]
+    fn codes_cut_or_missing_after_an_interruption_are_rebuilt_from_the_vectors() {
+        let dim = 20;
+        let mut rng = crate::rng::Rng::new(5);
+        let vectors = unit_rows(&mut rng, 40, dim, None, 1.0);
+        let dir = tempfile::tempdir().unwrap();
+        let index = synthetic(dir.path(), &vectors, dim, true);
+        let mut meta = index.meta.clone();
+        drop(index);
+        let path = dir.path().join(meta.codes_file.as_ref().unwrap());
+        let whole = std::fs::read(&path).unwrap();
+        assert_eq!(whole, encode_rows(&vectors, dim));
+        let row_bytes = compact::row_bytes(dim);
+        // Cut inside a row, then longer than the vectors (garbage rows): both repaired.
+        for len in [row_bytes * 5 / 2, whole.len() + row_bytes * 3, 0] {
+            let mut bytes = whole.clone();
+            bytes.resize(len, 0xAB);
+            std::fs::write(&path, &bytes).unwrap();
+            drop(sync_codes(dir.path(), &mut meta).unwrap());
+            assert_eq!(std::fs::read(&path).unwrap(), whole, "length {len}");
+        }
     }
 }

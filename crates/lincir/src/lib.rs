@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod clip;
+pub mod compact;
 pub mod device;
 pub mod embed;
 pub mod error;

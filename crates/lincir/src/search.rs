@@ -60,6 +60,9 @@ pub struct Results {
     pub hits: Vec<Hit>,
     pub encode_ms: f64,
     pub rank_ms: f64,
+    /// The normalised query vector that was ranked against the index.
+    #[serde(skip)]
+    pub query: Vec<f32>,
 }
 
 pub struct Searcher {
@@ -171,6 +174,7 @@ impl Searcher {
             .into_iter()
             .map(|(id, score)| Hit { id, path: self.index.meta.entries[id].path.clone(), score })
             .collect();
-        Ok(Results { mode, method, sentence, hits, encode_ms, rank_ms: started.elapsed().as_secs_f64() * 1e3 })
+        let rank_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(Results { mode, method, sentence, hits, encode_ms, rank_ms, query })
     }
 }

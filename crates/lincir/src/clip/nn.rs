@@ -7,6 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
+use super::blas;
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
 use crate::Result;
@@ -43,6 +44,9 @@ impl CustomOp1 for FrozenMatmul {
         let (_, n) = self.weight_t.dims2()?;
         let (storage, w_layout) = self.weight_t.storage_and_layout();
         let Storage::Cpu(w) = &*storage else { candle_core::bail!("frozen-matmul: weight is not on the CPU") };
+        if let Some(y) = blas_product(x, x_layout, w, w_layout, (m, n, k), false)? {
+            return Ok((CpuStorage::F32(y), Shape::from((m, n))));
+        }
         Ok((x.matmul(w, (1, m, n, k), x_layout, w_layout)?, Shape::from((m, n))))
     }
 
@@ -56,11 +60,51 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let grad_y = grad_y.contiguous()?;
+        if grad_y.device().is_cpu() && blas::active().is_some() {
+            return Ok(Some(grad_y.apply_op1_no_bwd(&FrozenMatmulBackward { weight_t: self.weight_t.clone() })?));
+        }
         Ok(Some(grad_y.matmul(&self.weight_t.t()?)?))
     }
 }
 
+/// The input gradient of [`FrozenMatmul`], `g Wᵀᵀ`, through the loaded BLAS.
+struct FrozenMatmulBackward {
+    weight_t: Tensor, // [input, output]
+}
+
+impl CustomOp1 for FrozenMatmulBackward {
+    fn name(&self) -> &'static str {
+        "frozen-matmul-backward"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, g_layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, n) = g_layout.shape().dims2()?;
+        let (k, _) = self.weight_t.dims2()?;
+        let (storage, w_layout) = self.weight_t.storage_and_layout();
+        let Storage::Cpu(w) = &*storage else { candle_core::bail!("frozen-matmul-backward: weight is not on the CPU") };
+        match blas_product(g, g_layout, w, w_layout, (m, k, n), true)? {
+            Some(dx) => Ok((CpuStorage::F32(dx), Shape::from((m, k)))),
+            None => candle_core::bail!("frozen-matmul-backward: needs f32 contiguous inputs and a BLAS"),
+        }
+    }
+}
+
+/// `a[m, k] · b` through the loaded BLAS, `b` being `[k, n]` (or `[n, k]` read transposed);
+/// None when no BLAS is loaded or the operands are not contiguous f32.
+fn blas_product(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout, (m, n, k): (usize, usize, usize), b_transposed: bool) -> candle_core::Result<Option<Vec<f32>>> {
+    let Some(blas) = blas::active() else { return Ok(None) };
+    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (a, b) else { return Ok(None) };
+    let (Some((a0, a1)), Some((b0, b1))) = (al.contiguous_offsets(), bl.contiguous_offsets()) else { return Ok(None) };
+    blas.matmul(&a[a0..a1], &b[b0..b1], m, n, k, b_transposed).map(Some).map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
 impl Linear {
+    /// A layer from a weight `[output, input]` (the layout of Hugging Face files) and a bias.
+    pub fn new(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Linear { weight_t: weight.t()?.contiguous()?, bias })
+    }
+
     /// # Shapes
     /// x: [..., input] -> [..., output]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -68,8 +112,10 @@ impl Linear {
         let input = *dims.last().expect("linear input has at least one dimension");
         let rows = x.elem_count() / input;
         let x2 = x.contiguous()?.reshape((rows, input))?;
-        // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature).
-        let y = if x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda")) {
+        // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature); on
+        // the CPU it is also the way to a loaded BLAS.
+        let via_blas = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 && blas::active().is_some();
+        let y = if via_blas || (x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda"))) {
             x2.apply_op1(FrozenMatmul { weight_t: self.weight_t.clone() })?
         } else {
             x2.matmul(&self.weight_t)?

@@ -1,0 +1,171 @@
+//! `lincir bench matmul`: how fast this CPU runs the matrix products CLIP is made of, next to
+//! the CPU's measured arithmetic peak, for candle's kernel and any BLAS named with `--blas`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use clap::Args;
+
+#[derive(Args)]
+pub struct MatmulBenchArgs {
+    /// Also measure these BLAS libraries (openblas, mkl, blis, or a path); repeatable.
+    #[arg(long)]
+    blas: Vec<String>,
+    /// Seconds spent on each product and backend (at least 2 repetitions).
+    #[arg(long, default_value_t = 1.5)]
+    seconds: f64,
+    /// Write the numbers as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// The products of a ViT-L/14 CLIP: (what, m, k, n) for x[m, k] · W[k, n].
+const PRODUCTS: [(&str, usize, usize, usize); 7] = [
+    ("image fc1, batch 32 (8224 tokens), 1024 -> 4096", 32 * 257, 1024, 4096),
+    ("image qkv, batch 32, 1024 -> 3072", 32 * 257, 1024, 3072),
+    ("image fc2, batch 32, 4096 -> 1024", 32 * 257, 4096, 1024),
+    ("text fc1, 32 captions (586 tokens), 768 -> 3072", 586, 768, 3072),
+    ("text fc2, 32 captions, 3072 -> 768", 586, 3072, 768),
+    ("text fc1, one query (12 tokens), 768 -> 3072", 12, 768, 3072),
+    ("square 2048", 2048, 2048, 2048),
+];
+
+/// Median seconds of `f` over repetitions filling `budget` seconds (one warm-up first).
+fn time(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < 2 || (started.elapsed().as_secs_f64() < budget && times.len() < 200) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+pub fn run(args: MatmulBenchArgs) -> Result<()> {
+    let threads = rayon::current_num_threads();
+    let peak = fma_peak_gflops(threads);
+    let libraries = args.blas.iter().map(|name| lincir::clip::blas::load(name)).collect::<lincir::Result<Vec<_>>>()?;
+    let mut rng = lincir::rng::Rng::new(1);
+    let mut rows = Vec::new();
+    let mut names = vec!["builtin (candle gemm)".to_string()];
+    names.extend(libraries.iter().map(|l| l.library.clone()));
+    print!("{:<50}", format!("GFLOP/s, {threads} threads"));
+    for n in &names {
+        print!(" {:>22}", short(n));
+    }
+    println!();
+    for (what, m, k, n) in PRODUCTS {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+        let flops = 2.0 * (m * k * n) as f64;
+        let (ta, tb) = (Tensor::from_slice(&a, (m, k), &Device::Cpu)?, Tensor::from_slice(&b, (k, n), &Device::Cpu)?);
+        let mut results = vec![flops / time(args.seconds, || Ok(drop(ta.matmul(&tb)?)))? / 1e9];
+        for lib in &libraries {
+            results.push(flops / time(args.seconds, || Ok(drop(lib.matmul(&a, &b, m, n, k, false)?)))? / 1e9);
+        }
+        print!("{what:<50}");
+        for r in &results {
+            print!(" {r:>22.1}");
+        }
+        println!();
+        rows.push(serde_json::json!({"product": what, "m": m, "k": k, "n": n,
+            "gflops": names.iter().zip(&results).map(|(n, r)| (n.clone(), serde_json::json!(r))).collect::<serde_json::Map<_, _>>()}));
+    }
+    println!("{:<50} {:>22.1}", "arithmetic peak (FMA loop, measured)", peak.0);
+    let report = serde_json::json!({
+        "tool": "lincir", "cpu": lincir::device::cpu_model(), "cpu_features": lincir::device::cpu_features(),
+        "threads": threads, "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "products": rows,
+    });
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn short(library: &str) -> String {
+    std::path::Path::new(library).file_name().map_or(library.to_string(), |f| f.to_string_lossy().into_owned())
+}
+
+/// The CPU's f32 arithmetic peak on `threads` threads: independent FMA chains in the widest
+/// vectors the CPU has, so that nothing but the FMA units limits them. Returns (GFLOP/s, kernel).
+pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
+    const ITERS: u64 = 20_000_000;
+    let (kernel, flops_per_iter): (fn(u64) -> f32, f64) = pick_kernel();
+    let started = Instant::now();
+    let sink: f32 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(move || kernel(ITERS))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    std::hint::black_box(sink);
+    let name = match flops_per_iter as u64 {
+        384 => "avx512 fma",
+        192 => "avx2 fma",
+        _ => "scalar",
+    };
+    (threads as f64 * ITERS as f64 * flops_per_iter / secs / 1e9, name)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn pick_kernel() -> (fn(u64) -> f32, f64) {
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was detected.
+        (|n| unsafe { fma_avx512(n) }, 12.0 * 16.0 * 2.0)
+    } else if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features were detected.
+        (|n| unsafe { fma_avx2(n) }, 12.0 * 8.0 * 2.0)
+    } else {
+        (fma_scalar, 2.0)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn pick_kernel() -> (fn(u64) -> f32, f64) {
+    (fma_scalar, 2.0)
+}
+
+fn fma_scalar(n: u64) -> f32 {
+    let mut a = 1.0f32;
+    for _ in 0..n {
+        a = std::hint::black_box(a).mul_add(0.999_999, 1e-7);
+    }
+    a
+}
+
+/// Twelve independent accumulators: enough to cover the FMA latency on two ports.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_avx2(n: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (m, c) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..n {
+        for a in acc.iter_mut() {
+            *a = _mm256_fmadd_ps(*a, m, c);
+        }
+    }
+    let mut out = [0f32; 8];
+    let sum = acc.iter().fold(_mm256_setzero_ps(), |s, a| _mm256_add_ps(s, *a));
+    _mm256_storeu_ps(out.as_mut_ptr(), sum);
+    out.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_avx512(n: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (m, c) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut acc = [_mm512_set1_ps(1.0); 12];
+    for _ in 0..n {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, m, c);
+        }
+    }
+    _mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)))
+}
