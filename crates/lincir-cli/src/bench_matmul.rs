@@ -22,13 +22,15 @@ pub struct MatmulBenchArgs {
 }
 
 /// The products of a ViT-L/14 CLIP: (what, m, k, n) for x[m, k] · W[k, n].
-const PRODUCTS: [(&str, usize, usize, usize); 7] = [
+const PRODUCTS: [(&str, usize, usize, usize); 9] = [
     ("image fc1, batch 32 (8224 tokens), 1024 -> 4096", 32 * 257, 1024, 4096),
     ("image qkv, batch 32, 1024 -> 3072", 32 * 257, 1024, 3072),
     ("image fc2, batch 32, 4096 -> 1024", 32 * 257, 4096, 1024),
     ("text fc1, 32 captions (586 tokens), 768 -> 3072", 586, 768, 3072),
     ("text fc2, 32 captions, 3072 -> 768", 586, 3072, 768),
     ("text fc1, one query (12 tokens), 768 -> 3072", 12, 768, 3072),
+    ("text fc2, one query, 3072 -> 768", 12, 3072, 768),
+    ("text fc1, 2 queries (30 tokens), 768 -> 3072", 30, 768, 3072),
     ("square 2048", 2048, 2048, 2048),
 ];
 
@@ -52,11 +54,12 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
     let libraries = args.blas.iter().map(|name| lincir::clip::blas::load(name)).collect::<lincir::Result<Vec<_>>>()?;
     let mut rng = lincir::rng::Rng::new(1);
     let mut rows = Vec::new();
-    let mut names = vec!["builtin (candle gemm)".to_string()];
+    // candle's kernel alone, then lincir's layer (its few-rows kernel, and LINCIR_BLAS if set).
+    let mut names = vec!["candle gemm".to_string(), format!("lincir layer ({})", lincir::clip::blas::describe())];
     names.extend(libraries.iter().map(|l| l.library.clone()));
     print!("{:<50}", format!("GFLOP/s, {threads} threads"));
     for n in &names {
-        print!(" {:>22}", short(n));
+        print!(" {:>24}", short(n));
     }
     println!();
     for (what, m, k, n) in PRODUCTS {
@@ -64,19 +67,32 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
         let b: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
         let flops = 2.0 * (m * k * n) as f64;
         let (ta, tb) = (Tensor::from_slice(&a, (m, k), &Device::Cpu)?, Tensor::from_slice(&b, (k, n), &Device::Cpu)?);
-        let mut results = vec![flops / time(args.seconds, || Ok(drop(ta.matmul(&tb)?)))? / 1e9];
+        let layer = lincir::clip::nn::Linear::new(&tb.t()?, None)?;
+        let mut results = vec![
+            flops / time(args.seconds, || {
+                ta.matmul(&tb)?;
+                Ok(())
+            })? / 1e9,
+            flops / time(args.seconds, || {
+                layer.forward(&ta)?;
+                Ok(())
+            })? / 1e9,
+        ];
         for lib in &libraries {
-            results.push(flops / time(args.seconds, || Ok(drop(lib.matmul(&a, &b, m, n, k, false)?)))? / 1e9);
+            results.push(flops / time(args.seconds, || {
+                lib.matmul(&a, &b, m, n, k, false)?;
+                Ok(())
+            })? / 1e9);
         }
         print!("{what:<50}");
         for r in &results {
-            print!(" {r:>22.1}");
+            print!(" {r:>24.1}");
         }
         println!();
         rows.push(serde_json::json!({"product": what, "m": m, "k": k, "n": n,
             "gflops": names.iter().zip(&results).map(|(n, r)| (n.clone(), serde_json::json!(r))).collect::<serde_json::Map<_, _>>()}));
     }
-    println!("{:<50} {:>22.1}", "arithmetic peak (FMA loop, measured)", peak.0);
+    println!("{:<50} {:>24.1}", "arithmetic peak (FMA loop, measured)", peak.0);
     let report = serde_json::json!({
         "tool": "lincir", "cpu": lincir::device::cpu_model(), "cpu_features": lincir::device::cpu_features(),
         "threads": threads, "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "products": rows,

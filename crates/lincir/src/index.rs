@@ -171,7 +171,9 @@ impl Index {
         const CHUNK: usize = 4096;
         // Pass 1: every row's upper bound, and the best rows by approximate score.
         let candidates_per_chunk = 2 * k;
-        let scored: Vec<(Vec<f32>, Vec<(usize, f32)>)> = entries
+        // Per chunk: the upper bound of every row, and the chunk's best rows by approximate score.
+        type Chunk = (Vec<f32>, Vec<(usize, f32)>);
+        let scored: Vec<Chunk> = entries
             .par_chunks(CHUNK)
             .enumerate()
             .map(|(c, chunk)| {

@@ -9,6 +9,7 @@ pub mod nn;
 pub mod ops;
 pub mod preprocess;
 pub mod resample;
+pub mod skinny;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;
@@ -91,7 +92,13 @@ impl Clip {
             }
         }
         let tokenizer = ClipTokenizer::from_dir(dir)?;
-        let weights = weights::Weights::from_dir(dir, opts.dtype, &opts.device)?;
+        // On the CPU, bf16 means bf16 matrices and f32 arithmetic: CPUs without bf16 arithmetic
+        // (most) would convert every operand, and the saving that matters there is bytes read.
+        let weights = if opts.device.is_cpu() && opts.dtype == DType::BF16 {
+            weights::Weights::from_dir(dir, DType::F32, &opts.device)?.with_matrix_dtype(DType::BF16)
+        } else {
+            weights::Weights::from_dir(dir, opts.dtype, &opts.device)?
+        };
         let text = match opts.towers {
             Towers::Text | Towers::Both => Some(TextTower::load(&weights, &config)?),
             Towers::Vision => None,
@@ -117,7 +124,8 @@ impl Clip {
         self.text.as_ref().ok_or_else(|| Error::Invalid("the text tower was not loaded".into()))
     }
 
-    /// The dtype the towers compute in (their outputs are always f32).
+    /// The dtype asked for: the towers compute in it on a GPU; on the CPU, bf16 stores the
+    /// matrices in bf16 and computes in f32 (their outputs are always f32).
     pub fn dtype(&self) -> DType {
         self.dtype
     }

@@ -7,7 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
-use super::blas;
+use super::{blas, skinny};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
 use crate::Result;
@@ -44,6 +44,16 @@ impl CustomOp1 for FrozenMatmul {
         let (_, n) = self.weight_t.dims2()?;
         let (storage, w_layout) = self.weight_t.storage_and_layout();
         let Storage::Cpu(w) = &*storage else { candle_core::bail!("frozen-matmul: weight is not on the CPU") };
+        if let (CpuStorage::F32(xs), Some((x0, x1)), Some((w0, w1))) = (x, x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) {
+            let y = match w {
+                CpuStorage::F32(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
+                CpuStorage::BF16(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
+                _ => None,
+            };
+            if let Some(y) = y {
+                return Ok((CpuStorage::F32(y), Shape::from((m, n))));
+            }
+        }
         if let Some(y) = blas_product(x, x_layout, w, w_layout, (m, n, k), false)? {
             return Ok((CpuStorage::F32(y), Shape::from((m, n))));
         }
@@ -113,12 +123,21 @@ impl Linear {
         let rows = x.elem_count() / input;
         let x2 = x.contiguous()?.reshape((rows, input))?;
         // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature); on
-        // the CPU it is also the way to a loaded BLAS.
-        let via_blas = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32 && blas::active().is_some();
-        let y = if via_blas || (x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda"))) {
-            x2.apply_op1(FrozenMatmul { weight_t: self.weight_t.clone() })?
+        // the CPU it is also the way to a loaded BLAS and to the few-rows kernel.
+        let cpu_f32 = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32;
+        let few_rows = rows <= skinny::MAX_ROWS && skinny::available() && !x2.track_op();
+        // bf16 weights with f32 arithmetic (the CPU's bf16): the few-rows kernel reads them as they
+        // are; other products widen them first (cheap next to a product of many rows).
+        let weight_t = if self.weight_t.dtype() != x2.dtype() && !(cpu_f32 && few_rows) {
+            std::borrow::Cow::Owned(self.weight_t.to_dtype(x2.dtype())?)
         } else {
-            x2.matmul(&self.weight_t)?
+            std::borrow::Cow::Borrowed(&self.weight_t)
+        };
+        let own_kernel = cpu_f32 && (blas::active().is_some() || few_rows);
+        let y = if own_kernel || (x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda"))) {
+            x2.apply_op1(FrozenMatmul { weight_t: weight_t.into_owned() })?
+        } else {
+            x2.matmul(&weight_t)?
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -145,7 +164,7 @@ impl Linear {
 }
 
 pub fn linear(w: &Weights, prefix: &str, input: usize, output: usize, bias: bool) -> Result<Linear> {
-    let weight = w.get(&format!("{prefix}.weight"), &[output, input])?;
+    let weight = w.get_matrix(&format!("{prefix}.weight"), &[output, input])?;
     let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[output])?) } else { None };
     Ok(Linear { weight_t: weight.t()?.contiguous()?, bias })
 }

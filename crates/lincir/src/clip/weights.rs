@@ -30,6 +30,9 @@ pub struct Weights {
     /// tensor name -> index into `files`
     index: HashMap<String, usize>,
     dtype: DType,
+    /// The dtype of the linear layers' weights ([`Self::get_matrix`]): the compute dtype, or
+    /// bf16 on the CPU, where `--dtype bf16` stores the matrices in bf16 and computes in f32.
+    matrix_dtype: DType,
     device: Device,
 }
 
@@ -68,11 +71,26 @@ impl Weights {
             }
             files.push(File { path: path.clone(), source });
         }
-        Ok(Weights { files, index, dtype, device: device.clone() })
+        Ok(Weights { files, index, dtype, matrix_dtype: dtype, device: device.clone() })
     }
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// Stores the linear layers' weights in `dtype` (see [`Self::get_matrix`]).
+    pub fn with_matrix_dtype(mut self, dtype: DType) -> Self {
+        self.matrix_dtype = dtype;
+        self
+    }
+
+    /// [`Self::get`] for a linear layer's weight, in the matrix dtype.
+    pub fn get_matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.get(name, shape)?;
+        if self.matrix_dtype == self.dtype {
+            return Ok(t);
+        }
+        t.to_dtype(self.matrix_dtype).map_err(|e| Error::tensor(self.describe(), name, format!("cannot be converted: {e}")))
     }
 
     pub fn device(&self) -> &Device {
