@@ -129,7 +129,7 @@ fn encode(args: EncodeArgs) -> Result<()> {
     let texts = synthetic_captions(b * (args.text_batches + 1), 0);
     let tower = clip.text()?;
     let mut text_secs = 0.0;
-    let mut tokens = 0usize;
+    let (mut tokens, mut text_flops) = (0usize, 0f64);
     for (i, chunk) in texts.chunks(b).enumerate() {
         let t = Instant::now();
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -139,6 +139,8 @@ fn encode(args: EncodeArgs) -> Result<()> {
         out.to_vec2::<f32>()?;
         if i > 0 {
             text_secs += t.elapsed().as_secs_f64();
+            // The work each sentence needs (up to its end), whatever padding a runtime adds.
+            text_flops += ids.iter().map(|s| clip.config.text.tower.forward_flops(s.len())).sum::<f64>();
         }
     }
     let texts_per_s = (b * args.text_batches) as f64 / text_secs;
@@ -170,6 +172,9 @@ fn encode(args: EncodeArgs) -> Result<()> {
         std::hint::black_box(preprocess::pixels(&photo, &clip.preprocess));
     }
     let preprocess_per_s = reps as f64 / t.elapsed().as_secs_f64();
+    let text_gflops = text_flops / text_secs / 1e9;
+    let image_gflops = images_per_s.map(|v| v * clip.config.vision.forward_flops() / 1e9);
+    let peak = clip.device.is_cpu().then(|| crate::bench_matmul::fma_peak_gflops(rayon::current_num_threads()));
 
     let report = serde_json::json!({
         "tool": "lincir",
@@ -182,6 +187,13 @@ fn encode(args: EncodeArgs) -> Result<()> {
         "mean_tokens_per_text": tokens as f64 / texts.len() as f64,
         "images_per_s": images_per_s,
         "preprocess_640x480_per_s_one_thread": preprocess_per_s,
+        "cpu_features": lincir::device::cpu_features(),
+        "matmul": lincir::clip::blas::describe(),
+        "text_gflops": text_gflops,
+        "image_gflops": image_gflops,
+        "gflop_per_image": clip.config.vision.forward_flops() / 1e9,
+        "peak_gflops_measured": peak.map(|p| p.0),
+        "peak_kernel": peak.map(|p| p.1),
     });
     println!("{:<44} {:>12}", "measure", "value");
     println!("{:<44} {:>12.1}", "texts/s (batch, padded to longest)", texts_per_s);
@@ -189,6 +201,13 @@ fn encode(args: EncodeArgs) -> Result<()> {
         println!("{:<44} {:>12.2}", "images/s (vision tower)", v);
     }
     println!("{:<44} {:>12.1}", "preprocess 640x480 -> crop, images/s (1 thread)", preprocess_per_s);
+    println!("{:<44} {:>12.1}", "text tower GFLOP/s (useful work)", text_gflops);
+    if let Some(v) = image_gflops {
+        println!("{:<44} {:>12.1}", "vision tower GFLOP/s", v);
+    }
+    if let Some((p, kernel)) = peak {
+        println!("{:<44} {:>12.1}", format!("CPU peak GFLOP/s ({kernel} loop)"), p);
+    }
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
         println!("wrote {}", out.display());

@@ -88,6 +88,14 @@ pub fn load(name: &str) -> Result<Blas> {
             Ok(f) => *f,
             Err(_) => return Err(Error::Invalid(format!("LINCIR_BLAS: {file} has no cblas_sgemm"))),
         };
+        // MKL's default threading layer needs Intel's OpenMP, which `pip install mkl` does not
+        // bring; GNU's libgomp is on every Linux with a C compiler. MKL_THREADING_LAYER overrides.
+        if std::env::var_os("MKL_THREADING_LAYER").is_none() {
+            // SAFETY: MKL_Set_Threading_Layer takes one int (MKL_THREADING_GNU = 3).
+            if let Ok(f) = unsafe { lib.get::<unsafe extern "C" fn(c_int) -> c_int>(b"MKL_Set_Threading_Layer\0") } {
+                unsafe { f(3) };
+            }
+        }
         set_threads(&lib, rayon::current_num_threads());
         return Ok(Blas { library: file.clone(), sgemm, _lib: lib });
     }

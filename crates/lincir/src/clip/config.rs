@@ -55,7 +55,23 @@ pub struct VisionConfig {
     pub num_channels: usize,
 }
 
+impl TowerConfig {
+    /// Floating-point operations of one sequence of `seq` tokens through the layers: the linear
+    /// products (q/k/v/out, the two MLP layers) and the two attention products. For benchmarks
+    /// (GFLOP/s); elementwise work is left out.
+    pub fn forward_flops(&self, seq: usize) -> f64 {
+        let (d, f, s) = (self.hidden_size as f64, self.intermediate_size as f64, seq as f64);
+        self.num_hidden_layers as f64 * (2.0 * s * (4.0 * d * d + 2.0 * d * f) + 4.0 * s * s * d)
+    }
+}
+
 impl VisionConfig {
+    /// Floating-point operations of one image: patch embedding and the layers.
+    pub fn forward_flops(&self) -> f64 {
+        let patch = 2.0 * self.num_patches() as f64 * (self.num_channels * self.patch_size * self.patch_size) as f64 * self.tower.hidden_size as f64;
+        patch + self.tower.forward_flops(self.num_patches() + 1)
+    }
+
     pub fn num_patches(&self) -> usize {
         (self.image_size / self.patch_size).pow(2)
     }
