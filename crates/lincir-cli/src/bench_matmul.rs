@@ -93,15 +93,46 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
             "gflops": names.iter().zip(&results).map(|(n, r)| (n.clone(), serde_json::json!(r))).collect::<serde_json::Map<_, _>>()}));
     }
     println!("{:<50} {:>24.1}", "arithmetic peak (FMA loop, measured)", peak.0);
+    let bandwidth = memory_read_gbps();
+    println!("{:<50} {:>24.1}", "memory read GB/s (1 GiB, all threads)", bandwidth);
     let report = serde_json::json!({
         "tool": "lincir", "cpu": lincir::device::cpu_model(), "cpu_features": lincir::device::cpu_features(),
-        "threads": threads, "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "products": rows,
+        "threads": threads, "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "memory_read_gbps": bandwidth, "products": rows,
     });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Read bandwidth from memory: a 1 GiB f32 buffer summed by all threads (median of 5 passes);
+/// what ranking f32 vectors and products with a dozen rows are limited by.
+fn memory_read_gbps() -> f64 {
+    use rayon::prelude::*;
+    let data = vec![1f32; 256 << 20];
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            // Sixteen independent sums per chunk, so that the adds keep up with memory.
+            let s: f32 = data
+                .par_chunks(1 << 16)
+                .map(|c| {
+                    let lanes = c.chunks_exact(16).fold([0f32; 16], |mut a, x| {
+                        for i in 0..16 {
+                            a[i] += x[i];
+                        }
+                        a
+                    });
+                    lanes.iter().sum::<f32>()
+                })
+                .sum();
+            std::hint::black_box(s);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (data.len() * 4) as f64 / times[2] / 1e9
 }
 
 fn short(library: &str) -> String {
