@@ -34,6 +34,12 @@ const PRODUCTS: [(&str, usize, usize, usize); 9] = [
     ("square 2048", 2048, 2048, 2048),
 ];
 
+/// Attention's batched products of a ViT-L/14 image batch of 32: (what, batch, m, k, n).
+const ATTENTION: [(&str, usize, usize, usize, usize); 2] = [
+    ("image attention q·kᵀ, 32 x 16 heads, 257x64 · 64x257", 32 * 16, 257, 64, 257),
+    ("image attention p·v, 32 x 16 heads, 257x257 · 257x64", 32 * 16, 257, 257, 64),
+];
+
 /// Median seconds of `f` over repetitions filling `budget` seconds (one warm-up first).
 fn time(budget: f64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -55,7 +61,7 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
     let mut rng = lincir::rng::Rng::new(1);
     let mut rows = Vec::new();
     // candle's kernel alone, then lincir's layer (its few-rows kernel, and LINCIR_BLAS if set).
-    let mut names = vec!["candle gemm".to_string(), format!("lincir layer ({})", lincir::clip::blas::describe())];
+    let mut names = vec!["candle gemm".to_string(), format!("lincir layer ({})", lincir::clip::blas::describe()), "lincir layer, bf16 weights".to_string()];
     names.extend(libraries.iter().map(|l| l.library.clone()));
     print!("{:<50}", format!("GFLOP/s, {threads} threads"));
     for n in &names {
@@ -68,6 +74,7 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
         let flops = 2.0 * (m * k * n) as f64;
         let (ta, tb) = (Tensor::from_slice(&a, (m, k), &Device::Cpu)?, Tensor::from_slice(&b, (k, n), &Device::Cpu)?);
         let layer = lincir::clip::nn::Linear::new(&tb.t()?, None)?;
+        let layer_bf16 = lincir::clip::nn::Linear::new(&tb.t()?.to_dtype(candle_core::DType::BF16)?, None)?;
         let mut results = vec![
             flops / time(args.seconds, || {
                 ta.matmul(&tb)?;
@@ -75,6 +82,10 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
             })? / 1e9,
             flops / time(args.seconds, || {
                 layer.forward(&ta)?;
+                Ok(())
+            })? / 1e9,
+            flops / time(args.seconds, || {
+                layer_bf16.forward(&ta)?;
                 Ok(())
             })? / 1e9,
         ];
@@ -91,6 +102,23 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
         println!();
         rows.push(serde_json::json!({"product": what, "m": m, "k": k, "n": n,
             "gflops": names.iter().zip(&results).map(|(n, r)| (n.clone(), serde_json::json!(r))).collect::<serde_json::Map<_, _>>()}));
+    }
+    // Attention's products: many small ones, batched over images and heads: candle's batched
+    // product, then lincir's (one item per thread); the frozen-weight backends do not apply.
+    for (what, batch, m, k, n) in ATTENTION {
+        let a = Tensor::randn(0f32, 1f32, (batch, m, k), &Device::Cpu)?;
+        let b = Tensor::randn(0f32, 1f32, (batch, k, n), &Device::Cpu)?;
+        let flops = 2.0 * (batch * m * k * n) as f64;
+        let g = flops / time(args.seconds, || {
+            a.matmul(&b)?;
+            Ok(())
+        })? / 1e9;
+        let ours = flops / time(args.seconds, || {
+            lincir::clip::batched::matmul(&a, &b)?;
+            Ok(())
+        })? / 1e9;
+        println!("{what:<50} {g:>24.1} {ours:>24.1}");
+        rows.push(serde_json::json!({"product": what, "batch": batch, "m": m, "k": k, "n": n, "gflops": {"candle gemm": g, "lincir batched": ours}}));
     }
     println!("{:<50} {:>24.1}", "arithmetic peak (FMA loop, measured)", peak.0);
     let bandwidth = memory_read_gbps();
@@ -144,11 +172,17 @@ fn short(library: &str) -> String {
 pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
     const ITERS: u64 = 20_000_000;
     let (kernel, flops_per_iter): (fn(u64) -> f32, f64) = pick_kernel();
+    // On rayon's own threads: separate threads would compete with rayon's workers, which spin
+    // for a while after a parallel job (a peak measured after a benchmark came out halved).
     let started = Instant::now();
-    let sink: f32 = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads).map(|_| s.spawn(move || kernel(ITERS))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
-    });
+    let sink: f32 = if threads == rayon::current_num_threads() {
+        rayon::broadcast(|_| kernel(ITERS)).into_iter().sum()
+    } else {
+        match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+            Ok(pool) => pool.broadcast(|_| kernel(ITERS)).into_iter().sum(),
+            Err(_) => kernel(ITERS),
+        }
+    };
     let secs = started.elapsed().as_secs_f64();
     std::hint::black_box(sink);
     let name = match flops_per_iter as u64 {

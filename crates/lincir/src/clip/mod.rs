@@ -4,6 +4,7 @@ pub mod config;
 pub mod hub;
 pub mod image_limits;
 pub mod jpeg;
+pub mod batched;
 pub mod blas;
 pub mod nn;
 pub mod ops;

@@ -7,7 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
-use super::{blas, skinny};
+use super::{batched, blas, skinny};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
 use crate::Result;
@@ -44,13 +44,8 @@ impl CustomOp1 for FrozenMatmul {
         let (_, n) = self.weight_t.dims2()?;
         let (storage, w_layout) = self.weight_t.storage_and_layout();
         let Storage::Cpu(w) = &*storage else { candle_core::bail!("frozen-matmul: weight is not on the CPU") };
-        if let (CpuStorage::F32(xs), Some((x0, x1)), Some((w0, w1))) = (x, x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) {
-            let y = match w {
-                CpuStorage::F32(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
-                CpuStorage::BF16(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
-                _ => None,
-            };
-            if let Some(y) = y {
+        if let (CpuStorage::F32(xs), CpuStorage::BF16(ws), Some((x0, x1)), Some((w0, w1))) = (x, w, x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) {
+            if let Some(y) = skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n) {
                 return Ok((CpuStorage::F32(y), Shape::from((m, n))));
             }
         }
@@ -125,7 +120,9 @@ impl Linear {
         // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature); on
         // the CPU it is also the way to a loaded BLAS and to the few-rows kernel.
         let cpu_f32 = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32;
-        let few_rows = rows <= skinny::MAX_ROWS && skinny::available() && !x2.track_op();
+        // The few-rows kernel pays for bf16 weights (half the bytes to stream); for f32 weights
+        // candle's kernel is as fast (`lincir bench matmul`, docs/PERFORMANCE.md).
+        let few_rows = rows <= skinny::MAX_ROWS && skinny::available() && !x2.track_op() && self.weight_t.dtype() == candle_core::DType::BF16;
         // bf16 weights with f32 arithmetic (the CPU's bf16): the few-rows kernel reads them as they
         // are; other products widen them first (cheap next to a product of many rows).
         let weight_t = if self.weight_t.dtype() != x2.dtype() && !(cpu_f32 && few_rows) {
@@ -334,8 +331,8 @@ impl Attention {
         let qkv = qkv.reshape((3, b * n, s, d))?;
         let q = (qkv.get(0)? * (d as f64).powf(-0.5))?;
         let (k, v) = (qkv.get(1)?, qkv.get(2)?);
-        let scores = q.matmul(&k.t()?)?; // [b*heads, s, s]
-        let ctx = softmax(&scores, grad)?.matmul(&v)?; // [b*heads, s, head_dim]
+        let scores = batched::matmul(&q, &k.t()?)?; // [b*heads, s, s]
+        let ctx = batched::matmul(&softmax(&scores, grad)?, &v)?; // [b*heads, s, head_dim]
         let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b, s, h))?;
         self.out.forward(&ctx)
     }
@@ -351,8 +348,8 @@ impl Attention {
         let q = (qkv.narrow(1, 0, 1)?.narrow(2, 0, h)?.reshape((b * n, 1, d))? * (d as f64).powf(-0.5))?;
         let kv = qkv.narrow(2, h, 2 * h)?.reshape((b, s, 2, n, d))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
         let kv = kv.reshape((2, b * n, s, d))?;
-        let scores = q.matmul(&kv.get(0)?.t()?)?; // [b*heads, 1, s]
-        let ctx = softmax(&scores, grad)?.matmul(&kv.get(1)?)?.reshape((b, h))?;
+        let scores = batched::matmul(&q, &kv.get(0)?.t()?)?; // [b*heads, 1, s]
+        let ctx = batched::matmul(&softmax(&scores, grad)?, &kv.get(1)?)?.reshape((b, h))?;
         self.out.forward(&ctx)
     }
 }
@@ -376,8 +373,8 @@ impl Attention {
     fn forward_packed(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
         let (b, s, n, d) = (p.batch, p.longest, self.heads, self.head_dim);
         let (q, k, v) = self.padded_heads(&self.qkv.forward(x)?, p)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(&p.causal)?; // [b*n, s, s]
-        let ctx = softmax(&scores, grad)?.matmul(&v)?; // [b*n, s, d]
+        let scores = batched::matmul(&q, &k.t()?)?.broadcast_add(&p.causal)?; // [b*n, s, s]
+        let ctx = batched::matmul(&softmax(&scores, grad)?, &v)?; // [b*n, s, d]
         let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b * s, n * d))?.index_select(&p.to_packed, 0)?;
         self.out.forward(&ctx)
     }
@@ -392,7 +389,7 @@ impl Attention {
         let (_, k, v) = self.padded_heads(&qkv, p)?;
         let q = (p.last(&qkv)?.narrow(1, 0, n * d)? * (d as f64).powf(-0.5))?; // [b, h]
         let q = q.reshape((b * n, 1, d))?;
-        let scores = q.matmul(&k.t()?)?.reshape((b, n, 1, s))?.broadcast_add(&p.last_mask)?; // [b, n, 1, s]
+        let scores = batched::matmul(&q, &k.t()?)?.reshape((b, n, 1, s))?.broadcast_add(&p.last_mask)?; // [b, n, 1, s]
         let probs = softmax(&scores.reshape((b * n, 1, s))?, grad)?;
         let ctx = probs.matmul(&v)?.reshape((b, n * d))?;
         self.out.forward(&ctx)

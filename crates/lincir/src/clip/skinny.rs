@@ -1,10 +1,12 @@
-//! Products with few rows through a frozen weight: a search query's dozen tokens.
+//! Products with few rows through a frozen bf16 weight: a search query's dozen tokens on the
+//! CPU's `--dtype bf16`.
 //!
-//! General GEMM kernels pack both operands into blocks sized for large products; with a dozen
-//! rows the packing of the weight costs as much as the arithmetic, and `lincir search` spent most
-//! of its query time there (docs/PERFORMANCE.md). Here the weight is read once, in place: each
-//! task owns a band of output columns, and an AVX2 micro-kernel keeps a 4 x 24 block of outputs
-//! in registers while it streams the band's rows of the weight. Other CPUs use the general path.
+//! With a dozen rows, a product is bound by reading its weight; bf16 halves those bytes. Each
+//! thread owns a band of output columns, and an AVX2 micro-kernel keeps a 4 x 24 block of
+//! outputs in registers while it streams blocks of the weight's rows (prefetched ahead), widening
+//! bf16 to f32 in registers: the arithmetic stays f32. For f32 weights candle's kernel is as fast
+//! (measured with `lincir bench matmul`), so it is used there. CPUs without AVX2 use the general
+//! path.
 
 use rayon::prelude::*;
 
@@ -88,8 +90,25 @@ pub fn matmul<W: Element>(x: &[f32], w: &[W], m: usize, k: usize, n: usize) -> O
 }
 
 /// Bytes of the weight one block of rows may take: it is read from memory once and then from
-/// the L2 cache by every group of four rows.
-const BLOCK_BYTES: usize = 192 * 1024;
+/// the L2 cache by every group of four rows (the next block is being prefetched meanwhile).
+const BLOCK_BYTES: usize = 64 * 1024;
+
+/// Prefetches rows `r0..r1`, columns `c0..c1` of `w` (row length `n`) into the cache.
+fn prefetch_rows<W>(w: &[W], n: usize, r0: usize, r1: usize, c0: usize, c1: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let line = 64 / std::mem::size_of::<W>().max(1);
+        for r in r0..r1 {
+            let row = &w[r * n + c0..r * n + c1];
+            for chunk in row.chunks(line) {
+                // SAFETY: a prefetch is a hint; the address is inside `w`.
+                unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(chunk.as_ptr() as *const i8) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, n, r0, r1, c0, c1);
+}
 
 /// Columns `c0..c1` of the product into `out` (`m` rows of `c1 - c0`), accumulated over blocks
 /// of the weight's rows.
@@ -97,10 +116,14 @@ const BLOCK_BYTES: usize = 192 * 1024;
 fn band<W: Element>(x: &[f32], w: &[W], m: usize, k: usize, n: usize, c0: usize, c1: usize, out: &mut [f32]) {
     let width = c1 - c0;
     let tiled = c0 + (width / TILE) * TILE;
-    let block = (BLOCK_BYTES / (4 * width)).clamp(8, 256);
+    let block = (BLOCK_BYTES / (std::mem::size_of::<W>() * width)).clamp(4, 256);
+    prefetch_rows(w, n, 0, block.min(k), c0, c1);
     let mut k0 = 0;
     while k0 < k {
         let kn = block.min(k - k0);
+        // The tiles walk many rows of the block at once, more streams than a hardware
+        // prefetcher follows: ask for the next block row by row, in memory order, meanwhile.
+        prefetch_rows(w, n, k0 + kn, (k0 + 2 * kn).min(k), c0, c1);
         let mut c = c0;
         while c < tiled {
             let mut r = 0;
