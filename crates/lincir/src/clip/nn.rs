@@ -44,8 +44,13 @@ impl CustomOp1 for FrozenMatmul {
         let (_, n) = self.weight_t.dims2()?;
         let (storage, w_layout) = self.weight_t.storage_and_layout();
         let Storage::Cpu(w) = &*storage else { candle_core::bail!("frozen-matmul: weight is not on the CPU") };
-        if let (CpuStorage::F32(xs), CpuStorage::BF16(ws), Some((x0, x1)), Some((w0, w1))) = (x, w, x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) {
-            if let Some(y) = skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n) {
+        if let (CpuStorage::F32(xs), Some((x0, x1)), Some((w0, w1))) = (x, x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) {
+            let y = match w {
+                CpuStorage::F32(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
+                CpuStorage::BF16(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
+                _ => None,
+            };
+            if let Some(y) = y {
                 return Ok((CpuStorage::F32(y), Shape::from((m, n))));
             }
         }
@@ -66,7 +71,7 @@ impl CustomOp1 for FrozenMatmul {
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let grad_y = grad_y.contiguous()?;
-        if grad_y.device().is_cpu() && blas::active().is_some() {
+        if grad_y.device().is_cpu() && blas::active().is_some() && grad_y.dim(0)? > BLAS_MIN_ROWS {
             return Ok(Some(grad_y.apply_op1_no_bwd(&FrozenMatmulBackward { weight_t: self.weight_t.clone() })?));
         }
         Ok(Some(grad_y.matmul(&self.weight_t.t()?)?))
@@ -95,10 +100,14 @@ impl CustomOp1 for FrozenMatmulBackward {
     }
 }
 
+/// Products with at most this many rows stay on candle's kernel even with a BLAS loaded: the
+/// BLAS libraries measured were half as fast on a query's dozen rows (docs/PERFORMANCE.md).
+const BLAS_MIN_ROWS: usize = 16;
+
 /// `a[m, k] · b` through the loaded BLAS, `b` being `[k, n]` (or `[n, k]` read transposed);
 /// None when no BLAS is loaded or the operands are not contiguous f32.
 fn blas_product(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout, (m, n, k): (usize, usize, usize), b_transposed: bool) -> candle_core::Result<Option<Vec<f32>>> {
-    let Some(blas) = blas::active() else { return Ok(None) };
+    let Some(blas) = blas::active().filter(|_| m > BLAS_MIN_ROWS) else { return Ok(None) };
     let (CpuStorage::F32(a), CpuStorage::F32(b)) = (a, b) else { return Ok(None) };
     let (Some((a0, a1)), Some((b0, b1))) = (al.contiguous_offsets(), bl.contiguous_offsets()) else { return Ok(None) };
     blas.matmul(&a[a0..a1], &b[b0..b1], m, n, k, b_transposed).map(Some).map_err(|e| candle_core::Error::Msg(e.to_string()))
@@ -120,9 +129,8 @@ impl Linear {
         // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature); on
         // the CPU it is also the way to a loaded BLAS and to the few-rows kernel.
         let cpu_f32 = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32;
-        // The few-rows kernel pays for bf16 weights (half the bytes to stream); for f32 weights
-        // candle's kernel is as fast (`lincir bench matmul`, docs/PERFORMANCE.md).
-        let few_rows = rows <= skinny::MAX_ROWS && skinny::available() && !x2.track_op() && self.weight_t.dtype() == candle_core::DType::BF16;
+        // A query's dozen rows: the weight streams from memory once (docs/PERFORMANCE.md).
+        let few_rows = rows <= skinny::MAX_ROWS && skinny::available() && !x2.track_op();
         // bf16 weights with f32 arithmetic (the CPU's bf16): the few-rows kernel reads them as they
         // are; other products widen them first (cheap next to a product of many rows).
         let weight_t = if self.weight_t.dtype() != x2.dtype() && !(cpu_f32 && few_rows) {
@@ -130,7 +138,7 @@ impl Linear {
         } else {
             std::borrow::Cow::Borrowed(&self.weight_t)
         };
-        let own_kernel = cpu_f32 && (blas::active().is_some() || few_rows);
+        let own_kernel = cpu_f32 && ((blas::active().is_some() && rows > BLAS_MIN_ROWS) || few_rows);
         let y = if own_kernel || (x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda"))) {
             x2.apply_op1(FrozenMatmul { weight_t: weight_t.into_owned() })?
         } else {
