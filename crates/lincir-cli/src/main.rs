@@ -1,6 +1,7 @@
 //! The `lincir` command line: parse, build library objects, call the library, print.
 //! Exit codes: 0 success, 1 runtime failure, 2 usage error.
 
+mod allocator;
 mod bench;
 mod bench_matmul;
 mod compute;
@@ -65,6 +66,9 @@ fn main() {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
     lincir::clip::image_limits::set_max_pixels(cli.max_image_pixels);
+    if !matches!(cli.command, Command::Serve(_)) {
+        allocator::keep_freed_memory();
+    }
     // LINCIR_BLAS names an optional BLAS for the frozen products (clip/blas.rs).
     if let Err(e) = lincir::clip::blas::configure(None) {
         eprintln!("error: {e}");
