@@ -439,10 +439,19 @@ fn sync_codes(dir: &Path, meta: &mut IndexMeta) -> Result<Option<(File, PathBuf)
     let have = (file.metadata().map_err(|e| Error::file(&path, e))?.len() as usize / row_bytes).min(meta.rows);
     file.set_len((have * row_bytes) as u64).map_err(|e| Error::file(&path, e))?;
     if have < meta.rows {
+        // Only the rows that lack codes are read, a bounded slice at a time (an index of format 1
+        // may hold millions of rows).
+        use std::io::{Read, Seek, SeekFrom};
+        const ROWS_PER_READ: usize = 4096;
         let vectors_path = dir.join(&meta.vectors_file);
-        let vectors = std::fs::read(&vectors_path).map_err(|e| Error::file(&vectors_path, e))?;
-        let missing = &vectors[have * meta.dim * 4..meta.rows * meta.dim * 4];
-        file.write_all(&encode_rows(&f32_values(missing), meta.dim)).map_err(|e| Error::file(&path, e))?;
+        let mut vectors = File::open(&vectors_path).map_err(|e| Error::file(&vectors_path, e))?;
+        vectors.seek(SeekFrom::Start((have * meta.dim * 4) as u64)).map_err(|e| Error::file(&vectors_path, e))?;
+        let mut buffer = Vec::new();
+        for start in (have..meta.rows).step_by(ROWS_PER_READ) {
+            buffer.resize((ROWS_PER_READ.min(meta.rows - start)) * meta.dim * 4, 0);
+            vectors.read_exact(&mut buffer).map_err(|e| Error::file(&vectors_path, e))?;
+            file.write_all(&encode_rows(&f32_values(&buffer), meta.dim)).map_err(|e| Error::file(&path, e))?;
+        }
     }
     file.sync_data().map_err(|e| Error::file(&path, e))?;
     meta.codes_file = Some(name);

@@ -171,7 +171,7 @@ impl Linear {
 pub fn linear(w: &Weights, prefix: &str, input: usize, output: usize, bias: bool) -> Result<Linear> {
     let weight = w.get_matrix(&format!("{prefix}.weight"), &[output, input])?;
     let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[output])?) } else { None };
-    Ok(Linear { weight_t: weight.t()?.contiguous()?, bias })
+    Linear::new(&weight, bias)
 }
 
 /// x · sigmoid(1.702 x) in one pass over the data (inference only: no backward).
