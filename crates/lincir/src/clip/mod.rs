@@ -7,6 +7,7 @@ pub mod jpeg;
 pub mod batched;
 pub mod blas;
 pub mod nn;
+pub mod panel;
 pub mod ops;
 pub mod preprocess;
 pub mod resample;

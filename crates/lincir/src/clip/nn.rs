@@ -7,7 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
-use super::{batched, blas, skinny};
+use super::{batched, blas, panel, skinny};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
 use crate::Result;
@@ -23,8 +23,73 @@ pub enum Grad {
 /// dimensions (candle_nn::Linear broadcasts the weight into a batch of small products instead,
 /// which is several times slower for short text sequences).
 pub struct Linear {
-    weight_t: Tensor, // [input, output], contiguous
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+/// A layer's frozen weight: packed for the CPU's micro-kernel (f32 on AVX2 CPUs without a
+/// loaded BLAS), else a tensor `[input, output]` for candle, the BLAS, or the GPU.
+enum Weight {
+    Tensor(Tensor),
+    Packed(PackedMatmul),
+}
+
+/// y = x W (+ b) through a packed weight; its backward pass computes only the input gradient,
+/// `g Wᵀ`, from the same panels. The bias is added in place: as a separate node of candle's
+/// graph it would cost a pass over the output forward and two more backward.
+#[derive(Clone)]
+struct PackedMatmul {
+    weight: std::sync::Arc<panel::Packed>,
+    bias: Option<std::sync::Arc<[f32]>>,
+}
+
+impl CustomOp1 for PackedMatmul {
+    fn name(&self) -> &'static str {
+        "packed-matmul"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, _) = layout.shape().dims2()?;
+        let (CpuStorage::F32(xs), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
+            candle_core::bail!("packed-matmul: needs a contiguous f32 input")
+        };
+        let Some(mut y) = panel::matmul(&xs[x0..x1], m, &self.weight) else {
+            candle_core::bail!("packed-matmul: input is not [rows, {}]", self.weight.rows())
+        };
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(b.len()) {
+                let b: &[f32] = b;
+                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+        }
+        Ok((CpuStorage::F32(y), Shape::from((m, self.weight.cols()))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_y.contiguous()?.apply_op1_no_bwd(&PackedMatmulBackward { weight: self.weight.clone() })?))
+    }
+}
+
+/// The input gradient of [`PackedMatmul`].
+struct PackedMatmulBackward {
+    weight: std::sync::Arc<panel::Packed>,
+}
+
+impl CustomOp1 for PackedMatmulBackward {
+    fn name(&self) -> &'static str {
+        "packed-matmul-backward"
+    }
+
+    fn cpu_fwd(&self, g: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, _) = layout.shape().dims2()?;
+        let (CpuStorage::F32(gs), Some((g0, g1))) = (g, layout.contiguous_offsets()) else {
+            candle_core::bail!("packed-matmul-backward: needs a contiguous f32 gradient")
+        };
+        let Some(dx) = panel::matmul_transposed(&gs[g0..g1], m, &self.weight) else {
+            candle_core::bail!("packed-matmul-backward: gradient is not [rows, {}]", self.weight.cols())
+        };
+        Ok((CpuStorage::F32(dx), Shape::from((m, self.weight.rows()))))
+    }
 }
 
 /// y = x Wᵀ for a frozen W whose backward pass computes only the input gradient. candle's matmul
@@ -116,7 +181,27 @@ fn blas_product(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout, (m, n,
 impl Linear {
     /// A layer from a weight `[output, input]` (the layout of Hugging Face files) and a bias.
     pub fn new(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Linear { weight_t: weight.t()?.contiguous()?, bias })
+        let weight_t = weight.t()?.contiguous()?;
+        let packable = weight_t.device().is_cpu() && weight_t.dtype() == candle_core::DType::F32 && panel::enabled() && blas::active().is_none();
+        let weight = match packable {
+            true => {
+                let (k, n) = weight_t.dims2()?;
+                let data = weight_t.flatten_all()?.to_vec1::<f32>()?;
+                let packed = panel::Packed::new(&data, k, n).ok_or_else(|| crate::Error::Invalid(format!("cannot pack a {k}x{n} weight")))?;
+                let bias = bias.as_ref().map(|b| b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()).transpose()?;
+                Weight::Packed(PackedMatmul { weight: std::sync::Arc::new(packed), bias: bias.map(Into::into) })
+            }
+            false => Weight::Tensor(weight_t),
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Output width.
+    fn outputs(&self) -> Result<usize> {
+        Ok(match &self.weight {
+            Weight::Tensor(t) => t.dim(1)?,
+            Weight::Packed(p) => p.weight.cols(),
+        })
     }
 
     /// # Shapes
@@ -126,6 +211,16 @@ impl Linear {
         let input = *dims.last().expect("linear input has at least one dimension");
         let rows = x.elem_count() / input;
         let x2 = x.contiguous()?.reshape((rows, input))?;
+        let mut out = dims.to_vec();
+        *out.last_mut().unwrap() = self.outputs()?;
+        let weight_t = match &self.weight {
+            Weight::Packed(op) if x2.dtype() == candle_core::DType::F32 => {
+                let y = if x2.track_op() { x2.apply_op1(op.clone())? } else { x2.apply_op1_no_bwd(op)? };
+                return Ok(y.reshape(out)?);
+            }
+            Weight::Packed(_) => return Err(crate::Error::Invalid(format!("a packed f32 layer got {:?} input", x2.dtype()))),
+            Weight::Tensor(t) => t,
+        };
         // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature); on
         // the CPU it is also the way to a loaded BLAS and to the few-rows kernel.
         let cpu_f32 = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32;
@@ -133,10 +228,10 @@ impl Linear {
         let few_rows = rows <= skinny::MAX_ROWS && skinny::available() && !x2.track_op();
         // bf16 weights with f32 arithmetic (the CPU's bf16): the few-rows kernel reads them as they
         // are; other products widen them first (cheap next to a product of many rows).
-        let weight_t = if self.weight_t.dtype() != x2.dtype() && !(cpu_f32 && few_rows) {
-            std::borrow::Cow::Owned(self.weight_t.to_dtype(x2.dtype())?)
+        let weight_t = if weight_t.dtype() != x2.dtype() && !(cpu_f32 && few_rows) {
+            std::borrow::Cow::Owned(weight_t.to_dtype(x2.dtype())?)
         } else {
-            std::borrow::Cow::Borrowed(&self.weight_t)
+            std::borrow::Cow::Borrowed(weight_t)
         };
         let own_kernel = cpu_f32 && ((blas::active().is_some() && rows > BLAS_MIN_ROWS) || few_rows);
         let y = if own_kernel || (x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda"))) {
@@ -148,30 +243,24 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
-        let mut out = dims.to_vec();
-        *out.last_mut().unwrap() = self.weight_t.dim(1)?;
         Ok(y.reshape(out)?)
     }
 
-    /// One layer computing several layers' outputs side by side (their weights concatenated along
-    /// the output dimension); all or none must have a bias.
-    fn concat_outputs(parts: &[Linear]) -> Result<Linear> {
-        let weights: Vec<&Tensor> = parts.iter().map(|l| &l.weight_t).collect();
-        let biases: Option<Vec<&Tensor>> = parts.iter().map(|l| l.bias.as_ref()).collect();
-        if biases.is_none() && parts.iter().any(|l| l.bias.is_some()) {
-            return Err(crate::Error::Invalid("cannot concatenate layers with and without bias".into()));
-        }
-        Ok(Linear {
-            weight_t: Tensor::cat(&weights, 1)?.contiguous()?,
-            bias: biases.map(|b| Tensor::cat(&b, 0)).transpose()?,
-        })
-    }
 }
 
 pub fn linear(w: &Weights, prefix: &str, input: usize, output: usize, bias: bool) -> Result<Linear> {
-    let weight = w.get_matrix(&format!("{prefix}.weight"), &[output, input])?;
-    let bias = if bias { Some(w.get(&format!("{prefix}.bias"), &[output])?) } else { None };
-    Linear::new(&weight, bias)
+    linear_side_by_side(w, &[prefix], input, output, bias)
+}
+
+/// One layer computing several layers' outputs side by side (their weights concatenated along
+/// the output dimension), each `input -> output`.
+fn linear_side_by_side(w: &Weights, prefixes: &[&str], input: usize, output: usize, bias: bool) -> Result<Linear> {
+    let weights = prefixes.iter().map(|p| w.get_matrix(&format!("{p}.weight"), &[output, input])).collect::<Result<Vec<_>>>()?;
+    let biases = match bias {
+        true => Some(Tensor::cat(&prefixes.iter().map(|p| w.get(&format!("{p}.bias"), &[output])).collect::<Result<Vec<_>>>()?, 0)?),
+        false => None,
+    };
+    Linear::new(&Tensor::cat(&weights, 0)?, biases)
 }
 
 /// x · sigmoid(1.702 x) in one pass over the data (inference only: no backward).
@@ -317,8 +406,8 @@ struct Attention {
 impl Attention {
     fn load(w: &Weights, prefix: &str, cfg: &TowerConfig) -> Result<Self> {
         let h = cfg.hidden_size;
-        let [q, k, v] = ["q_proj", "k_proj", "v_proj"].map(|p| linear(w, &format!("{prefix}.{p}"), h, h, true));
-        let qkv = Linear::concat_outputs(&[q?, k?, v?])?;
+        let [q, k, v] = ["q_proj", "k_proj", "v_proj"].map(|p| format!("{prefix}.{p}"));
+        let qkv = linear_side_by_side(w, &[&q, &k, &v], h, h, true)?;
         Ok(Attention {
             qkv,
             out: linear(w, &format!("{prefix}.out_proj"), h, h, true)?,

@@ -1,0 +1,330 @@
+//! Products through a frozen f32 weight on CPUs with AVX2, the weight packed once at load.
+//!
+//! A blocked product in the manner of BLIS/GotoBLAS. The weight `[input, output]` is stored as
+//! panels of 16 output columns (each input row's 16 weights contiguous, zero-padded past the last
+//! column), so no product packs it again: a query's dozen rows stream it from memory once, in
+//! order, and a batch's thousands of rows read each panel from the cache. Each thread owns a band
+//! of panels; for each block of 256 input columns it packs a block of input rows into 6-row
+//! panels, and an AVX2 micro-kernel keeps a 6 x 16 block of outputs in twelve registers while
+//! it walks one input panel against one weight panel (both in L1).
+//!
+//! The input gradient `g · Wᵀ` (training) reads the same panels transposed: it packs them per
+//! product into the layout above, which costs a pass over the weight.
+//!
+//! The packed form replaces the tensor (memory stays that of the model). Measured with
+//! `lincir bench matmul`: docs/PERFORMANCE.md. CPUs without AVX2 keep the tensor and candle's
+//! kernel.
+
+use rayon::prelude::*;
+
+/// Rows of the micro-kernel's output block.
+const MR: usize = 6;
+/// Columns of the micro-kernel's output block (two 8-lane vectors); the width of a panel.
+const NR: usize = 16;
+/// Depth of one pass: an input panel (6 x 256 floats, 6 KiB) and a weight panel (256 x 16,
+/// 16 KiB) stay in a 32 KiB L1 cache together.
+const KC: usize = 256;
+/// Input rows packed at once (96 x 256 floats, 96 KiB: in L2).
+const MC: usize = 96;
+
+/// Whether this CPU has the micro-kernel.
+pub fn available() -> bool {
+    super::skinny::available()
+}
+
+/// Whether layers pack their f32 weights for the micro-kernel: on AVX2 CPUs, unless
+/// `LINCIR_PACKED_WEIGHTS=0` (a diagnostic: candle's kernel instead, for comparisons).
+pub fn enabled() -> bool {
+    available() && std::env::var("LINCIR_PACKED_WEIGHTS").map_or(true, |v| v != "0")
+}
+
+/// A frozen `[k, n]` weight (`y = x · W`) as panels of 16 columns, in blocks of 256 rows: block
+/// `b` holds, panel after panel, rows `256b..256b+256` of each panel (each row's 16 weights
+/// contiguous, zeros past the last column). A pass over one block reads memory in order, which
+/// the hardware prefetchers follow.
+pub struct Packed {
+    k: usize,
+    n: usize,
+    panels: Vec<f32>,
+}
+
+impl Packed {
+    /// Packs a row-major `[k, n]` matrix.
+    pub fn new(w: &[f32], k: usize, n: usize) -> Option<Self> {
+        if k == 0 || n == 0 || w.len() != k * n {
+            return None;
+        }
+        let mut packed = Packed { k, n, panels: vec![0f32; n.div_ceil(NR) * NR * k] };
+        for r in 0..k {
+            for p in 0..n.div_ceil(NR) {
+                let (c0, cols) = (p * NR, NR.min(n - p * NR));
+                let at = packed.offset(r, c0);
+                packed.panels[at..at + cols].copy_from_slice(&w[r * n + c0..r * n + c0 + cols]);
+            }
+        }
+        Some(packed)
+    }
+
+    /// Where `W[r, c]` is.
+    fn offset(&self, r: usize, c: usize) -> usize {
+        let pc = r / KC * KC;
+        let kc = KC.min(self.k - pc);
+        pc * self.n.div_ceil(NR) * NR + (c / NR) * kc * NR + (r - pc) * NR + c % NR
+    }
+
+    /// Rows (input width) of W.
+    pub fn rows(&self) -> usize {
+        self.k
+    }
+
+    /// Columns (output width) of W.
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+
+    /// `W[r, c]`.
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.panels[self.offset(r, c)]
+    }
+
+    /// The row-major `[k, n]` matrix back.
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut w = Vec::with_capacity(self.k * self.n);
+        for r in 0..self.k {
+            w.extend((0..self.n).map(|c| self.at(r, c)));
+        }
+        w
+    }
+}
+
+/// `y[m, n] = x[m, k] · W`, `x` row-major; None where the micro-kernel is not available or `x`
+/// has the wrong size.
+pub fn matmul(x: &[f32], m: usize, w: &Packed) -> Option<Vec<f32>> {
+    product(x, m, w.k, w.n, &Forward(w))
+}
+
+/// `y[m, k] = g[m, n] · Wᵀ` (the input gradient of [`matmul`]), `g` row-major; None as for
+/// [`matmul`].
+pub fn matmul_transposed(g: &[f32], m: usize, w: &Packed) -> Option<Vec<f32>> {
+    product(g, m, w.n, w.k, &Transposed(w))
+}
+
+/// Where the micro-kernel finds weight panels for depth `pc..pc+kc`.
+trait Panels: Sync {
+    /// The first of panels `p0..p1` at depth `pc`, and the distance between panels; `buf` may be
+    /// used to pack them.
+    fn block(&self, pc: usize, kc: usize, p0: usize, p1: usize, buf: &mut Vec<f32>) -> (*const f32, usize);
+}
+
+/// The packed weight as it is.
+struct Forward<'a>(&'a Packed);
+
+impl Panels for Forward<'_> {
+    fn block(&self, pc: usize, kc: usize, p0: usize, _p1: usize, _buf: &mut Vec<f32>) -> (*const f32, usize) {
+        (self.0.panels[self.0.offset(pc, p0 * NR)..].as_ptr(), kc * NR)
+    }
+}
+
+/// Wᵀ (`[n, k]`), packed per block from W's panels.
+struct Transposed<'a>(&'a Packed);
+
+impl Panels for Transposed<'_> {
+    fn block(&self, pc: usize, kc: usize, p0: usize, p1: usize, buf: &mut Vec<f32>) -> (*const f32, usize) {
+        let w = self.0;
+        buf.clear();
+        buf.resize((p1 - p0) * kc * NR, 0.0);
+        for (q, panel) in buf.chunks_exact_mut(kc * NR).enumerate() {
+            // Columns of Wᵀ are rows of W: panel column c is W's row (p0 + q) * 16 + c.
+            let c0 = (p0 + q) * NR;
+            let cols = NR.min(w.k - c0);
+            for (i, row) in panel.chunks_exact_mut(NR).enumerate() {
+                // Row pc + i of Wᵀ is column pc + i of W; its 16 rows from c0 lie in one block
+                // of W (blocks are a multiple of 16 rows), 16 floats apart.
+                let src = &w.panels[w.offset(c0, pc + i)..];
+                for (c, v) in row[..cols].iter_mut().enumerate() {
+                    *v = src[c * NR];
+                }
+            }
+        }
+        (buf.as_ptr(), kc * NR)
+    }
+}
+
+fn product(x: &[f32], m: usize, k: usize, n: usize, w: &dyn Panels) -> Option<Vec<f32>> {
+    if !available() || m == 0 || x.len() != m * k {
+        return None;
+    }
+    let mut y = vec![0f32; m * n];
+    let panels = n.div_ceil(NR);
+    let band = panels.div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let out = OutPtr(y.as_mut_ptr());
+    (0..panels.div_ceil(band)).into_par_iter().for_each(|b| {
+        let (p0, p1) = (b * band, ((b + 1) * band).min(panels));
+        // SAFETY: bands cover disjoint columns of y, which outlives the parallel loop.
+        unsafe { band_product(x, m, k, n, w, p0, p1, out) };
+    });
+    Some(y)
+}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each thread writes only its own columns.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    /// Packing buffers kept per thread between products (input block, weight block).
+    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Panels `p0..p1` (columns `16 p0..16 p1`) of the product into `y`.
+///
+/// # Safety
+/// `y` points at `m * n` floats; no other thread writes these columns.
+#[allow(clippy::too_many_arguments)]
+unsafe fn band_product(x: &[f32], m: usize, k: usize, n: usize, w: &dyn Panels, p0: usize, p1: usize, y: OutPtr) {
+    BUFFERS.with_borrow_mut(|(xpack, wbuf)| {
+        xpack.resize(MC.next_multiple_of(MR) * KC, 0.0);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let (wblock, panel_stride) = w.block(pc, kc, p0, p1, wbuf);
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                pack_input(x, k, ic, mc, pc, kc, xpack);
+                for p in p0..p1 {
+                    let c0 = p * NR;
+                    let cols = NR.min(n - c0);
+                    let wp = wblock.add((p - p0) * panel_stride);
+                    for ir in (0..mc).step_by(MR) {
+                        let rows = MR.min(mc - ir);
+                        micro(kc, xpack.as_ptr().add(ir * kc), wp, y.0.add((ic + ir) * n + c0), n, pc > 0, rows, cols);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Input rows `ic..ic+mc`, columns `pc..pc+kc` as panels of MR rows: panel p holds, for each
+/// column, its MR rows contiguously (zeros past the last row).
+fn pack_input(x: &[f32], k: usize, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
+    for (p, i0) in (0..mc).step_by(MR).enumerate() {
+        let rows = MR.min(mc - i0);
+        let panel = &mut out[p * kc * MR..(p + 1) * kc * MR];
+        for r in 0..MR {
+            if r < rows {
+                let src = &x[(ic + i0 + r) * k + pc..(ic + i0 + r) * k + pc + kc];
+                for (c, v) in src.iter().enumerate() {
+                    panel[c * MR + r] = *v;
+                }
+            } else {
+                for c in 0..kc {
+                    panel[c * MR + r] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// One 6 x 16 block of output over `kc` packed steps, written (`accumulate` false) or added to;
+/// only `rows x cols` of it lands in `y`.
+///
+/// # Safety
+/// `x` and `w` point at packed panels of `kc` steps; `y` has `rows` rows of `cols` writable
+/// floats, `ldy` apart.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn micro(kc: usize, x: *const f32, w: *const f32, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if rows == MR && cols == NR {
+            kernel(kc, x, w, y, ldy, accumulate);
+        } else {
+            // Edge block: compute a full block aside, then copy what exists.
+            let mut tmp = [0f32; MR * NR];
+            if accumulate {
+                for r in 0..rows {
+                    std::ptr::copy_nonoverlapping(y.add(r * ldy), tmp.as_mut_ptr().add(r * NR), cols);
+                }
+            }
+            kernel(kc, x, w, tmp.as_mut_ptr(), NR, accumulate);
+            for r in 0..rows {
+                std::ptr::copy_nonoverlapping(tmp.as_ptr().add(r * NR), y.add(r * ldy), cols);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (kc, x, w, y, ldy, accumulate, rows, cols);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel(kc: usize, x: *const f32, w: *const f32, y: *mut f32, ldy: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for i in 0..kc {
+        let w0 = _mm256_loadu_ps(w.add(i * NR));
+        let w1 = _mm256_loadu_ps(w.add(i * NR + 8));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xv = _mm256_broadcast_ss(&*x.add(i * MR + r));
+            a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
+            a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
+        }
+    }
+    for (r, a) in acc.iter().enumerate() {
+        let yp = y.add(r * ldy);
+        let (mut v0, mut v1) = (a[0], a[1]);
+        if accumulate {
+            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(yp));
+            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(yp.add(8)));
+        }
+        _mm256_storeu_ps(yp, v0);
+        _mm256_storeu_ps(yp.add(8), v1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packing_round_trips() {
+        let w: Vec<f32> = (0..7 * 37).map(|i| i as f32).collect();
+        let p = Packed::new(&w, 7, 37).unwrap();
+        assert_eq!((p.rows(), p.cols()), (7, 37));
+        assert_eq!(p.unpack(), w);
+        assert!(Packed::new(&w, 7, 36).is_none(), "wrong size");
+    }
+
+    #[test]
+    fn matches_the_plain_product_and_its_transpose_for_ragged_shapes() {
+        if !available() {
+            return; // nothing to compare: the general kernel is used
+        }
+        let mut rng = crate::rng::Rng::new(3);
+        // Shapes crossing every block edge: rows past MR and MC, columns past NR, depth past KC.
+        for (m, k, n) in [(1, 1, 1), (7, 300, 17), (97, 257, 1041), (200, 768, 64), (13, 5, 2100), (12, 531, 40)] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+            let g: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+            let packed = Packed::new(&w, k, n).unwrap();
+            let y = matmul(&x, m, &packed).unwrap();
+            let dx = matmul_transposed(&g, m, &packed).unwrap();
+            for r in 0..m {
+                for c in 0..n {
+                    let want: f64 = (0..k).map(|i| x[r * k + i] as f64 * w[i * n + c] as f64).sum();
+                    let got = y[r * n + c] as f64;
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "x·W {m}x{k}x{n} [{r},{c}]: {got} vs {want}");
+                }
+                for c in 0..k {
+                    let want: f64 = (0..n).map(|j| g[r * n + j] as f64 * w[c * n + j] as f64).sum();
+                    let got = dx[r * k + c] as f64;
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "g·Wᵀ {m}x{k}x{n} [{r},{c}]: {got} vs {want}");
+                }
+            }
+        }
+        let packed = Packed::new(&[1.0; 4], 2, 2).unwrap();
+        assert!(matmul(&[0.0; 3], 2, &packed).is_none(), "input of the wrong size");
+        assert!(matmul_transposed(&[0.0; 5], 2, &packed).is_none(), "gradient of the wrong size");
+    }
+}
