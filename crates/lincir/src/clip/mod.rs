@@ -11,7 +11,6 @@ pub mod panel;
 pub mod ops;
 pub mod preprocess;
 pub mod resample;
-pub mod skinny;
 pub mod text;
 pub mod tokenizer;
 pub mod vision;

@@ -7,7 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
-use super::{batched, blas, panel, skinny};
+use super::{batched, blas, panel};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
 use crate::Result;
@@ -39,7 +39,7 @@ enum Weight {
 /// graph it would cost a pass over the output forward and two more backward.
 #[derive(Clone)]
 struct PackedMatmul {
-    weight: std::sync::Arc<panel::Packed>,
+    weight: std::sync::Arc<panel::Frozen>,
     bias: Option<std::sync::Arc<[f32]>>,
 }
 
@@ -53,7 +53,7 @@ impl CustomOp1 for PackedMatmul {
         let (CpuStorage::F32(xs), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
             candle_core::bail!("packed-matmul: needs a contiguous f32 input")
         };
-        let Some(mut y) = panel::matmul(&xs[x0..x1], m, &self.weight) else {
+        let Some(mut y) = self.weight.matmul(&xs[x0..x1], m) else {
             candle_core::bail!("packed-matmul: input is not [rows, {}]", self.weight.rows())
         };
         if let Some(b) = &self.bias {
@@ -72,7 +72,7 @@ impl CustomOp1 for PackedMatmul {
 
 /// The input gradient of [`PackedMatmul`].
 struct PackedMatmulBackward {
-    weight: std::sync::Arc<panel::Packed>,
+    weight: std::sync::Arc<panel::Frozen>,
 }
 
 impl CustomOp1 for PackedMatmulBackward {
@@ -85,7 +85,7 @@ impl CustomOp1 for PackedMatmulBackward {
         let (CpuStorage::F32(gs), Some((g0, g1))) = (g, layout.contiguous_offsets()) else {
             candle_core::bail!("packed-matmul-backward: needs a contiguous f32 gradient")
         };
-        let Some(dx) = panel::matmul_transposed(&gs[g0..g1], m, &self.weight) else {
+        let Some(dx) = self.weight.matmul_transposed(&gs[g0..g1], m) else {
             candle_core::bail!("packed-matmul-backward: gradient is not [rows, {}]", self.weight.cols())
         };
         Ok((CpuStorage::F32(dx), Shape::from((m, self.weight.rows()))))
@@ -109,16 +109,6 @@ impl CustomOp1 for FrozenMatmul {
         let (_, n) = self.weight_t.dims2()?;
         let (storage, w_layout) = self.weight_t.storage_and_layout();
         let Storage::Cpu(w) = &*storage else { candle_core::bail!("frozen-matmul: weight is not on the CPU") };
-        if let (CpuStorage::F32(xs), Some((x0, x1)), Some((w0, w1))) = (x, x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) {
-            let y = match w {
-                CpuStorage::F32(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
-                CpuStorage::BF16(ws) => skinny::matmul(&xs[x0..x1], &ws[w0..w1], m, k, n),
-                _ => None,
-            };
-            if let Some(y) = y {
-                return Ok((CpuStorage::F32(y), Shape::from((m, n))));
-            }
-        }
         if let Some(y) = blas_product(x, x_layout, w, w_layout, (m, n, k), false)? {
             return Ok((CpuStorage::F32(y), Shape::from((m, n))));
         }
@@ -182,16 +172,26 @@ impl Linear {
     /// A layer from a weight `[output, input]` (the layout of Hugging Face files) and a bias.
     pub fn new(weight: &Tensor, bias: Option<Tensor>) -> Result<Self> {
         let weight_t = weight.t()?.contiguous()?;
-        let packable = weight_t.device().is_cpu() && weight_t.dtype() == candle_core::DType::F32 && panel::enabled() && blas::active().is_none();
-        let weight = match packable {
-            true => {
+        // Packed for the CPU's micro-kernel: f32 unless a BLAS was asked for, and bf16 (which
+        // no BLAS takes).
+        let packed = match weight_t.dtype() {
+            _ if !weight_t.device().is_cpu() || !panel::enabled() => None,
+            candle_core::DType::F32 if blas::active().is_none() => {
                 let (k, n) = weight_t.dims2()?;
-                let data = weight_t.flatten_all()?.to_vec1::<f32>()?;
-                let packed = panel::Packed::new(&data, k, n).ok_or_else(|| crate::Error::Invalid(format!("cannot pack a {k}x{n} weight")))?;
+                panel::Packed::new(&weight_t.flatten_all()?.to_vec1::<f32>()?, k, n).map(panel::Frozen::F32)
+            }
+            candle_core::DType::BF16 => {
+                let (k, n) = weight_t.dims2()?;
+                panel::Packed::new(&weight_t.flatten_all()?.to_vec1::<half::bf16>()?, k, n).map(panel::Frozen::Bf16)
+            }
+            _ => None,
+        };
+        let weight = match packed {
+            Some(packed) => {
                 let bias = bias.as_ref().map(|b| b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()).transpose()?;
                 Weight::Packed(PackedMatmul { weight: std::sync::Arc::new(packed), bias: bias.map(Into::into) })
             }
-            false => Weight::Tensor(weight_t),
+            None => Weight::Tensor(weight_t),
         };
         Ok(Linear { weight, bias })
     }
@@ -222,18 +222,15 @@ impl Linear {
             Weight::Tensor(t) => t,
         };
         // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature); on
-        // the CPU it is also the way to a loaded BLAS and to the few-rows kernel.
+        // the CPU it is also the way to a loaded BLAS.
         let cpu_f32 = x2.device().is_cpu() && x2.dtype() == candle_core::DType::F32;
-        // A query's dozen rows: the weight streams from memory once (docs/PERFORMANCE.md).
-        let few_rows = rows <= skinny::MAX_ROWS && skinny::available() && !x2.track_op();
-        // bf16 weights with f32 arithmetic (the CPU's bf16): the few-rows kernel reads them as they
-        // are; other products widen them first (cheap next to a product of many rows).
-        let weight_t = if weight_t.dtype() != x2.dtype() && !(cpu_f32 && few_rows) {
+        // bf16 weights with f32 arithmetic where they are not packed: widened per product.
+        let weight_t = if weight_t.dtype() != x2.dtype() {
             std::borrow::Cow::Owned(weight_t.to_dtype(x2.dtype())?)
         } else {
             std::borrow::Cow::Borrowed(weight_t)
         };
-        let own_kernel = cpu_f32 && ((blas::active().is_some() && rows > BLAS_MIN_ROWS) || few_rows);
+        let own_kernel = cpu_f32 && blas::active().is_some() && rows > BLAS_MIN_ROWS;
         let y = if own_kernel || (x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda"))) {
             x2.apply_op1(FrozenMatmul { weight_t: weight_t.into_owned() })?
         } else {

@@ -29,32 +29,79 @@ const MC: usize = 96;
 
 /// Whether this CPU has the micro-kernel.
 pub fn available() -> bool {
-    super::skinny::available()
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
-/// Whether layers pack their f32 weights for the micro-kernel: on AVX2 CPUs, unless
+/// Whether layers pack their weights for the micro-kernel: on AVX2 CPUs, unless
 /// `LINCIR_PACKED_WEIGHTS=0` (a diagnostic: candle's kernel instead, for comparisons).
 pub fn enabled() -> bool {
     available() && std::env::var("LINCIR_PACKED_WEIGHTS").map_or(true, |v| v != "0")
+}
+
+/// A weight element: f32, or bf16 (the CPU's `--dtype bf16`: half the bytes to stream, widened
+/// to f32 in registers, so the arithmetic stays f32).
+pub trait Element: Copy + Default + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    /// Two 8-lane f32 vectors from 16 consecutive elements.
+    ///
+    /// # Safety
+    /// `p` points at 16 readable elements; AVX2 is available.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2];
+}
+
+impl Element for f32 {
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const f32) -> [std::arch::x86_64::__m256; 2] {
+        use std::arch::x86_64::*;
+        [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]
+    }
+}
+
+impl Element for half::bf16 {
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    /// bf16 is the top half of an f32: widen to 32 bits and shift.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const half::bf16) -> [std::arch::x86_64::__m256; 2] {
+        use std::arch::x86_64::*;
+        let v = _mm256_loadu_si256(p as *const __m256i);
+        let lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
+        let hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
+        [_mm256_castsi256_ps(_mm256_slli_epi32::<16>(lo)), _mm256_castsi256_ps(_mm256_slli_epi32::<16>(hi))]
+    }
 }
 
 /// A frozen `[k, n]` weight (`y = x · W`) as panels of 16 columns, in blocks of 256 rows: block
 /// `b` holds, panel after panel, rows `256b..256b+256` of each panel (each row's 16 weights
 /// contiguous, zeros past the last column). A pass over one block reads memory in order, which
 /// the hardware prefetchers follow.
-pub struct Packed {
+pub struct Packed<E = f32> {
     k: usize,
     n: usize,
-    panels: Vec<f32>,
+    panels: Vec<E>,
 }
 
-impl Packed {
+impl<E: Element> Packed<E> {
     /// Packs a row-major `[k, n]` matrix.
-    pub fn new(w: &[f32], k: usize, n: usize) -> Option<Self> {
+    pub fn new(w: &[E], k: usize, n: usize) -> Option<Self> {
         if k == 0 || n == 0 || w.len() != k * n {
             return None;
         }
-        let mut packed = Packed { k, n, panels: vec![0f32; n.div_ceil(NR) * NR * k] };
+        let mut packed = Packed { k, n, panels: vec![E::default(); n.div_ceil(NR) * NR * k] };
         for r in 0..k {
             for p in 0..n.div_ceil(NR) {
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
@@ -83,12 +130,12 @@ impl Packed {
     }
 
     /// `W[r, c]`.
-    fn at(&self, r: usize, c: usize) -> f32 {
+    fn at(&self, r: usize, c: usize) -> E {
         self.panels[self.offset(r, c)]
     }
 
     /// The row-major `[k, n]` matrix back.
-    pub fn unpack(&self) -> Vec<f32> {
+    pub fn unpack(&self) -> Vec<E> {
         let mut w = Vec::with_capacity(self.k * self.n);
         for r in 0..self.k {
             w.extend((0..self.n).map(|c| self.at(r, c)));
@@ -97,38 +144,76 @@ impl Packed {
     }
 }
 
+/// A packed weight of either element type.
+pub enum Frozen {
+    F32(Packed<f32>),
+    Bf16(Packed<half::bf16>),
+}
+
+impl Frozen {
+    pub fn rows(&self) -> usize {
+        match self {
+            Frozen::F32(w) => w.rows(),
+            Frozen::Bf16(w) => w.rows(),
+        }
+    }
+    pub fn cols(&self) -> usize {
+        match self {
+            Frozen::F32(w) => w.cols(),
+            Frozen::Bf16(w) => w.cols(),
+        }
+    }
+    /// [`matmul`].
+    pub fn matmul(&self, x: &[f32], m: usize) -> Option<Vec<f32>> {
+        match self {
+            Frozen::F32(w) => matmul(x, m, w),
+            Frozen::Bf16(w) => matmul(x, m, w),
+        }
+    }
+    /// [`matmul_transposed`].
+    pub fn matmul_transposed(&self, g: &[f32], m: usize) -> Option<Vec<f32>> {
+        match self {
+            Frozen::F32(w) => matmul_transposed(g, m, w),
+            Frozen::Bf16(w) => matmul_transposed(g, m, w),
+        }
+    }
+}
+
 /// `y[m, n] = x[m, k] · W`, `x` row-major; None where the micro-kernel is not available or `x`
 /// has the wrong size.
-pub fn matmul(x: &[f32], m: usize, w: &Packed) -> Option<Vec<f32>> {
+pub fn matmul<E: Element>(x: &[f32], m: usize, w: &Packed<E>) -> Option<Vec<f32>> {
     product(x, m, w.k, w.n, &Forward(w))
 }
 
 /// `y[m, k] = g[m, n] · Wᵀ` (the input gradient of [`matmul`]), `g` row-major; None as for
 /// [`matmul`].
-pub fn matmul_transposed(g: &[f32], m: usize, w: &Packed) -> Option<Vec<f32>> {
+pub fn matmul_transposed<E: Element>(g: &[f32], m: usize, w: &Packed<E>) -> Option<Vec<f32>> {
     product(g, m, w.n, w.k, &Transposed(w))
 }
 
 /// Where the micro-kernel finds weight panels for depth `pc..pc+kc`.
 trait Panels: Sync {
+    type E: Element;
     /// The first of panels `p0..p1` at depth `pc`, and the distance between panels; `buf` may be
     /// used to pack them.
-    fn block(&self, pc: usize, kc: usize, p0: usize, p1: usize, buf: &mut Vec<f32>) -> (*const f32, usize);
+    fn block(&self, pc: usize, kc: usize, p0: usize, p1: usize, buf: &mut Vec<f32>) -> (*const Self::E, usize);
 }
 
 /// The packed weight as it is.
-struct Forward<'a>(&'a Packed);
+struct Forward<'a, E>(&'a Packed<E>);
 
-impl Panels for Forward<'_> {
-    fn block(&self, pc: usize, kc: usize, p0: usize, _p1: usize, _buf: &mut Vec<f32>) -> (*const f32, usize) {
+impl<E: Element> Panels for Forward<'_, E> {
+    type E = E;
+    fn block(&self, pc: usize, kc: usize, p0: usize, _p1: usize, _buf: &mut Vec<f32>) -> (*const E, usize) {
         (self.0.panels[self.0.offset(pc, p0 * NR)..].as_ptr(), kc * NR)
     }
 }
 
-/// Wᵀ (`[n, k]`), packed per block from W's panels.
-struct Transposed<'a>(&'a Packed);
+/// Wᵀ (`[n, k]`), packed per block (as f32) from W's panels.
+struct Transposed<'a, E>(&'a Packed<E>);
 
-impl Panels for Transposed<'_> {
+impl<E: Element> Panels for Transposed<'_, E> {
+    type E = f32;
     fn block(&self, pc: usize, kc: usize, p0: usize, p1: usize, buf: &mut Vec<f32>) -> (*const f32, usize) {
         let w = self.0;
         buf.clear();
@@ -139,10 +224,10 @@ impl Panels for Transposed<'_> {
             let cols = NR.min(w.k - c0);
             for (i, row) in panel.chunks_exact_mut(NR).enumerate() {
                 // Row pc + i of Wᵀ is column pc + i of W; its 16 rows from c0 lie in one block
-                // of W (blocks are a multiple of 16 rows), 16 floats apart.
+                // of W (blocks are a multiple of 16 rows), 16 elements apart.
                 let src = &w.panels[w.offset(c0, pc + i)..];
                 for (c, v) in row[..cols].iter_mut().enumerate() {
-                    *v = src[c * NR];
+                    *v = src[c * NR].to_f32();
                 }
             }
         }
@@ -150,7 +235,7 @@ impl Panels for Transposed<'_> {
     }
 }
 
-fn product(x: &[f32], m: usize, k: usize, n: usize, w: &dyn Panels) -> Option<Vec<f32>> {
+fn product<P: Panels>(x: &[f32], m: usize, k: usize, n: usize, w: &P) -> Option<Vec<f32>> {
     if !available() || m == 0 || x.len() != m * k {
         return None;
     }
@@ -182,7 +267,7 @@ thread_local! {
 /// # Safety
 /// `y` points at `m * n` floats; no other thread writes these columns.
 #[allow(clippy::too_many_arguments)]
-unsafe fn band_product(x: &[f32], m: usize, k: usize, n: usize, w: &dyn Panels, p0: usize, p1: usize, y: OutPtr) {
+unsafe fn band_product<P: Panels>(x: &[f32], m: usize, k: usize, n: usize, w: &P, p0: usize, p1: usize, y: OutPtr) {
     BUFFERS.with_borrow_mut(|(xpack, wbuf)| {
         xpack.resize(MC.next_multiple_of(MR) * KC, 0.0);
         for pc in (0..k).step_by(KC) {
@@ -226,45 +311,52 @@ fn pack_input(x: &[f32], k: usize, ic: usize, mc: usize, pc: usize, kc: usize, o
     }
 }
 
-/// One 6 x 16 block of output over `kc` packed steps, written (`accumulate` false) or added to;
-/// only `rows x cols` of it lands in `y`.
+/// One block of up to 6 x 16 outputs over `kc` packed steps, written (`accumulate` false) or
+/// added to: `rows x cols` of it land in `y`. Only the rows that exist are computed (a query's
+/// 20 rows are three full blocks and one of two rows).
 ///
 /// # Safety
 /// `x` and `w` point at packed panels of `kc` steps; `y` has `rows` rows of `cols` writable
 /// floats, `ldy` apart.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn micro(kc: usize, x: *const f32, w: *const f32, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
+unsafe fn micro<E: Element>(kc: usize, x: *const f32, w: *const E, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if rows == MR && cols == NR {
-            kernel(kc, x, w, y, ldy, accumulate);
-        } else {
-            // Edge block: compute a full block aside, then copy what exists.
-            let mut tmp = [0f32; MR * NR];
-            if accumulate {
-                for r in 0..rows {
-                    std::ptr::copy_nonoverlapping(y.add(r * ldy), tmp.as_mut_ptr().add(r * NR), cols);
-                }
-            }
-            kernel(kc, x, w, tmp.as_mut_ptr(), NR, accumulate);
+        if cols == NR {
+            return match rows {
+                6 => kernel::<6, E>(kc, x, w, y, ldy, accumulate),
+                5 => kernel::<5, E>(kc, x, w, y, ldy, accumulate),
+                4 => kernel::<4, E>(kc, x, w, y, ldy, accumulate),
+                3 => kernel::<3, E>(kc, x, w, y, ldy, accumulate),
+                2 => kernel::<2, E>(kc, x, w, y, ldy, accumulate),
+                _ => kernel::<1, E>(kc, x, w, y, ldy, accumulate),
+            };
+        }
+        // Last columns of a width that is not a multiple of 16: a full block aside, then copy.
+        let mut tmp = [0f32; MR * NR];
+        if accumulate {
             for r in 0..rows {
-                std::ptr::copy_nonoverlapping(tmp.as_ptr().add(r * NR), y.add(r * ldy), cols);
+                std::ptr::copy_nonoverlapping(y.add(r * ldy), tmp.as_mut_ptr().add(r * NR), cols);
             }
+        }
+        kernel::<MR, E>(kc, x, w, tmp.as_mut_ptr(), NR, accumulate);
+        for r in 0..rows {
+            std::ptr::copy_nonoverlapping(tmp.as_ptr().add(r * NR), y.add(r * ldy), cols);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (kc, x, w, y, ldy, accumulate, rows, cols);
 }
 
+/// R rows (of the 6 an input panel holds) x 16 columns in twelve or fewer registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel(kc: usize, x: *const f32, w: *const f32, y: *mut f32, ldy: usize, accumulate: bool) {
+unsafe fn kernel<const R: usize, E: Element>(kc: usize, x: *const f32, w: *const E, y: *mut f32, ldy: usize, accumulate: bool) {
     use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for i in 0..kc {
-        let w0 = _mm256_loadu_ps(w.add(i * NR));
-        let w1 = _mm256_loadu_ps(w.add(i * NR + 8));
+        let [w0, w1] = E::load16(w.add(i * NR));
         for (r, a) in acc.iter_mut().enumerate() {
             let xv = _mm256_broadcast_ss(&*x.add(i * MR + r));
             a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
@@ -290,7 +382,7 @@ mod tests {
     #[test]
     fn packing_round_trips() {
         let w: Vec<f32> = (0..7 * 37).map(|i| i as f32).collect();
-        let p = Packed::new(&w, 7, 37).unwrap();
+        let p = Packed::<f32>::new(&w, 7, 37).unwrap();
         assert_eq!((p.rows(), p.cols()), (7, 37));
         assert_eq!(p.unpack(), w);
         assert!(Packed::new(&w, 7, 36).is_none(), "wrong size");
@@ -323,7 +415,16 @@ mod tests {
                 }
             }
         }
-        let packed = Packed::new(&[1.0; 4], 2, 2).unwrap();
+        // bf16 weights: exactly the product of the widened weights, forward and transposed.
+        let (m, k, n) = (20, 300, 50);
+        let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let w: Vec<half::bf16> = (0..k * n).map(|_| half::bf16::from_f32(rng.normal())).collect();
+        let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        let (narrow, wide) = (Packed::new(&w, k, n).unwrap(), Packed::new(&wide, k, n).unwrap());
+        assert_eq!(matmul(&x, m, &narrow), matmul(&x, m, &wide));
+        let g: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+        assert_eq!(matmul_transposed(&g, m, &narrow), matmul_transposed(&g, m, &wide));
+        let packed = Packed::new(&[1.0f32; 4], 2, 2).unwrap();
         assert!(matmul(&[0.0; 3], 2, &packed).is_none(), "input of the wrong size");
         assert!(matmul_transposed(&[0.0; 5], 2, &packed).is_none(), "gradient of the wrong size");
     }
