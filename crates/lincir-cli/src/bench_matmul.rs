@@ -60,7 +60,7 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
     let libraries = args.blas.iter().map(|name| lincir::clip::blas::load(name)).collect::<lincir::Result<Vec<_>>>()?;
     let mut rng = lincir::rng::Rng::new(1);
     let mut rows = Vec::new();
-    // candle's kernel alone, then lincir's layer (its few-rows kernel, and LINCIR_BLAS if set).
+    // candle's kernel alone, then lincir's layer (its packed panels, or LINCIR_BLAS if set).
     let mut names = vec!["candle gemm".to_string(), format!("lincir layer ({})", lincir::clip::blas::describe()), "lincir layer, bf16 weights".to_string()];
     names.extend(libraries.iter().map(|l| l.library.clone()));
     print!("{:<50}", format!("GFLOP/s, {threads} threads"));

@@ -72,7 +72,11 @@ pub fn active() -> Option<&'static Blas> {
 
 /// A short description: `builtin (candle gemm)` or the library file.
 pub fn describe() -> String {
-    active().map_or_else(|| "builtin (candle gemm)".to_string(), |b| b.library.clone())
+    match active() {
+        Some(b) => b.library.clone(),
+        None if super::panel::enabled() => "builtin (packed panels, AVX2)".to_string(),
+        None => "builtin (candle gemm)".to_string(),
+    }
 }
 
 /// Loads a BLAS by short name (`openblas`, `mkl`, `blis`) or path, without making it the one
