@@ -26,6 +26,7 @@ const NR: usize = 16;
 const KC: usize = 256;
 /// Input rows packed at once (96 x 256 floats, 96 KiB: in L2).
 const MC: usize = 96;
+const _: () = assert!(MC.is_multiple_of(MR), "input blocks hold whole panels");
 
 /// Whether this CPU has the micro-kernel.
 pub fn available() -> bool {
@@ -236,18 +237,23 @@ impl<E: Element> Panels for Transposed<'_, E> {
 }
 
 fn product<P: Panels>(x: &[f32], m: usize, k: usize, n: usize, w: &P) -> Option<Vec<f32>> {
-    if !available() || m == 0 || x.len() != m * k {
+    if !available() || m == 0 || k == 0 || n == 0 || x.len() != m * k {
         return None;
     }
-    let mut y = vec![0f32; m * n];
+    // The input is packed once, by all threads, for all of them (each used to pack all of it).
+    let xp = pack_input(x, m, k);
+    // Not zeroed first: the first pass over the depth writes every output (`accumulate` false).
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let panels = n.div_ceil(NR);
     let band = panels.div_ceil(rayon::current_num_threads().max(1)).max(1);
     let out = OutPtr(y.as_mut_ptr());
     (0..panels.div_ceil(band)).into_par_iter().for_each(|b| {
         let (p0, p1) = (b * band, ((b + 1) * band).min(panels));
-        // SAFETY: bands cover disjoint columns of y, which outlives the parallel loop.
-        unsafe { band_product(x, m, k, n, w, p0, p1, out) };
+        // SAFETY: bands cover disjoint columns of y's allocation, which outlives the loop.
+        unsafe { band_product(&xp, m, k, n, w, p0, p1, out) };
     });
+    // SAFETY: the bands cover all n columns and the first depth block writes all m rows of each.
+    unsafe { y.set_len(m * n) };
     Some(y)
 }
 
@@ -257,32 +263,40 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-thread_local! {
-    /// Packing buffers kept per thread between products (input block, weight block).
-    static BUFFERS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+impl OutPtr {
+    /// The pointer (a method, so that closures capture the Sync wrapper, not the raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
-/// Panels `p0..p1` (columns `16 p0..16 p1`) of the product into `y`.
+thread_local! {
+    /// Weight-packing buffer kept per thread between products (the transposed weight).
+    static BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Panels `p0..p1` (columns `16 p0..16 p1`) of the product into `y`, from the packed input `xp`
+/// ([`pack_input`]).
 ///
 /// # Safety
 /// `y` points at `m * n` floats; no other thread writes these columns.
 #[allow(clippy::too_many_arguments)]
-unsafe fn band_product<P: Panels>(x: &[f32], m: usize, k: usize, n: usize, w: &P, p0: usize, p1: usize, y: OutPtr) {
-    BUFFERS.with_borrow_mut(|(xpack, wbuf)| {
-        xpack.resize(MC.next_multiple_of(MR) * KC, 0.0);
+unsafe fn band_product<P: Panels>(xp: &[f32], m: usize, k: usize, n: usize, w: &P, p0: usize, p1: usize, y: OutPtr) {
+    let m_pad = m.next_multiple_of(MR);
+    BUFFER.with_borrow_mut(|wbuf| {
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let (wblock, panel_stride) = w.block(pc, kc, p0, p1, wbuf);
+            // Blocks of MC input rows (in L2) against every weight panel of the band (in L1).
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                pack_input(x, k, ic, mc, pc, kc, xpack);
                 for p in p0..p1 {
                     let c0 = p * NR;
                     let cols = NR.min(n - c0);
                     let wp = wblock.add((p - p0) * panel_stride);
-                    for ir in (0..mc).step_by(MR) {
-                        let rows = MR.min(mc - ir);
-                        micro(kc, xpack.as_ptr().add(ir * kc), wp, y.0.add((ic + ir) * n + c0), n, pc > 0, rows, cols);
+                    for ir in (ic..ic + mc).step_by(MR) {
+                        let rows = MR.min(m - ir);
+                        micro(kc, xp.as_ptr().add(pc * m_pad + ir * kc), wp, y.0.add(ir * n + c0), n, pc > 0, rows, cols);
                     }
                 }
             }
@@ -290,25 +304,28 @@ unsafe fn band_product<P: Panels>(x: &[f32], m: usize, k: usize, n: usize, w: &P
     });
 }
 
-/// Input rows `ic..ic+mc`, columns `pc..pc+kc` as panels of MR rows: panel p holds, for each
-/// column, its MR rows contiguously (zeros past the last row).
-fn pack_input(x: &[f32], k: usize, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
-    for (p, i0) in (0..mc).step_by(MR).enumerate() {
-        let rows = MR.min(mc - i0);
-        let panel = &mut out[p * kc * MR..(p + 1) * kc * MR];
-        for r in 0..MR {
-            if r < rows {
-                let src = &x[(ic + i0 + r) * k + pc..(ic + i0 + r) * k + pc + kc];
-                for (c, v) in src.iter().enumerate() {
-                    panel[c * MR + r] = *v;
-                }
-            } else {
-                for c in 0..kc {
-                    panel[c * MR + r] = 0.0;
+/// The input `[m, k]` as panels of MR rows, in blocks of KC columns: block `pc` starts at
+/// `pc * m_pad` (m rounded up to MR), and its panel of rows `i0..i0+MR` holds, column after
+/// column, those rows contiguously (zeros past the last row). Packed in parallel by row panels.
+fn pack_input(x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let m_pad = m.next_multiple_of(MR);
+    let mut out = vec![0f32; m_pad * k];
+    let dst = OutPtr(out.as_mut_ptr());
+    (0..m_pad / MR).into_par_iter().with_min_len(4).for_each(|panel| {
+        let (i0, rows) = (panel * MR, MR.min(m - panel * MR));
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // SAFETY: this panel's region of each block, [pc * m_pad + i0 * kc, + kc * MR), is
+            // inside `out` and written by this task alone.
+            let base = unsafe { dst.get().add(pc * m_pad + i0 * kc) };
+            for c in 0..kc {
+                for r in 0..rows {
+                    unsafe { *base.add(c * MR + r) = x[(i0 + r) * k + pc + c] };
                 }
             }
         }
-    }
+    });
+    out
 }
 
 /// One block of up to 6 x 16 outputs over `kc` packed steps, written (`accumulate` false) or
