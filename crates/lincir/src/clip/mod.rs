@@ -1,6 +1,7 @@
 //! The frozen CLIP: configuration, weights, tokenizer, image preprocessing and both towers.
 
 pub mod config;
+pub mod fastmath;
 pub mod hub;
 pub mod image_limits;
 pub mod jpeg;

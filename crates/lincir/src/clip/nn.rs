@@ -277,11 +277,28 @@ impl CustomOp1 for QuickGeluOp {
             candle_core::bail!("quick-gelu: input must be contiguous")
         };
         let mut out = data[start..end].to_vec();
-        out.par_chunks_mut(4096).for_each(|c| {
-            for v in c {
-                *v /= 1.0 + (-1.702 * *v).exp();
-            }
-        });
+        out.par_chunks_mut(4096).for_each(super::fastmath::quick_gelu_in_place);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension with a vector exponential (inference only: no backward).
+struct SoftmaxOp;
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        "softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("softmax: needs a contiguous f32 input")
+        };
+        let row = layout.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut out = data[start..end].to_vec();
+        let rows_per_task = (4096 / row).max(1) * row;
+        out.par_chunks_mut(rows_per_task).for_each(|c| super::fastmath::softmax_rows_in_place(c, row));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
@@ -492,6 +509,7 @@ impl Attention {
 
 fn softmax(scores: &Tensor, grad: Grad) -> Result<Tensor> {
     Ok(match grad {
+        Grad::No if scores.device().is_cpu() && scores.dtype() == candle_core::DType::F32 => scores.contiguous()?.apply_op1_no_bwd(&SoftmaxOp)?,
         Grad::No => candle_nn::ops::softmax_last_dim(scores)?,
         Grad::Yes => super::ops::softmax_last_dim(scores)?,
     })

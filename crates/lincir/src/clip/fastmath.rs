@@ -1,0 +1,145 @@
+//! QuickGELU, `x · sigmoid(1.702 x)`, and the softmax of rows, eight lanes at a time on AVX2 CPUs.
+//!
+//! The scalar versions spent 4.7% of ViT-L/14 image encoding in libm's `expf` (`perf`, Zen 3): one
+//! call per element of every fc1 output and of every attention score. The vector exponential below is the classic Cephes
+//! polynomial (range reduction by ln 2, degree-5 polynomial, exponent built from the integer
+//! part), with a relative error of about 1e-7, below f32 rounding of the result; the test bounds
+//! it against the scalar formula.
+
+/// `v ← v · sigmoid(1.702 v)` for every element.
+pub fn quick_gelu_in_place(values: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::panel::available() {
+        // SAFETY: AVX2 and FMA were just detected.
+        unsafe { quick_gelu_avx2(values) };
+        return;
+    }
+    values.iter_mut().for_each(|v| *v = scalar(*v));
+}
+
+/// Each row of `row_len` values replaced by its softmax.
+pub fn softmax_rows_in_place(values: &mut [f32], row_len: usize) {
+    for row in values.chunks_exact_mut(row_len.max(1)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        #[cfg(target_arch = "x86_64")]
+        let sum = if super::panel::available() {
+            // SAFETY: AVX2 and FMA were just detected.
+            unsafe { exp_shifted_avx2(row, max) }
+        } else {
+            exp_shifted(row, max)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let sum = exp_shifted(row, max);
+        let scale = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= scale);
+    }
+}
+
+/// `v ← e^(v - max)`; returns the sum.
+fn exp_shifted(row: &mut [f32], max: f32) -> f32 {
+    row.iter_mut().map(|v| {
+        *v = (*v - max).exp();
+        *v
+    }).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shifted_avx2(row: &mut [f32], max: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let mut sum = _mm256_setzero_ps();
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), _mm256_set1_ps(max)));
+        _mm256_storeu_ps(c.as_mut_ptr(), e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+    lanes.iter().sum::<f32>() + exp_shifted(chunks.into_remainder(), max)
+}
+
+fn scalar(v: f32) -> f32 {
+    v / (1.0 + (-1.702 * v).exp())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quick_gelu_avx2(values: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = values.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = _mm256_loadu_ps(c.as_ptr());
+        let e = exp8(_mm256_mul_ps(v, _mm256_set1_ps(-1.702)));
+        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.0), e)));
+    }
+    for v in chunks.into_remainder() {
+        *v = scalar(*v);
+    }
+}
+
+/// e^x for 8 lanes, x clamped to ±88.376 (beyond which f32 overflows or underflows).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.376_26)), _mm256_set1_ps(88.376_26));
+    // x = n ln2 + r, |r| <= ln2 / 2; ln2 split in two so that r is exact.
+    let n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(0.5)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+    // 2^n through the exponent bits (n is within -128..128 after the clamp).
+    let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+    _mm256_mul_ps(p, two_n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_matches_the_formula_with_masked_entries() {
+        let mut rng = crate::rng::Rng::new(5);
+        for len in [1, 7, 8, 77, 257] {
+            let mut rows: Vec<f32> = (0..3 * len).map(|_| 4.0 * rng.normal()).collect();
+            if len > 1 {
+                rows[len - 1] = f32::NEG_INFINITY; // a masked position (causal or padding)
+            }
+            let want: Vec<f64> = rows
+                .chunks(len)
+                .flat_map(|r| {
+                    let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let e: Vec<f64> = r.iter().map(|v| (*v as f64 - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    e.into_iter().map(move |v| v / sum)
+                })
+                .collect();
+            softmax_rows_in_place(&mut rows, len);
+            for (i, (got, want)) in rows.iter().zip(&want).enumerate() {
+                assert!((*got as f64 - want).abs() <= 1e-6 * want + 1e-9, "len {len} at {i}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_scalar_formula_across_the_range() {
+        // Dense around zero, where the values are not tiny, and out to where exp saturates.
+        let mut xs: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 1e-3).collect();
+        xs.extend([-100.0, -60.0, -52.0, -51.9, 51.9, 60.0, 100.0, f32::MIN_POSITIVE, -0.0, 1e-30]);
+        let mut ys = xs.clone();
+        quick_gelu_in_place(&mut ys);
+        for (x, y) in xs.iter().zip(&ys) {
+            let want = *x as f64 / (1.0 + (-1.702 * *x as f64).exp());
+            let err = (*y as f64 - want).abs();
+            // Rounding 1.702 x to f32 alone (as the scalar formula does) moves e^(-1.702 x) by up
+            // to |1.702 x| · 2^-24 relative: the bound grows with the argument.
+            let bound = 2e-7 * (1.0 + (1.702 * *x as f64).abs());
+            assert!(err <= bound * want.abs() + 1e-30, "x {x}: {y} vs {want}");
+        }
+    }
+}
