@@ -7,6 +7,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
+use super::ops::contiguous_f32;
 use super::{batched, blas, panel};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
@@ -24,13 +25,12 @@ pub enum Grad {
 /// which is several times slower for short text sequences).
 pub struct Linear {
     weight: Weight,
-    bias: Option<Tensor>,
 }
 
-/// A layer's frozen weight: packed for the CPU's micro-kernel (f32 on AVX2 CPUs without a
-/// loaded BLAS), else a tensor `[input, output]` for candle, the BLAS, or the GPU.
+/// A layer's frozen weight and bias: packed for the CPU's micro-kernel (f32 on AVX2 CPUs without
+/// a loaded BLAS, and bf16), else a tensor `[input, output]` for candle, the BLAS, or the GPU.
 enum Weight {
-    Tensor(Tensor),
+    Tensor { weight_t: Tensor, bias: Option<Tensor> },
     Packed(PackedMatmul),
 }
 
@@ -50,10 +50,7 @@ impl CustomOp1 for PackedMatmul {
 
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, _) = layout.shape().dims2()?;
-        let (CpuStorage::F32(xs), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
-            candle_core::bail!("packed-matmul: needs a contiguous f32 input")
-        };
-        let Some(mut y) = self.weight.matmul(&xs[x0..x1], m) else {
+        let Some(mut y) = self.weight.matmul(contiguous_f32(x, layout, "packed-matmul")?, m) else {
             candle_core::bail!("packed-matmul: input is not [rows, {}]", self.weight.rows())
         };
         if let Some(b) = &self.bias {
@@ -82,10 +79,7 @@ impl CustomOp1 for PackedMatmulBackward {
 
     fn cpu_fwd(&self, g: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, _) = layout.shape().dims2()?;
-        let (CpuStorage::F32(gs), Some((g0, g1))) = (g, layout.contiguous_offsets()) else {
-            candle_core::bail!("packed-matmul-backward: needs a contiguous f32 gradient")
-        };
-        let Some(dx) = self.weight.matmul_transposed(&gs[g0..g1], m) else {
+        let Some(dx) = self.weight.matmul_transposed(contiguous_f32(g, layout, "packed-matmul-backward")?, m) else {
             candle_core::bail!("packed-matmul-backward: gradient is not [rows, {}]", self.weight.cols())
         };
         Ok((CpuStorage::F32(dx), Shape::from((m, self.weight.rows()))))
@@ -191,15 +185,15 @@ impl Linear {
                 let bias = bias.as_ref().map(|b| b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()).transpose()?;
                 Weight::Packed(PackedMatmul { weight: std::sync::Arc::new(packed), bias: bias.map(Into::into) })
             }
-            None => Weight::Tensor(weight_t),
+            None => Weight::Tensor { weight_t, bias },
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear { weight })
     }
 
     /// Output width.
     fn outputs(&self) -> Result<usize> {
         Ok(match &self.weight {
-            Weight::Tensor(t) => t.dim(1)?,
+            Weight::Tensor { weight_t, .. } => weight_t.dim(1)?,
             Weight::Packed(p) => p.weight.cols(),
         })
     }
@@ -213,13 +207,13 @@ impl Linear {
         let x2 = x.contiguous()?.reshape((rows, input))?;
         let mut out = dims.to_vec();
         *out.last_mut().unwrap() = self.outputs()?;
-        let weight_t = match &self.weight {
+        let (weight_t, bias) = match &self.weight {
             Weight::Packed(op) if x2.dtype() == candle_core::DType::F32 => {
                 let y = if x2.track_op() { x2.apply_op1(op.clone())? } else { x2.apply_op1_no_bwd(op)? };
                 return Ok(y.reshape(out)?);
             }
             Weight::Packed(_) => return Err(crate::Error::Invalid(format!("a packed f32 layer got {:?} input", x2.dtype()))),
-            Weight::Tensor(t) => t,
+            Weight::Tensor { weight_t, bias } => (weight_t, bias),
         };
         // Both backends have the frozen product (cuBLAS on the GPU, with the `cuda` feature); on
         // the CPU it is also the way to a loaded BLAS.
@@ -236,7 +230,7 @@ impl Linear {
         } else {
             x2.matmul(&weight_t)?
         };
-        let y = match &self.bias {
+        let y = match bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
@@ -270,13 +264,7 @@ impl CustomOp1 for QuickGeluOp {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         use rayon::prelude::*;
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("quick-gelu: only f32 is supported on the fast path")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("quick-gelu: input must be contiguous")
-        };
-        let mut out = data[start..end].to_vec();
+        let mut out = contiguous_f32(storage, layout, "quick-gelu")?.to_vec();
         out.par_chunks_mut(4096).for_each(super::fastmath::quick_gelu_in_place);
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -292,13 +280,10 @@ impl CustomOp1 for SoftmaxOp {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         use rayon::prelude::*;
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
-            candle_core::bail!("softmax: needs a contiguous f32 input")
-        };
         let row = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut out = data[start..end].to_vec();
-        let rows_per_task = (4096 / row).max(1) * row;
-        out.par_chunks_mut(rows_per_task).for_each(|c| super::fastmath::softmax_rows_in_place(c, row));
+        // In place on one copy (ops::map_rows would zero a second buffer first).
+        let mut out = contiguous_f32(storage, layout, "softmax")?.to_vec();
+        out.par_chunks_mut((4096 / row).max(1) * row).for_each(|c| super::fastmath::softmax_rows_in_place(c, row));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }

@@ -131,12 +131,14 @@ impl<E: Element> Packed<E> {
     }
 
     /// `W[r, c]`.
+    #[cfg(test)]
     fn at(&self, r: usize, c: usize) -> E {
         self.panels[self.offset(r, c)]
     }
 
     /// The row-major `[k, n]` matrix back.
-    pub fn unpack(&self) -> Vec<E> {
+    #[cfg(test)]
+    fn unpack(&self) -> Vec<E> {
         let mut w = Vec::with_capacity(self.k * self.n);
         for r in 0..self.k {
             w.extend((0..self.n).map(|c| self.at(r, c)));
