@@ -7,6 +7,7 @@ pub mod image_limits;
 pub mod jpeg;
 pub mod batched;
 pub mod blas;
+mod causal_layer;
 pub mod nn;
 pub mod panel;
 pub mod ops;

@@ -4,10 +4,13 @@
 //! they have no backward pass and silently drop gradients), [`Grad::Yes`] uses our fused kernels
 //! that do have one (`ops.rs`), and a matrix product that computes only the input gradient. The text tower uses the second when a pseudo word needs its gradient.
 
+use std::sync::Arc;
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use super::ops::contiguous_f32;
+use super::causal_layer::{CausalLayerOp, Dense, LayerWeights, Norm};
 use super::{batched, blas, panel};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
@@ -198,6 +201,14 @@ impl Linear {
         })
     }
 
+    /// The packed weight and bias, where the layer has them.
+    fn dense(&self) -> Option<Dense> {
+        match &self.weight {
+            Weight::Packed(p) => Some(Dense { weight: p.weight.clone(), bias: p.bias.clone() }),
+            Weight::Tensor { .. } => None,
+        }
+    }
+
     /// # Shapes
     /// x: [..., input] -> [..., output]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -303,6 +314,11 @@ impl LayerNorm {
         })
     }
 
+    fn norm(&self) -> Result<Norm> {
+        let values = |t: &Tensor| t.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>();
+        Ok(Norm { weight: values(&self.weight)?, bias: values(&self.bias)?, eps: self.eps as f32 })
+    }
+
     /// # Shapes
     /// x: [..., size] -> [..., size]
     pub fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
@@ -332,6 +348,7 @@ pub fn activate(x: &Tensor, act: Activation, grad: Grad) -> Result<Tensor> {
 /// run on those rows only; attention scatters them to the padded [batch, longest] layout it needs
 /// and gathers them back. Exact: each sequence sees only its own tokens, as with padding.
 pub struct Packing {
+    lengths: Vec<usize>,
     batch: usize,
     longest: usize,
     /// Padded position (sequence * longest + position) -> packed row (0 for padding, whose values
@@ -370,6 +387,7 @@ impl Packing {
         let causal: Vec<f32> =
             (0..longest).flat_map(|i| (0..longest).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         Ok(Packing {
+            lengths: lengths.to_vec(),
             batch,
             longest,
             to_padded: Tensor::from_vec(to_padded, batch * longest, device)?,
@@ -507,19 +525,36 @@ struct EncoderLayer {
     fc2: Linear,
     ln2: LayerNorm,
     act: Activation,
+    /// The layer as one fused op, where its weights are packed and its activation has a fused
+    /// backward (the CPU's training path, `causal_layer.rs`).
+    causal: Option<Arc<LayerWeights>>,
 }
 
 impl EncoderLayer {
     fn load(w: &Weights, prefix: &str, cfg: &TowerConfig) -> Result<Self> {
         let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
-        Ok(EncoderLayer {
+        let mut layer = EncoderLayer {
             attn: Attention::load(w, &format!("{prefix}.self_attn"), cfg)?,
             ln1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), h, eps)?,
             fc1: linear(w, &format!("{prefix}.mlp.fc1"), h, i, true)?,
             fc2: linear(w, &format!("{prefix}.mlp.fc2"), i, h, true)?,
             ln2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), h, eps)?,
             act: cfg.hidden_act,
-        })
+            causal: None,
+        };
+        layer.causal = layer.causal_weights()?.map(Arc::new);
+        Ok(layer)
+    }
+
+    fn causal_weights(&self) -> Result<Option<LayerWeights>> {
+        let act = match self.act {
+            Activation::QuickGelu => super::ops::Act::QuickGelu,
+            Activation::Gelu => super::ops::Act::GeluErf,
+            Activation::GeluTanh => return Ok(None),
+        };
+        let dense = [&self.attn.qkv, &self.attn.out, &self.fc1, &self.fc2].map(Linear::dense);
+        let [Some(qkv), Some(out), Some(fc1), Some(fc2)] = dense else { return Ok(None) };
+        Ok(Some(LayerWeights { ln1: self.ln1.norm()?, qkv, out, ln2: self.ln2.norm()?, fc1, fc2, act, heads: self.attn.heads }))
     }
 
     fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
@@ -560,6 +595,12 @@ impl EncoderLayer {
     }
 }
 
+/// Whether training runs a layer as one fused op: unless `LINCIR_FUSED_LAYERS=0` (a diagnostic:
+/// candle's graph of ops instead, for comparisons).
+fn fused_layers_enabled() -> bool {
+    std::env::var("LINCIR_FUSED_LAYERS").map_or(true, |v| v != "0")
+}
+
 /// A pre-LayerNorm transformer encoder (`{prefix}.layers.{i}`).
 pub struct Encoder {
     layers: Vec<EncoderLayer>,
@@ -579,7 +620,23 @@ impl Encoder {
     /// # Shapes
     /// x: [tokens, hidden] -> [batch, hidden]
     pub fn forward_packed_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
+        let fused = grad == Grad::Yes && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && fused_layers_enabled();
+        self.forward_packed_last_with(x, p, grad, fused)
+    }
+
+    /// [`Self::forward_packed_last`], through the fused layers where `fused` and every layer has one.
+    fn forward_packed_last_with(&self, x: &Tensor, p: &Packing, grad: Grad, fused: bool) -> Result<Tensor> {
         let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
+        if fused {
+            if let Some(layers) = self.layers.iter().map(|l| l.causal.clone()).collect::<Option<Vec<_>>>() {
+                let mut x = x.contiguous()?;
+                let n = layers.len();
+                for (i, weights) in layers.into_iter().enumerate() {
+                    x = x.apply_op1(CausalLayerOp::new(weights, &p.lengths, i + 1 == n))?;
+                }
+                return Ok(x);
+            }
+        }
         let mut x = x.clone();
         for layer in rest {
             x = layer.forward_packed(&x, p, grad)?;
@@ -599,5 +656,47 @@ impl Encoder {
             x = layer.forward(&x, grad)?;
         }
         last.forward_first(&x, grad)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, Var};
+
+    /// The fused causal layers against candle's graph of the same layers: values and the input
+    /// gradient, on ragged sequences (a one-token sequence included), through an all-rows layer
+    /// and a last-row-only layer.
+    #[test]
+    fn fused_causal_layers_match_the_graph_of_ops() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-a");
+        let cfg = super::super::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+        let w = Weights::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+        let encoder = Encoder::load(&w, "text_model.encoder", &cfg.text.tower).unwrap();
+        if !panel::enabled() {
+            assert!(encoder.layers.iter().all(|l| l.causal.is_none()));
+            return; // no packed weights on this CPU: the graph of ops is the only path
+        }
+        assert!(encoder.layers.iter().all(|l| l.causal.is_some()));
+        let lengths = [3, 1, 7, 5];
+        let rows: usize = lengths.iter().sum();
+        let h = cfg.text.tower.hidden_size;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (rows, h), &Device::Cpu).unwrap()).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (lengths.len(), h), &Device::Cpu).unwrap();
+        let p = Packing::new(&lengths, DType::F32, &Device::Cpu).unwrap();
+        let run = |fused| {
+            let y = encoder.forward_packed_last_with(x.as_tensor(), &p, Grad::Yes, fused).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        let ((y1, g1), (y2, g2)) = (run(true), run(false));
+        let rel = |a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale
+        };
+        assert!(rel(&y1, &y2) < 1e-5, "values differ by {}", rel(&y1, &y2));
+        assert!(rel(&g1, &g2) < 1e-5, "input gradients differ by {}", rel(&g1, &g2));
+        // Every row of every sequence reaches the output through attention: no gradient is zero.
+        assert!(g1.chunks(h).all(|row| row.iter().any(|v| *v != 0.0)));
     }
 }

@@ -67,6 +67,33 @@ fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
+/// One row of layer norm: `o = (r - μ) / σ · weight + bias`.
+pub(super) fn layer_norm_row(r: &[f32], weight: &[f32], bias: &[f32], eps: f32, o: &mut [f32]) {
+    let (mean, inv) = moments(r, eps);
+    for (((o, r), w), b) in o.iter_mut().zip(r).zip(weight).zip(bias) {
+        *o = (r - mean) * inv * w + b;
+    }
+}
+
+/// One row of layer norm's input gradient (see [`LayerNormBackward`]): `x` the row's input, `g`
+/// the gradient of its output.
+pub(super) fn layer_norm_backward_row(x: &[f32], g: &[f32], weight: &[f32], eps: f32, o: &mut [f32]) {
+    let w = weight.len();
+    let n = w as f32;
+    let (mean, inv) = moments(x, eps);
+    let (mut sum_g, mut sum_gx) = (0f32, 0f32);
+    for i in 0..w {
+        let gi = g[i] * weight[i];
+        sum_g += gi;
+        sum_gx += gi * (x[i] - mean) * inv;
+    }
+    let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
+    for i in 0..w {
+        let xhat = (x[i] - mean) * inv;
+        o[i] = inv * (g[i] * weight[i] - mean_g - xhat * mean_gx);
+    }
+}
+
 impl CustomOp1 for LayerNormOp {
     fn name(&self) -> &'static str {
         "layer-norm-train"
@@ -75,12 +102,7 @@ impl CustomOp1 for LayerNormOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         let w = self.weight.len();
-        let out = map_rows(x, w, |r, o| {
-            let (mean, inv) = moments(r, self.eps);
-            for i in 0..w {
-                o[i] = (r[i] - mean) * inv * self.weight[i] + self.bias[i];
-            }
-        });
+        let out = map_rows(x, w, |r, o| layer_norm_row(r, &self.weight, &self.bias, self.eps, o));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -105,21 +127,7 @@ impl CustomOp2 for LayerNormBackward {
         let x = contiguous_f32(xs, xl, self.name())?;
         let g = contiguous_f32(gs, gl, self.name())?;
         let w = self.weight.len();
-        let n = w as f32;
-        let out = map_rows2(x, g, w, |rx, rg, o| {
-            let (mean, inv) = moments(rx, self.eps);
-            let (mut sum_g, mut sum_gx) = (0f32, 0f32);
-            for i in 0..w {
-                let gi = rg[i] * self.weight[i];
-                sum_g += gi;
-                sum_gx += gi * (rx[i] - mean) * inv;
-            }
-            let (mean_g, mean_gx) = (sum_g / n, sum_gx / n);
-            for i in 0..w {
-                let xhat = (rx[i] - mean) * inv;
-                o[i] = inv * (rg[i] * self.weight[i] - mean_g - xhat * mean_gx);
-            }
-        });
+        let out = map_rows2(x, g, w, |rx, rg, o| layer_norm_backward_row(rx, rg, &self.weight, self.eps, o));
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
@@ -206,13 +214,13 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 // Activations: value and derivative in one pass each.
 
 #[derive(Clone, Copy)]
-enum Act {
+pub(super) enum Act {
     QuickGelu,
     GeluErf,
 }
 
 impl Act {
-    fn value(self, x: f32) -> f32 {
+    pub(super) fn value(self, x: f32) -> f32 {
         match self {
             Act::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
             Act::GeluErf => {
@@ -222,7 +230,7 @@ impl Act {
         }
     }
 
-    fn derivative(self, x: f32) -> f32 {
+    pub(super) fn derivative(self, x: f32) -> f32 {
         match self {
             Act::QuickGelu => {
                 let s = 1.0 / (1.0 + (-1.702 * x).exp());
