@@ -1,5 +1,5 @@
 //! One encoder layer of the text tower over packed causal sequences, forward and input-gradient
-//! backward on plain f32 slices: the training path on the CPU.
+//! backward on plain f32 slices: the CPU's text path, in training and in inference.
 //!
 //! Composed of candle's ops, a layer's backward pass allocated a zero gradient and added into it
 //! for every node of the graph, copied q, k and v to a padded per-head layout and back, and ran
@@ -159,7 +159,7 @@ impl Geometry {
 }
 
 /// `data` cut into consecutive parts of the given sizes.
-fn split<'a>(mut data: &'a mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&'a mut [f32]> {
+fn split(mut data: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
     sizes
         .map(|n| {
             let (part, rest) = std::mem::take(&mut data).split_at_mut(n);
@@ -290,7 +290,7 @@ fn attention_backward(qkv: &[f32], probs: &[f32], dctx: &[f32], geo: &Geometry, 
 
 /// # Shapes
 /// x: [rows, hidden] -> [outputs, hidden]
-fn forward(w: &LayerWeights, geo: &Geometry, x: &[f32]) -> candle_core::Result<(Vec<f32>, Saved)> {
+fn forward(w: &LayerWeights, geo: &Geometry, x: &[f32], keep: bool) -> candle_core::Result<(Vec<f32>, Option<Saved>)> {
     let (h, t, o) = (w.hidden(), geo.rows, geo.outputs);
     let qkv = w.qkv.forward(&w.ln1.forward(x), t)?;
     let (ctx, probs) = attention(&qkv, geo, h, w.heads);
@@ -301,7 +301,7 @@ fn forward(w: &LayerWeights, geo: &Geometry, x: &[f32]) -> candle_core::Result<(
     let u = w.fc1.forward(&w.ln2.forward(&x1), o)?;
     let mut y = w.fc2.forward(&activate(w.act, &u), o)?;
     y.par_chunks_mut(h * ROWS_PER_TASK).zip(x1.par_chunks(h * ROWS_PER_TASK)).for_each(|(y, x1)| axpy(y, 1.0, x1));
-    Ok((y, Saved { x: x.to_vec(), qkv, probs, x1, u }))
+    Ok((y, keep.then(|| Saved { x: x.to_vec(), qkv, probs, x1, u })))
 }
 
 /// # Shapes
@@ -324,15 +324,17 @@ fn backward(w: &LayerWeights, geo: &Geometry, saved: &Saved, dy: &[f32]) -> cand
 pub(super) struct CausalLayerOp {
     weights: Arc<LayerWeights>,
     geo: Geometry,
+    /// Whether the forward pass keeps what the backward pass reads.
+    keep: bool,
     saved: Mutex<Option<Saved>>,
 }
 
 impl CausalLayerOp {
     /// `lengths`: the packed sequences' lengths, in order; `last_only`: output each sequence's
-    /// last row only.
-    pub(super) fn new(weights: Arc<LayerWeights>, lengths: &[usize], last_only: bool) -> Self {
+    /// last row only; `keep`: keep what the backward pass reads.
+    pub(super) fn new(weights: Arc<LayerWeights>, lengths: &[usize], last_only: bool, keep: bool) -> Self {
         let geo = Geometry::new(lengths, last_only, weights.heads);
-        CausalLayerOp { weights, geo, saved: Mutex::new(None) }
+        CausalLayerOp { weights, geo, keep, saved: Mutex::new(None) }
     }
 }
 
@@ -347,14 +349,16 @@ impl CustomOp1 for CausalLayerOp {
         if l.dims() != [self.geo.rows, h] {
             candle_core::bail!("causal-layer: input {:?} is not [{}, {h}]", l.dims(), self.geo.rows);
         }
-        let (y, saved) = forward(&self.weights, &self.geo, x)?;
-        *self.saved.lock().map_err(|_| candle_core::Error::Msg("causal-layer: poisoned".into()))? = Some(saved);
+        let (y, saved) = forward(&self.weights, &self.geo, x, self.keep)?;
+        if let Some(saved) = saved {
+            *self.saved.lock().map_err(|_| candle_core::Error::Msg("causal-layer: poisoned".into()))? = Some(saved);
+        }
         Ok((CpuStorage::F32(y), Shape::from((self.geo.outputs, h))))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("causal-layer: poisoned".into()))?;
-        let Some(saved) = saved.as_ref() else { candle_core::bail!("causal-layer: backward before forward") };
+        let Some(saved) = saved.as_ref() else { candle_core::bail!("causal-layer: no backward pass without kept activations") };
         let dy = grad.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let dx = backward(&self.weights, &self.geo, saved, &dy)?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))

@@ -526,7 +526,7 @@ struct EncoderLayer {
     ln2: LayerNorm,
     act: Activation,
     /// The layer as one fused op, where its weights are packed and its activation has a fused
-    /// backward (the CPU's training path, `causal_layer.rs`).
+    /// backward (the CPU's text path, `causal_layer.rs`).
     causal: Option<Arc<LayerWeights>>,
 }
 
@@ -595,7 +595,7 @@ impl EncoderLayer {
     }
 }
 
-/// Whether training runs a layer as one fused op: unless `LINCIR_FUSED_LAYERS=0` (a diagnostic:
+/// Whether the CPU runs a text layer as one fused op: unless `LINCIR_FUSED_LAYERS=0` (a diagnostic:
 /// candle's graph of ops instead, for comparisons).
 fn fused_layers_enabled() -> bool {
     std::env::var("LINCIR_FUSED_LAYERS").map_or(true, |v| v != "0")
@@ -620,7 +620,7 @@ impl Encoder {
     /// # Shapes
     /// x: [tokens, hidden] -> [batch, hidden]
     pub fn forward_packed_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
-        let fused = grad == Grad::Yes && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && fused_layers_enabled();
+        let fused = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && fused_layers_enabled();
         self.forward_packed_last_with(x, p, grad, fused)
     }
 
@@ -632,7 +632,8 @@ impl Encoder {
                 let mut x = x.contiguous()?;
                 let n = layers.len();
                 for (i, weights) in layers.into_iter().enumerate() {
-                    x = x.apply_op1(CausalLayerOp::new(weights, &p.lengths, i + 1 == n))?;
+                    let op = CausalLayerOp::new(weights, &p.lengths, i + 1 == n, grad == Grad::Yes);
+                    x = if grad == Grad::Yes { x.apply_op1(op)? } else { x.apply_op1_no_bwd(&op)? };
                 }
                 return Ok(x);
             }
@@ -698,5 +699,11 @@ mod tests {
         assert!(rel(&g1, &g2) < 1e-5, "input gradients differ by {}", rel(&g1, &g2));
         // Every row of every sequence reaches the output through attention: no gradient is zero.
         assert!(g1.chunks(h).all(|row| row.iter().any(|v| *v != 0.0)));
+        // Inference (no kept activations) gives the training path's values.
+        let y3 = encoder.forward_packed_last_with(x.as_tensor(), &p, Grad::No, true).unwrap();
+        let y4 = encoder.forward_packed_last_with(x.as_tensor(), &p, Grad::No, false).unwrap();
+        let (y3, y4) = (y3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y4.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(y3, y1);
+        assert!(rel(&y3, &y4) < 1e-5, "inference values differ by {}", rel(&y3, &y4));
     }
 }
