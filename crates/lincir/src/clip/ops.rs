@@ -15,7 +15,7 @@ use crate::Result;
 /// Rows of the last dimension, processed in parallel in chunks of at least this many values.
 const MIN_CHUNK: usize = 16 * 1024;
 
-pub(super) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = s else { candle_core::bail!("{op}: only f32 is supported") };
     let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{op}: input must be contiguous") };
     Ok(&data[start..end])

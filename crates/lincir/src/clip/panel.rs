@@ -373,6 +373,12 @@ unsafe fn micro<E: Element>(kc: usize, x: *const f32, w: *const E, y: *mut f32, 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel<const R: usize, E: Element>(kc: usize, x: *const f32, w: *const E, y: *mut f32, ldy: usize, accumulate: bool) {
     use std::arch::x86_64::*;
+    // The output block is read (or written) only after the loop: fetch its lines now, so that a
+    // large product's output, which lives beyond L2 between depth blocks, does not stall it.
+    for r in 0..R {
+        _mm_prefetch::<_MM_HINT_T0>(y.add(r * ldy) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(y.add(r * ldy + NR - 1) as *const i8);
+    }
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for i in 0..kc {
         let [w0, w1] = E::load16(w.add(i * NR));

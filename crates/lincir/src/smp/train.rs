@@ -327,7 +327,10 @@ fn run_steps(
             let (loss, g) = loss_and_grads(text, phi, &target, &ids_r, &noise, masks.as_ref())?;
             // Average over micro-batches: the gradient of the mean loss of the accumulated batch.
             let scale = 1.0 / cfg.grad_accum as f64;
-            let g: Vec<Tensor> = g.into_iter().map(|t| t * scale).collect::<candle_core::Result<_>>()?;
+            let g: Vec<Tensor> = match cfg.grad_accum {
+                1 => g, // a pass over phi's parameters saved
+                _ => g.into_iter().map(|t| t * scale).collect::<candle_core::Result<_>>()?,
+            };
             grads = Some(match grads {
                 None => g,
                 Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,
