@@ -94,6 +94,10 @@ pub struct Packed<E = f32> {
     k: usize,
     n: usize,
     panels: Vec<E>,
+    /// Wᵀ packed the same way, made on the first input-gradient product (training) and kept:
+    /// gathering Wᵀ's panels from W's on every product cost about 5% of a training step. It
+    /// doubles the memory of a layer that trains through it, and nothing for inference.
+    transposed: std::sync::OnceLock<Box<Packed<E>>>,
 }
 
 impl<E: Element> Packed<E> {
@@ -102,7 +106,7 @@ impl<E: Element> Packed<E> {
         if k == 0 || n == 0 || w.len() != k * n {
             return None;
         }
-        let mut packed = Packed { k, n, panels: vec![E::default(); n.div_ceil(NR) * NR * k] };
+        let mut packed = Packed { k, n, panels: vec![E::default(); n.div_ceil(NR) * NR * k], transposed: std::sync::OnceLock::new() };
         for r in 0..k {
             for p in 0..n.div_ceil(NR) {
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
@@ -131,9 +135,22 @@ impl<E: Element> Packed<E> {
     }
 
     /// `W[r, c]`.
-    #[cfg(test)]
     fn at(&self, r: usize, c: usize) -> E {
         self.panels[self.offset(r, c)]
+    }
+
+    /// Wᵀ (`[n, k]`), packed.
+    fn transposed(&self) -> &Packed<E> {
+        self.transposed.get_or_init(|| {
+            let (k, n) = (self.k, self.n);
+            let mut t = vec![E::default(); k * n];
+            for r in 0..k {
+                for (c, v) in (0..n).map(|c| (c, self.at(r, c))) {
+                    t[c * k + r] = v;
+                }
+            }
+            Box::new(Packed::new(&t, n, k).expect("a non-empty weight has a non-empty transpose"))
+        })
     }
 
     /// The row-major `[k, n]` matrix back.
@@ -185,61 +202,8 @@ impl Frozen {
 /// `y[m, n] = x[m, k] · W`, `x` row-major; None where the micro-kernel is not available or `x`
 /// has the wrong size.
 pub fn matmul<E: Element>(x: &[f32], m: usize, w: &Packed<E>) -> Option<Vec<f32>> {
-    product(x, m, w.k, w.n, &Forward(w))
-}
-
-/// `y[m, k] = g[m, n] · Wᵀ` (the input gradient of [`matmul`]), `g` row-major; None as for
-/// [`matmul`].
-pub fn matmul_transposed<E: Element>(g: &[f32], m: usize, w: &Packed<E>) -> Option<Vec<f32>> {
-    product(g, m, w.n, w.k, &Transposed(w))
-}
-
-/// Where the micro-kernel finds weight panels for depth `pc..pc+kc`.
-trait Panels: Sync {
-    type E: Element;
-    /// The first of panels `p0..p1` at depth `pc`, and the distance between panels; `buf` may be
-    /// used to pack them.
-    fn block(&self, pc: usize, kc: usize, p0: usize, p1: usize, buf: &mut Vec<f32>) -> (*const Self::E, usize);
-}
-
-/// The packed weight as it is.
-struct Forward<'a, E>(&'a Packed<E>);
-
-impl<E: Element> Panels for Forward<'_, E> {
-    type E = E;
-    fn block(&self, pc: usize, kc: usize, p0: usize, _p1: usize, _buf: &mut Vec<f32>) -> (*const E, usize) {
-        (self.0.panels[self.0.offset(pc, p0 * NR)..].as_ptr(), kc * NR)
-    }
-}
-
-/// Wᵀ (`[n, k]`), packed per block (as f32) from W's panels.
-struct Transposed<'a, E>(&'a Packed<E>);
-
-impl<E: Element> Panels for Transposed<'_, E> {
-    type E = f32;
-    fn block(&self, pc: usize, kc: usize, p0: usize, p1: usize, buf: &mut Vec<f32>) -> (*const f32, usize) {
-        let w = self.0;
-        buf.clear();
-        buf.resize((p1 - p0) * kc * NR, 0.0);
-        for (q, panel) in buf.chunks_exact_mut(kc * NR).enumerate() {
-            // Columns of Wᵀ are rows of W: panel column c is W's row (p0 + q) * 16 + c.
-            let c0 = (p0 + q) * NR;
-            let cols = NR.min(w.k - c0);
-            for (i, row) in panel.chunks_exact_mut(NR).enumerate() {
-                // Row pc + i of Wᵀ is column pc + i of W; its 16 rows from c0 lie in one block
-                // of W (blocks are a multiple of 16 rows), 16 elements apart.
-                let src = &w.panels[w.offset(c0, pc + i)..];
-                for (c, v) in row[..cols].iter_mut().enumerate() {
-                    *v = src[c * NR].to_f32();
-                }
-            }
-        }
-        (buf.as_ptr(), kc * NR)
-    }
-}
-
-fn product<P: Panels>(x: &[f32], m: usize, k: usize, n: usize, w: &P) -> Option<Vec<f32>> {
-    if !available() || m == 0 || k == 0 || n == 0 || x.len() != m * k {
+    let (k, n) = (w.k, w.n);
+    if !available() || m == 0 || x.len() != m * k {
         return None;
     }
     // The input is packed once, by all threads, for all of them (each used to pack all of it).
@@ -252,11 +216,21 @@ fn product<P: Panels>(x: &[f32], m: usize, k: usize, n: usize, w: &P) -> Option<
     (0..panels.div_ceil(band)).into_par_iter().for_each(|b| {
         let (p0, p1) = (b * band, ((b + 1) * band).min(panels));
         // SAFETY: bands cover disjoint columns of y's allocation, which outlives the loop.
-        unsafe { band_product(&xp, m, k, n, w, p0, p1, out) };
+        unsafe { band_product(&xp, m, w, p0, p1, out) };
     });
-    // SAFETY: the bands cover all n columns and the first depth block writes all m rows of each.
+    // SAFETY: the bands cover all n columns (k and n are not 0: `Packed::new` refuses that) and
+    // the first depth block writes all m rows of each.
     unsafe { y.set_len(m * n) };
     Some(y)
+}
+
+/// `y[m, k] = g[m, n] · Wᵀ` (the input gradient of [`matmul`]), `g` row-major; None as for
+/// [`matmul`].
+pub fn matmul_transposed<E: Element>(g: &[f32], m: usize, w: &Packed<E>) -> Option<Vec<f32>> {
+    if !available() || m == 0 || g.len() != m * w.n {
+        return None;
+    }
+    matmul(g, m, w.transposed())
 }
 
 #[derive(Clone, Copy)]
@@ -272,38 +246,31 @@ impl OutPtr {
     }
 }
 
-thread_local! {
-    /// Weight-packing buffer kept per thread between products (the transposed weight).
-    static BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Panels `p0..p1` (columns `16 p0..16 p1`) of the product into `y`, from the packed input `xp`
 /// ([`pack_input`]).
 ///
 /// # Safety
 /// `y` points at `m * n` floats; no other thread writes these columns.
-#[allow(clippy::too_many_arguments)]
-unsafe fn band_product<P: Panels>(xp: &[f32], m: usize, k: usize, n: usize, w: &P, p0: usize, p1: usize, y: OutPtr) {
+unsafe fn band_product<E: Element>(xp: &[f32], m: usize, w: &Packed<E>, p0: usize, p1: usize, y: OutPtr) {
+    let (k, n) = (w.k, w.n);
     let m_pad = m.next_multiple_of(MR);
-    BUFFER.with_borrow_mut(|wbuf| {
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let (wblock, panel_stride) = w.block(pc, kc, p0, p1, wbuf);
-            // Blocks of MC input rows (in L2) against every weight panel of the band (in L1).
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                for p in p0..p1 {
-                    let c0 = p * NR;
-                    let cols = NR.min(n - c0);
-                    let wp = wblock.add((p - p0) * panel_stride);
-                    for ir in (ic..ic + mc).step_by(MR) {
-                        let rows = MR.min(m - ir);
-                        micro(kc, xp.as_ptr().add(pc * m_pad + ir * kc), wp, y.0.add(ir * n + c0), n, pc > 0, rows, cols);
-                    }
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        let wblock = w.panels[w.offset(pc, p0 * NR)..].as_ptr();
+        // Blocks of MC input rows (in L2) against every weight panel of the band (in L1).
+        for ic in (0..m).step_by(MC) {
+            let mc = MC.min(m - ic);
+            for p in p0..p1 {
+                let c0 = p * NR;
+                let cols = NR.min(n - c0);
+                let wp = wblock.add((p - p0) * kc * NR);
+                for ir in (ic..ic + mc).step_by(MR) {
+                    let rows = MR.min(m - ir);
+                    micro(kc, xp.as_ptr().add(pc * m_pad + ir * kc), wp, y.0.add(ir * n + c0), n, pc > 0, rows, cols);
                 }
             }
         }
-    });
+    }
 }
 
 /// The input `[m, k]` as panels of MR rows, in blocks of KC columns: block `pc` starts at
