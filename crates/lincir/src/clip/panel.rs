@@ -285,11 +285,21 @@ fn pack_input(x: &[f32], m: usize, k: usize) -> Vec<f32> {
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             // SAFETY: this panel's region of each block, [pc * m_pad + i0 * kc, + kc * MR), is
-            // inside `out` and written by this task alone.
-            let base = unsafe { dst.get().add(pc * m_pad + i0 * kc) };
-            for c in 0..kc {
-                for r in 0..rows {
-                    unsafe { *base.add(c * MR + r) = x[(i0 + r) * k + pc + c] };
+            // inside `out` and written by this task alone (no other reference to it exists).
+            let block = unsafe { std::slice::from_raw_parts_mut(dst.get().add(pc * m_pad + i0 * kc), kc * MR) };
+            let src: [&[f32]; MR] = std::array::from_fn(|r| if r < rows { &x[(i0 + r) * k + pc..][..kc] } else { &[] });
+            if rows == MR {
+                // Whole panels (all but the last): fixed trip counts, no bounds checks inside.
+                for (c, column) in block.chunks_exact_mut(MR).enumerate() {
+                    for (r, v) in column.iter_mut().enumerate() {
+                        *v = src[r][c];
+                    }
+                }
+            } else {
+                for (c, column) in block.chunks_exact_mut(MR).enumerate() {
+                    for (r, v) in column[..rows].iter_mut().enumerate() {
+                        *v = src[r][c];
+                    }
                 }
             }
         }
