@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::cache::{model_key, stamp};
 use crate::bench::images::{embed_images, BadImages, BenchImage};
+use crate::clip::fastmath::dot;
 use crate::clip::Clip;
 use crate::compact;
 use crate::{Error, Result};
@@ -232,18 +233,6 @@ fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
 }
 
-/// Dot product in 8 independent lanes (vectorises well).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 /// Keeps the k best (highest score, then lowest id), sorted.
 fn keep_best(v: &mut Vec<(usize, f32)>, k: usize) {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::fastmath::dot;
 use super::ops::{contiguous_f32, layer_norm_backward_row, layer_norm_row, Act};
 use super::panel::Frozen;
 
@@ -178,18 +179,6 @@ struct Saved {
     x1: Vec<f32>,
     /// fc1's output, before the activation.
     u: Vec<f32>,
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// y += a x
