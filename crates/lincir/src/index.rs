@@ -233,7 +233,6 @@ fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
     unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f32, bytes.len() / 4) }
 }
 
-
 /// Keeps the k best (highest score, then lowest id), sorted.
 fn keep_best(v: &mut Vec<(usize, f32)>, k: usize) {
     let better = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));

@@ -7,8 +7,7 @@
 //! keeps what the backward needs (q, k and v, the attention probabilities, the residual after
 //! attention, fc1's output), and the backward writes each gradient once. Attention runs directly
 //! on the packed rows, each token over its own sequence's tokens up to itself: no padding, no
-//! mask. The weights are frozen: only the input gradient is computed, through the packed panels
-//! read transposed.
+//! mask. The weights are frozen: only the input gradient is computed, through Wᵀ's packed panels.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,43 +16,10 @@ use rayon::prelude::*;
 
 use super::fastmath::dot;
 use super::ops::{contiguous_f32, layer_norm_backward_row, layer_norm_row, Act};
-use super::panel::Frozen;
+use super::nn::PackedMatmul;
 
 /// Rows of a [rows, width] matrix handed to one thread at a time in the elementwise passes.
-const ROWS_PER_TASK: usize = 8;
-
-/// A frozen linear layer in the packed kernel's form.
-#[derive(Clone)]
-pub(super) struct Dense {
-    pub weight: Arc<Frozen>,
-    pub bias: Option<Arc<[f32]>>,
-}
-
-impl Dense {
-    /// # Shapes
-    /// x: [m, input] -> [m, output]
-    fn forward(&self, x: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
-        let Some(mut y) = self.weight.matmul(x, m) else {
-            candle_core::bail!("causal-layer: a product of [{m}, {}] by [{}, {}] did not run", x.len() / m.max(1), self.weight.rows(), self.weight.cols())
-        };
-        if let Some(b) = &self.bias {
-            y.par_chunks_mut(b.len() * ROWS_PER_TASK).for_each(|rows| {
-                for row in rows.chunks_exact_mut(b.len()) {
-                    row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
-                }
-            });
-        }
-        Ok(y)
-    }
-
-    /// The input gradient `g Wᵀ`.
-    ///
-    /// # Shapes
-    /// g: [m, output] -> [m, input]
-    fn backward(&self, g: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
-        self.weight.matmul_transposed(g, m).ok_or_else(|| candle_core::Error::Msg("causal-layer: a transposed product did not run".into()))
-    }
-}
+pub(super) const ROWS_PER_TASK: usize = 8;
 
 /// A layer norm's frozen parameters.
 #[derive(Clone)]
@@ -92,11 +58,11 @@ impl Norm {
 pub(super) struct LayerWeights {
     pub ln1: Norm,
     /// q, k and v side by side: [hidden] -> [3 * hidden].
-    pub qkv: Dense,
-    pub out: Dense,
+    pub qkv: PackedMatmul,
+    pub out: PackedMatmul,
     pub ln2: Norm,
-    pub fc1: Dense,
-    pub fc2: Dense,
+    pub fc1: PackedMatmul,
+    pub fc2: PackedMatmul,
     pub act: Act,
     pub heads: usize,
 }
@@ -170,9 +136,9 @@ fn split(mut data: &mut [f32], sizes: impl Iterator<Item = usize>) -> Vec<&mut [
         .collect()
 }
 
-/// What the backward pass reads, kept by the forward pass.
+/// What the backward pass reads, kept by the forward pass (besides the layer's input, which
+/// candle hands back to the backward pass).
 struct Saved {
-    x: Vec<f32>,
     qkv: Vec<f32>,
     probs: Vec<f32>,
     /// The residual stream after attention (layer norm 2's input).
@@ -281,28 +247,28 @@ fn attention_backward(qkv: &[f32], probs: &[f32], dctx: &[f32], geo: &Geometry, 
 /// x: [rows, hidden] -> [outputs, hidden]
 fn forward(w: &LayerWeights, geo: &Geometry, x: &[f32], keep: bool) -> candle_core::Result<(Vec<f32>, Option<Saved>)> {
     let (h, t, o) = (w.hidden(), geo.rows, geo.outputs);
-    let qkv = w.qkv.forward(&w.ln1.forward(x), t)?;
+    let qkv = w.qkv.forward_rows(&w.ln1.forward(x), t)?;
     let (ctx, probs) = attention(&qkv, geo, h, w.heads);
-    let mut x1 = w.out.forward(&ctx, o)?;
+    let mut x1 = w.out.forward_rows(&ctx, o)?;
     for (row, q) in x1.chunks_exact_mut(h).zip(geo.query_rows()) {
         axpy(row, 1.0, &x[q * h..(q + 1) * h]);
     }
-    let u = w.fc1.forward(&w.ln2.forward(&x1), o)?;
-    let mut y = w.fc2.forward(&activate(w.act, &u), o)?;
+    let u = w.fc1.forward_rows(&w.ln2.forward(&x1), o)?;
+    let mut y = w.fc2.forward_rows(&activate(w.act, &u), o)?;
     y.par_chunks_mut(h * ROWS_PER_TASK).zip(x1.par_chunks(h * ROWS_PER_TASK)).for_each(|(y, x1)| axpy(y, 1.0, x1));
-    Ok((y, keep.then(|| Saved { x: x.to_vec(), qkv, probs, x1, u })))
+    Ok((y, keep.then_some(Saved { qkv, probs, x1, u })))
 }
 
 /// # Shapes
-/// dy: [outputs, hidden] -> [rows, hidden]
-fn backward(w: &LayerWeights, geo: &Geometry, saved: &Saved, dy: &[f32]) -> candle_core::Result<Vec<f32>> {
+/// x (the layer's input): [rows, hidden]; dy: [outputs, hidden] -> [rows, hidden]
+fn backward(w: &LayerWeights, geo: &Geometry, saved: &Saved, x: &[f32], dy: &[f32]) -> candle_core::Result<Vec<f32>> {
     let (h, t, o) = (w.hidden(), geo.rows, geo.outputs);
-    let mut dg = w.fc2.backward(dy, o)?;
+    let mut dg = w.fc2.backward_rows(dy, o)?;
     activation_backward(w.act, &saved.u, &mut dg);
-    let mut dx1 = w.ln2.backward(&saved.x1, &w.fc1.backward(&dg, o)?);
+    let mut dx1 = w.ln2.backward(&saved.x1, &w.fc1.backward_rows(&dg, o)?);
     dx1.par_chunks_mut(h * ROWS_PER_TASK).zip(dy.par_chunks(h * ROWS_PER_TASK)).for_each(|(a, b)| axpy(a, 1.0, b));
-    let dqkv = attention_backward(&saved.qkv, &saved.probs, &w.out.backward(&dx1, o)?, geo, h, w.heads);
-    let mut dx = w.ln1.backward(&saved.x, &w.qkv.backward(&dqkv, t)?);
+    let dqkv = attention_backward(&saved.qkv, &saved.probs, &w.out.backward_rows(&dx1, o)?, geo, h, w.heads);
+    let mut dx = w.ln1.backward(x, &w.qkv.backward_rows(&dqkv, t)?);
     for (g, q) in dx1.chunks_exact(h).zip(geo.query_rows()) {
         axpy(&mut dx[q * h..(q + 1) * h], 1.0, g);
     }
@@ -348,8 +314,15 @@ impl CustomOp1 for CausalLayerOp {
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("causal-layer: poisoned".into()))?;
         let Some(saved) = saved.as_ref() else { candle_core::bail!("causal-layer: no backward pass without kept activations") };
-        let dy = grad.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let dx = backward(&self.weights, &self.geo, saved, &dy)?;
+        let dx = with_values(x, |x| with_values(grad, |dy| backward(&self.weights, &self.geo, saved, x, dy)))?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
+}
+
+/// `f` of a CPU f32 tensor's values, read in place.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> candle_core::Result<R>) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(s) = &*storage else { candle_core::bail!("causal-layer: a tensor is not on the CPU") };
+    f(contiguous_f32(s, layout, "causal-layer")?)
 }

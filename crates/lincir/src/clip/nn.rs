@@ -10,7 +10,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use super::ops::contiguous_f32;
-use super::causal_layer::{CausalLayerOp, Dense, LayerWeights, Norm};
+use super::causal_layer::{CausalLayerOp, LayerWeights, Norm};
 use super::{batched, blas, panel};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
@@ -41,9 +41,39 @@ enum Weight {
 /// `g Wᵀ`, from the same panels. The bias is added in place: as a separate node of candle's
 /// graph it would cost a pass over the output forward and two more backward.
 #[derive(Clone)]
-struct PackedMatmul {
+pub(super) struct PackedMatmul {
     weight: std::sync::Arc<panel::Frozen>,
     bias: Option<std::sync::Arc<[f32]>>,
+}
+
+impl PackedMatmul {
+    /// # Shapes
+    /// x: [m, input] -> [m, output]
+    pub(super) fn forward_rows(&self, x: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
+        use rayon::prelude::*;
+        let Some(mut y) = self.weight.matmul(x, m) else {
+            candle_core::bail!("packed-matmul: input is not [rows, {}]", self.weight.rows())
+        };
+        if let Some(b) = &self.bias {
+            y.par_chunks_mut(b.len() * super::causal_layer::ROWS_PER_TASK).for_each(|rows| {
+                for row in rows.chunks_exact_mut(b.len()) {
+                    row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b);
+                }
+            });
+        }
+        Ok(y)
+    }
+
+    /// The input gradient `g Wᵀ`.
+    ///
+    /// # Shapes
+    /// g: [m, output] -> [m, input]
+    pub(super) fn backward_rows(&self, g: &[f32], m: usize) -> candle_core::Result<Vec<f32>> {
+        match self.weight.matmul_transposed(g, m) {
+            Some(dx) => Ok(dx),
+            None => candle_core::bail!("packed-matmul-backward: gradient is not [rows, {}]", self.weight.cols()),
+        }
+    }
 }
 
 impl CustomOp1 for PackedMatmul {
@@ -53,27 +83,17 @@ impl CustomOp1 for PackedMatmul {
 
     fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, _) = layout.shape().dims2()?;
-        let Some(mut y) = self.weight.matmul(contiguous_f32(x, layout, "packed-matmul")?, m) else {
-            candle_core::bail!("packed-matmul: input is not [rows, {}]", self.weight.rows())
-        };
-        if let Some(b) = &self.bias {
-            for row in y.chunks_exact_mut(b.len()) {
-                let b: &[f32] = b;
-                row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
-            }
-        }
+        let y = self.forward_rows(contiguous_f32(x, layout, "packed-matmul")?, m)?;
         Ok((CpuStorage::F32(y), Shape::from((m, self.weight.cols()))))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_y.contiguous()?.apply_op1_no_bwd(&PackedMatmulBackward { weight: self.weight.clone() })?))
+        Ok(Some(grad_y.contiguous()?.apply_op1_no_bwd(&PackedMatmulBackward(self.clone()))?))
     }
 }
 
 /// The input gradient of [`PackedMatmul`].
-struct PackedMatmulBackward {
-    weight: std::sync::Arc<panel::Frozen>,
-}
+struct PackedMatmulBackward(PackedMatmul);
 
 impl CustomOp1 for PackedMatmulBackward {
     fn name(&self) -> &'static str {
@@ -82,10 +102,8 @@ impl CustomOp1 for PackedMatmulBackward {
 
     fn cpu_fwd(&self, g: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (m, _) = layout.shape().dims2()?;
-        let Some(dx) = self.weight.matmul_transposed(contiguous_f32(g, layout, "packed-matmul-backward")?, m) else {
-            candle_core::bail!("packed-matmul-backward: gradient is not [rows, {}]", self.weight.cols())
-        };
-        Ok((CpuStorage::F32(dx), Shape::from((m, self.weight.rows()))))
+        let dx = self.0.backward_rows(contiguous_f32(g, layout, "packed-matmul-backward")?, m)?;
+        Ok((CpuStorage::F32(dx), Shape::from((m, self.0.weight.rows()))))
     }
 }
 
@@ -202,9 +220,9 @@ impl Linear {
     }
 
     /// The packed weight and bias, where the layer has them.
-    fn dense(&self) -> Option<Dense> {
+    fn packed(&self) -> Option<PackedMatmul> {
         match &self.weight {
-            Weight::Packed(p) => Some(Dense { weight: p.weight.clone(), bias: p.bias.clone() }),
+            Weight::Packed(p) => Some(p.clone()),
             Weight::Tensor { .. } => None,
         }
     }
@@ -552,7 +570,7 @@ impl EncoderLayer {
             Activation::Gelu => super::ops::Act::GeluErf,
             Activation::GeluTanh => return Ok(None),
         };
-        let dense = [&self.attn.qkv, &self.attn.out, &self.fc1, &self.fc2].map(Linear::dense);
+        let dense = [&self.attn.qkv, &self.attn.out, &self.fc1, &self.fc2].map(Linear::packed);
         let [Some(qkv), Some(out), Some(fc1), Some(fc2)] = dense else { return Ok(None) };
         Ok(Some(LayerWeights { ln1: self.ln1.norm()?, qkv, out, ln2: self.ln2.norm()?, fc1, fc2, act, heads: self.attn.heads }))
     }

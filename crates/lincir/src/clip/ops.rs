@@ -21,6 +21,13 @@ pub(crate) fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> can
     Ok(&data[start..end])
 }
 
+/// [`contiguous_f32`] for an op that writes in place.
+pub(crate) fn contiguous_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = s else { candle_core::bail!("{op}: only f32 is supported") };
+    let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{op}: input must be contiguous") };
+    Ok(&mut data[start..end])
+}
+
 fn fast_path(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }

@@ -145,8 +145,8 @@ impl<E: Element> Packed<E> {
             let (k, n) = (self.k, self.n);
             let mut t = vec![E::default(); k * n];
             for r in 0..k {
-                for (c, v) in (0..n).map(|c| (c, self.at(r, c))) {
-                    t[c * k + r] = v;
+                for c in 0..n {
+                    t[c * k + r] = self.at(r, c);
                 }
             }
             Box::new(Packed::new(&t, n, k).expect("a non-empty weight has a non-empty transpose"))

@@ -57,6 +57,7 @@ impl AdamW {
     }
 }
 
+/// The global L2 norm of the gradients (NaN or infinite when any gradient is).
 pub fn grad_norm(grads: &[Tensor]) -> Result<f64> {
     let mut total = 0f64;
     for g in grads {
@@ -143,9 +144,7 @@ mod fused {
     }
 
     fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
-        let CpuStorage::F32(data) = s else { candle_core::bail!("optimiser: only f32 is supported") };
-        let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("optimiser: not contiguous") };
-        Ok(&mut data[start..end])
+        crate::clip::ops::contiguous_f32_mut(s, l, "optimiser")
     }
 
     fn same_len(a: &[f32], b: &[f32]) -> candle_core::Result<()> {
