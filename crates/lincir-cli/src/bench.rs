@@ -175,6 +175,8 @@ fn encode(args: EncodeArgs) -> Result<()> {
     let text_gflops = text_flops / text_secs / 1e9;
     let image_gflops = images_per_s.map(|v| v * clip.config.vision.forward_flops() / 1e9);
     let peak = clip.device.is_cpu().then(|| crate::bench_matmul::fma_peak_gflops(rayon::current_num_threads()));
+    // In bf16 the products run at the bf16 peak where the CPU has vdpbf16ps.
+    let peak_bf16 = (clip.device.is_cpu() && clip.dtype() == candle_core::DType::BF16).then(|| crate::bench_matmul::bf16_peak_gflops(rayon::current_num_threads())).flatten();
 
     let report = serde_json::json!({
         "tool": "lincir",
@@ -194,6 +196,7 @@ fn encode(args: EncodeArgs) -> Result<()> {
         "gflop_per_image": clip.config.vision.forward_flops() / 1e9,
         "peak_gflops_measured": peak.map(|p| p.0),
         "peak_kernel": peak.map(|p| p.1),
+        "peak_bf16_gflops_measured": peak_bf16,
     });
     println!("{:<44} {:>12}", "measure", "value");
     println!("{:<44} {:>12.1}", "texts/s (batch, padded to longest)", texts_per_s);

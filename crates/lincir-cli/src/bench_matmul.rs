@@ -121,11 +121,15 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
         rows.push(serde_json::json!({"product": what, "batch": batch, "m": m, "k": k, "n": n, "gflops": {"candle gemm": g, "lincir batched": ours}}));
     }
     println!("{:<50} {:>24.1}", "arithmetic peak (FMA loop, measured)", peak.0);
+    let peak_bf16 = bf16_peak_gflops(threads);
+    if let Some(p) = peak_bf16 {
+        println!("{:<50} {:>24.1}", "bf16 peak (vdpbf16ps loop, measured)", p);
+    }
     let bandwidth = memory_read_gbps();
     println!("{:<50} {:>24.1}", "memory read GB/s (1 GiB, all threads)", bandwidth);
     let report = serde_json::json!({
         "tool": "lincir", "cpu": lincir::device::cpu_model(), "cpu_features": lincir::device::cpu_features(),
-        "threads": threads, "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "memory_read_gbps": bandwidth, "products": rows,
+        "threads": threads, "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "peak_bf16_gflops_measured": peak_bf16, "memory_read_gbps": bandwidth, "products": rows,
     });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -191,6 +195,43 @@ pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
         _ => "scalar",
     };
     (threads as f64 * ITERS as f64 * flops_per_iter / secs / 1e9, name)
+}
+
+/// The CPU's bf16 dot-product peak (`vdpbf16ps`, the `--dtype bf16` kernel's instruction) on
+/// `threads` threads, in GFLOP/s; None where the CPU lacks AVX512_BF16.
+pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bf16") {
+        const ITERS: u64 = 20_000_000;
+        // SAFETY: the feature was detected.
+        let kernel = || unsafe { dpbf16_loop(ITERS) };
+        let started = Instant::now();
+        let sink: f32 = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+            Ok(pool) if threads != rayon::current_num_threads() => pool.broadcast(|_| kernel()).into_iter().sum(),
+            _ => rayon::broadcast(|_| kernel()).into_iter().sum(),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        std::hint::black_box(sink);
+        // Twelve instructions per iteration, each 16 lanes x 2 products x 2 flops.
+        return Some(threads as f64 * ITERS as f64 * 12.0 * 64.0 / secs / 1e9);
+    }
+    let _ = threads;
+    None
+}
+
+/// Twelve independent `vdpbf16ps` chains.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn dpbf16_loop(n: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(1e-3)), _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.5)));
+    let mut acc = [_mm512_set1_ps(1.0); 12];
+    for _ in 0..n {
+        for s in acc.iter_mut() {
+            *s = _mm512_dpbf16_ps(*s, a, b);
+        }
+    }
+    _mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)))
 }
 
 #[cfg(target_arch = "x86_64")]

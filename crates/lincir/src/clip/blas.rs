@@ -74,7 +74,7 @@ pub fn active() -> Option<&'static Blas> {
 pub fn describe() -> String {
     match active() {
         Some(b) => b.library.clone(),
-        None if super::panel::enabled() => "builtin (packed panels, AVX2)".to_string(),
+        None if super::panel::enabled() => format!("builtin (packed panels, {})", super::panel::isa().name()),
         None => "builtin (candle gemm)".to_string(),
     }
 }

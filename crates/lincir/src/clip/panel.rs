@@ -46,50 +46,165 @@ pub fn enabled() -> bool {
     available() && std::env::var("LINCIR_PACKED_WEIGHTS").map_or(true, |v| v != "0")
 }
 
-/// A weight element: f32, or bf16 (the CPU's `--dtype bf16`: half the bytes to stream, widened
-/// to f32 in registers, so the arithmetic stays f32).
+/// The micro-kernels a CPU can run, narrowest first. All keep a 6-row block of outputs in
+/// registers; they differ in vector width and, for bf16 weights, in the arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// 8-lane f32 FMA, one 16-column panel at a time (bf16 weights widened in registers).
+    Avx2,
+    /// 16-lane f32 FMA, two panels (32 columns) at a time (bf16 weights widened in registers).
+    Avx512,
+    /// As `Avx512` for f32 weights; bf16 weights multiply bf16-rounded inputs with `vdpbf16ps`
+    /// (two products per lane and instruction, accumulated in f32), as PyTorch's bf16 does.
+    Avx512Bf16,
+}
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512_bf16",
+        }
+    }
+
+    /// The kernels this CPU can run, narrowest first (empty without AVX2 and FMA).
+    pub fn supported() -> Vec<Isa> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            out.push(Isa::Avx2);
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512);
+                if std::arch::is_x86_feature_detected!("avx512bf16") {
+                    out.push(Isa::Avx512Bf16);
+                }
+            }
+        }
+        out
+    }
+
+    /// Weight panels one micro-kernel call covers.
+    fn panels_per_call(self) -> usize {
+        if self == Isa::Avx2 { 1 } else { 2 }
+    }
+}
+
+/// The kernel the products use: the widest this CPU has, or at most `LINCIR_KERNEL`
+/// (`avx2`, `avx512`, `avx512_bf16`: for comparisons and tests). Chosen once.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let best = Isa::supported().last().copied().unwrap_or(Isa::Avx2);
+        match std::env::var("LINCIR_KERNEL") {
+            Ok(v) => match [Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16].into_iter().find(|i| i.name() == v) {
+                Some(cap) => best.min(cap),
+                None => {
+                    eprintln!("warning: LINCIR_KERNEL={v} is not one of avx2, avx512, avx512_bf16; using {}", best.name());
+                    best
+                }
+            },
+            Err(_) => best,
+        }
+    })
+}
+
+/// A weight element: f32, or bf16 (the CPU's `--dtype bf16`: half the bytes to stream; widened
+/// to f32 in registers, or multiplied as bf16 by `vdpbf16ps` where the CPU has it).
 pub trait Element: Copy + Default + Send + Sync + 'static {
+    /// Whether a panel holds its rows in pairs (`[k/2][16][2]`, the depth rounded up to even):
+    /// one 32-bit lane then holds the two weights `vdpbf16ps` multiplies into one output, and
+    /// one load widens into the weights of two rows.
+    const PAIRED: bool;
     fn to_f32(self) -> f32;
-    /// Two 8-lane f32 vectors from 16 consecutive elements.
+    /// One block of `rows` (≤ 6) x `np * 16` outputs over `kc` depth steps (see [`micro`]).
     ///
     /// # Safety
-    /// `p` points at 16 readable elements; AVX2 is available.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load16(p: *const Self) -> [std::arch::x86_64::__m256; 2];
+    /// As [`micro`], with a full-width block.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block(isa: Isa, kc: usize, x: InputPanel, w: *const Self, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize);
+}
+
+/// A packed input panel: f32 rows, or bf16 pairs (for `vdpbf16ps`).
+#[derive(Clone, Copy)]
+pub enum InputPanel {
+    F32(*const f32),
+    Pairs(*const u32),
+}
+
+impl InputPanel {
+    fn f32(self) -> *const f32 {
+        match self {
+            InputPanel::F32(p) => p,
+            InputPanel::Pairs(_) => unreachable!("f32 kernels get f32 input panels"),
+        }
+    }
+    fn pairs(self) -> *const u32 {
+        match self {
+            InputPanel::Pairs(p) => p,
+            InputPanel::F32(_) => unreachable!("vdpbf16ps gets bf16 pairs"),
+        }
+    }
+}
+
+/// Calls `$kernel::<R, ...>` with R the block's row count (1 to 6) as a constant.
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident [$($g:tt),*] ($($arg:expr),* $(,)?)) => {
+        match $rows {
+            6 => $kernel::<6, $($g),*>($($arg),*),
+            5 => $kernel::<5, $($g),*>($($arg),*),
+            4 => $kernel::<4, $($g),*>($($arg),*),
+            3 => $kernel::<3, $($g),*>($($arg),*),
+            2 => $kernel::<2, $($g),*>($($arg),*),
+            _ => $kernel::<1, $($g),*>($($arg),*),
+        }
+    };
 }
 
 impl Element for f32 {
+    const PAIRED: bool = false;
     fn to_f32(self) -> f32 {
         self
     }
-    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load16(p: *const f32) -> [std::arch::x86_64::__m256; 2] {
-        use std::arch::x86_64::*;
-        [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))]
+    unsafe fn block(isa: Isa, kc: usize, x: InputPanel, w: *const f32, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize) {
+        #[cfg(target_arch = "x86_64")]
+        match (isa, np) {
+            (Isa::Avx2, _) => by_rows!(rows, avx2_f32[](kc, x.f32(), w, y, ldy, accumulate)),
+            (_, 1) => by_rows!(rows, avx512_f32[1](kc, x.f32(), w, wstride, y, ldy, accumulate)),
+            _ => by_rows!(rows, avx512_f32[2](kc, x.f32(), w, wstride, y, ldy, accumulate)),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
     }
 }
 
 impl Element for half::bf16 {
+    const PAIRED: bool = true;
     fn to_f32(self) -> f32 {
         half::bf16::to_f32(self)
     }
-    /// bf16 is the top half of an f32: widen to 32 bits and shift.
-    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn load16(p: *const half::bf16) -> [std::arch::x86_64::__m256; 2] {
-        use std::arch::x86_64::*;
-        let v = _mm256_loadu_si256(p as *const __m256i);
-        let lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
-        let hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
-        [_mm256_castsi256_ps(_mm256_slli_epi32::<16>(lo)), _mm256_castsi256_ps(_mm256_slli_epi32::<16>(hi))]
+    unsafe fn block(isa: Isa, kc: usize, x: InputPanel, w: *const half::bf16, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize) {
+        // A pair of bf16 weights is one 32-bit lane; the stride between panels is in bf16.
+        let (w, wstride) = (w as *const u32, wstride / 2);
+        #[cfg(target_arch = "x86_64")]
+        match (isa, np) {
+            (Isa::Avx2, _) => by_rows!(rows, avx2_bf16[](kc, x.f32(), w, y, ldy, accumulate)),
+            (Isa::Avx512, 1) => by_rows!(rows, avx512_bf16_widened[1](kc, x.f32(), w, wstride, y, ldy, accumulate)),
+            (Isa::Avx512, _) => by_rows!(rows, avx512_bf16_widened[2](kc, x.f32(), w, wstride, y, ldy, accumulate)),
+            (Isa::Avx512Bf16, 1) => by_rows!(rows, avx512_dpbf16[1](kc, x.pairs(), w, wstride, y, ldy, accumulate)),
+            (Isa::Avx512Bf16, _) => by_rows!(rows, avx512_dpbf16[2](kc, x.pairs(), w, wstride, y, ldy, accumulate)),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
     }
 }
 
 /// A frozen `[k, n]` weight (`y = x · W`) as panels of 16 columns, in blocks of 256 rows: block
 /// `b` holds, panel after panel, rows `256b..256b+256` of each panel (each row's 16 weights
-/// contiguous, zeros past the last column). A pass over one block reads memory in order, which
-/// the hardware prefetchers follow.
+/// contiguous, zeros past the last column; for bf16, rows in pairs, see [`Element::PAIRED`]). A
+/// pass over one block reads memory in order, which the hardware prefetchers follow.
 pub struct Packed<E = f32> {
     k: usize,
     n: usize,
@@ -100,18 +215,27 @@ pub struct Packed<E = f32> {
     transposed: std::sync::OnceLock<Box<Packed<E>>>,
 }
 
+/// The rows a panel stores for `k` rows of weight: `k`, or for paired elements `k` rounded up
+/// to even (a zero row completes the last pair).
+fn stored_depth<E: Element>(k: usize) -> usize {
+    if E::PAIRED { k.next_multiple_of(2) } else { k }
+}
+
 impl<E: Element> Packed<E> {
     /// Packs a row-major `[k, n]` matrix.
     pub fn new(w: &[E], k: usize, n: usize) -> Option<Self> {
         if k == 0 || n == 0 || w.len() != k * n {
             return None;
         }
-        let mut packed = Packed { k, n, panels: vec![E::default(); n.div_ceil(NR) * NR * k], transposed: std::sync::OnceLock::new() };
+        let mut packed = Packed { k, n, panels: vec![E::default(); n.div_ceil(NR) * NR * stored_depth::<E>(k)], transposed: std::sync::OnceLock::new() };
         for r in 0..k {
             for p in 0..n.div_ceil(NR) {
                 let (c0, cols) = (p * NR, NR.min(n - p * NR));
-                let at = packed.offset(r, c0);
-                packed.panels[at..at + cols].copy_from_slice(&w[r * n + c0..r * n + c0 + cols]);
+                // Consecutive columns of a row are 1 apart, or 2 in pairs.
+                let (at, step) = (packed.offset(r, c0), if E::PAIRED { 2 } else { 1 });
+                for (c, &v) in w[r * n + c0..][..cols].iter().enumerate() {
+                    packed.panels[at + c * step] = v;
+                }
             }
         }
         Some(packed)
@@ -120,8 +244,9 @@ impl<E: Element> Packed<E> {
     /// Where `W[r, c]` is.
     fn offset(&self, r: usize, c: usize) -> usize {
         let pc = r / KC * KC;
-        let kc = KC.min(self.k - pc);
-        pc * self.n.div_ceil(NR) * NR + (c / NR) * kc * NR + (r - pc) * NR + c % NR
+        let (i, kc) = (r - pc, stored_depth::<E>(KC.min(self.k - pc)));
+        let within = if E::PAIRED { i / 2 * 2 * NR + c % NR * 2 + i % 2 } else { i * NR + c % NR };
+        pc * self.n.div_ceil(NR) * NR + (c / NR) * kc * NR + within
     }
 
     /// Rows (input width) of W.
@@ -202,26 +327,7 @@ impl Frozen {
 /// `y[m, n] = x[m, k] · W`, `x` row-major; None where the micro-kernel is not available or `x`
 /// has the wrong size.
 pub fn matmul<E: Element>(x: &[f32], m: usize, w: &Packed<E>) -> Option<Vec<f32>> {
-    let (k, n) = (w.k, w.n);
-    if !available() || m == 0 || x.len() != m * k {
-        return None;
-    }
-    // The input is packed once, by all threads, for all of them (each used to pack all of it).
-    let xp = pack_input(x, m, k);
-    // Not zeroed first: the first pass over the depth writes every output (`accumulate` false).
-    let mut y: Vec<f32> = Vec::with_capacity(m * n);
-    let panels = n.div_ceil(NR);
-    let band = panels.div_ceil(rayon::current_num_threads().max(1)).max(1);
-    let out = OutPtr(y.as_mut_ptr());
-    (0..panels.div_ceil(band)).into_par_iter().for_each(|b| {
-        let (p0, p1) = (b * band, ((b + 1) * band).min(panels));
-        // SAFETY: bands cover disjoint columns of y's allocation, which outlives the loop.
-        unsafe { band_product(&xp, m, w, p0, p1, out) };
-    });
-    // SAFETY: the bands cover all n columns (k and n are not 0: `Packed::new` refuses that) and
-    // the first depth block writes all m rows of each.
-    unsafe { y.set_len(m * n) };
-    Some(y)
+    matmul_on(isa(), x, m, w)
 }
 
 /// `y[m, k] = g[m, n] · Wᵀ` (the input gradient of [`matmul`]), `g` row-major; None as for
@@ -231,6 +337,32 @@ pub fn matmul_transposed<E: Element>(g: &[f32], m: usize, w: &Packed<E>) -> Opti
         return None;
     }
     matmul(g, m, w.transposed())
+}
+
+/// [`matmul`] with the given kernel (one this CPU supports).
+fn matmul_on<E: Element>(isa: Isa, x: &[f32], m: usize, w: &Packed<E>) -> Option<Vec<f32>> {
+    let (k, n) = (w.k, w.n);
+    if !available() || m == 0 || x.len() != m * k {
+        return None;
+    }
+    // The input is packed once, by all threads, for all of them (each used to pack all of it).
+    let xp = if E::PAIRED && isa == Isa::Avx512Bf16 { PackedInput::Pairs(pack_input_pairs(x, m, k)) } else { PackedInput::F32(pack_input(x, m, k)) };
+    // Not zeroed first: the first pass over the depth writes every output (`accumulate` false).
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    let panels = n.div_ceil(NR);
+    // Bands of whole kernel calls (two panels for AVX-512), one or more per thread.
+    let step = isa.panels_per_call();
+    let band = panels.div_ceil(rayon::current_num_threads().max(1)).max(1).next_multiple_of(step);
+    let out = OutPtr(y.as_mut_ptr());
+    (0..panels.div_ceil(band)).into_par_iter().for_each(|b| {
+        let (p0, p1) = (b * band, ((b + 1) * band).min(panels));
+        // SAFETY: bands cover disjoint columns of y's allocation, which outlives the loop.
+        unsafe { band_product(isa, &xp, m, w, p0, p1, out) };
+    });
+    // SAFETY: the bands cover all n columns (k and n are not 0: `Packed::new` refuses that) and
+    // the first depth block writes all m rows of each.
+    unsafe { y.set_len(m * n) };
+    Some(y)
 }
 
 #[derive(Clone, Copy)]
@@ -246,27 +378,49 @@ impl OutPtr {
     }
 }
 
-/// Panels `p0..p1` (columns `16 p0..16 p1`) of the product into `y`, from the packed input `xp`
-/// ([`pack_input`]).
+/// The input, packed for the kernel: f32 panels ([`pack_input`]) or bf16 pairs
+/// ([`pack_input_pairs`]).
+enum PackedInput {
+    F32(Vec<f32>),
+    Pairs(Vec<u32>),
+}
+
+impl PackedInput {
+    /// The panel of rows `ir..ir + 6` in the depth block starting at `pc` (`kc` deep), for an
+    /// input of `m_pad` rows.
+    fn panel(&self, pc: usize, ir: usize, m_pad: usize, kc: usize) -> InputPanel {
+        match self {
+            PackedInput::F32(v) => InputPanel::F32(v[pc * m_pad + ir * kc..].as_ptr()),
+            PackedInput::Pairs(v) => InputPanel::Pairs(v[pc / 2 * m_pad + ir * kc.div_ceil(2)..].as_ptr()),
+        }
+    }
+}
+
+/// Panels `p0..p1` (columns `16 p0..16 p1`) of the product into `y`, from the packed input `xp`.
 ///
 /// # Safety
-/// `y` points at `m * n` floats; no other thread writes these columns.
-unsafe fn band_product<E: Element>(xp: &[f32], m: usize, w: &Packed<E>, p0: usize, p1: usize, y: OutPtr) {
+/// `y` points at `m * n` floats; no other thread writes these columns; `isa` is supported.
+unsafe fn band_product<E: Element>(isa: Isa, xp: &PackedInput, m: usize, w: &Packed<E>, p0: usize, p1: usize, y: OutPtr) {
     let (k, n) = (w.k, w.n);
     let m_pad = m.next_multiple_of(MR);
+    let step = isa.panels_per_call();
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
+        // Weights between one panel and the next in this block.
+        let wstride = stored_depth::<E>(kc) * NR;
         let wblock = w.panels[w.offset(pc, p0 * NR)..].as_ptr();
         // Blocks of MC input rows (in L2) against every weight panel of the band (in L1).
         for ic in (0..m).step_by(MC) {
             let mc = MC.min(m - ic);
-            for p in p0..p1 {
+            for p in (p0..p1).step_by(step) {
+                let np = step.min(p1 - p);
                 let c0 = p * NR;
-                let cols = NR.min(n - c0);
-                let wp = wblock.add((p - p0) * kc * NR);
+                let cols = (np * NR).min(n - c0);
+                let wp = wblock.add((p - p0) * wstride);
                 for ir in (ic..ic + mc).step_by(MR) {
                     let rows = MR.min(m - ir);
-                    micro(kc, xp.as_ptr().add(pc * m_pad + ir * kc), wp, y.0.add(ir * n + c0), n, pc > 0, rows, cols);
+                    let x = xp.panel(pc, ir, m_pad, kc);
+                    micro(isa, kc, x, wp, wstride, np, y.0.add(ir * n + c0), n, pc > 0, rows, cols);
                 }
             }
         }
@@ -307,64 +461,137 @@ fn pack_input(x: &[f32], m: usize, k: usize) -> Vec<f32> {
     out
 }
 
-/// One block of up to 6 x 16 outputs over `kc` packed steps, written (`accumulate` false) or
-/// added to: `rows x cols` of it land in `y`. Only the rows that exist are computed (a query's
-/// 20 rows are three full blocks and one of two rows).
-///
-/// # Safety
-/// `x` and `w` point at packed panels of `kc` steps; `y` has `rows` rows of `cols` writable
-/// floats, `ldy` apart.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn micro<E: Element>(kc: usize, x: *const f32, w: *const E, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cols == NR {
-            return match rows {
-                6 => kernel::<6, E>(kc, x, w, y, ldy, accumulate),
-                5 => kernel::<5, E>(kc, x, w, y, ldy, accumulate),
-                4 => kernel::<4, E>(kc, x, w, y, ldy, accumulate),
-                3 => kernel::<3, E>(kc, x, w, y, ldy, accumulate),
-                2 => kernel::<2, E>(kc, x, w, y, ldy, accumulate),
-                _ => kernel::<1, E>(kc, x, w, y, ldy, accumulate),
-            };
-        }
-        // Last columns of a width that is not a multiple of 16: a full block aside, then copy.
-        let mut tmp = [0f32; MR * NR];
-        if accumulate {
+/// The input rounded to bf16 (to nearest even) for `vdpbf16ps`, laid out as [`pack_input`] with
+/// each pair of columns `2j, 2j + 1` of a row in one 32-bit lane (column `2j` in the low half,
+/// zero past an odd depth): block `pc` starts at `pc / 2 * m_pad`, a panel holds `kc / 2`
+/// (rounded up) lanes per row.
+fn pack_input_pairs(x: &[f32], m: usize, k: usize) -> Vec<u32> {
+    let m_pad = m.next_multiple_of(MR);
+    let mut out = vec![0u32; m_pad * k.div_ceil(2)];
+    let dst = OutPtr(out.as_mut_ptr() as *mut f32);
+    let bits = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
+    (0..m_pad / MR).into_par_iter().with_min_len(4).for_each(|panel| {
+        let (i0, rows) = (panel * MR, MR.min(m - panel * MR));
+        for pc in (0..k).step_by(KC) {
+            let pairs = KC.min(k - pc).div_ceil(2);
+            // SAFETY: as in `pack_input`: this panel's region of the block, written by this task
+            // alone, inside `out`.
+            let block = unsafe { std::slice::from_raw_parts_mut((dst.get() as *mut u32).add(pc / 2 * m_pad + i0 * pairs), pairs * MR) };
             for r in 0..rows {
-                std::ptr::copy_nonoverlapping(y.add(r * ldy), tmp.as_mut_ptr().add(r * NR), cols);
+                let row = &x[(i0 + r) * k + pc..][..KC.min(k - pc)];
+                for (j, two) in row.chunks(2).enumerate() {
+                    block[j * MR + r] = bits(two[0]) | two.get(1).map_or(0, |&v| bits(v) << 16);
+                }
             }
         }
-        kernel::<MR, E>(kc, x, w, tmp.as_mut_ptr(), NR, accumulate);
+    });
+    out
+}
+
+/// One block of up to 6 x `np * 16` outputs over `kc` packed steps, written (`accumulate`
+/// false) or added to: `rows x cols` of it land in `y`. Only the rows that exist are computed (a
+/// query's 20 rows are three full blocks and one of two rows).
+///
+/// # Safety
+/// `x` and `w` point at packed panels of `kc` steps (`np` weight panels, `wstride` elements
+/// apart); `y` has `rows` rows of `cols` writable floats, `ldy` apart; `isa` is supported.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn micro<E: Element>(isa: Isa, kc: usize, x: InputPanel, w: *const E, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
+    if cols == np * NR {
+        return E::block(isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
+    }
+    // Last columns of a width that is not a multiple of 16: a full block aside, then copy.
+    let mut tmp = [0f32; MR * 2 * NR];
+    let ld = np * NR;
+    if accumulate {
         for r in 0..rows {
-            std::ptr::copy_nonoverlapping(tmp.as_ptr().add(r * NR), y.add(r * ldy), cols);
+            std::ptr::copy_nonoverlapping(y.add(r * ldy), tmp.as_mut_ptr().add(r * ld), cols);
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (kc, x, w, y, ldy, accumulate, rows, cols);
+    E::block(isa, kc, x, w, wstride, np, tmp.as_mut_ptr(), ld, accumulate, rows);
+    for r in 0..rows {
+        std::ptr::copy_nonoverlapping(tmp.as_ptr().add(r * ld), y.add(r * ldy), cols);
+    }
+}
+
+/// The output block is read (or written) only after the depth loop: fetch its lines first, so
+/// that a large product's output, which lives beyond L2 between depth blocks, does not stall.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_output<const R: usize>(y: *mut f32, ldy: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    for r in 0..R {
+        for c in (0..cols).step_by(NR) {
+            _mm_prefetch::<_MM_HINT_T0>(y.add(r * ldy + c) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(y.add(r * ldy + c + NR - 1) as *const i8);
+        }
+    }
 }
 
 /// R rows (of the 6 an input panel holds) x 16 columns in twelve or fewer registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const R: usize, E: Element>(kc: usize, x: *const f32, w: *const E, y: *mut f32, ldy: usize, accumulate: bool) {
+unsafe fn avx2_f32<const R: usize>(kc: usize, x: *const f32, w: *const f32, y: *mut f32, ldy: usize, accumulate: bool) {
     use std::arch::x86_64::*;
-    // The output block is read (or written) only after the loop: fetch its lines now, so that a
-    // large product's output, which lives beyond L2 between depth blocks, does not stall it.
-    for r in 0..R {
-        _mm_prefetch::<_MM_HINT_T0>(y.add(r * ldy) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(y.add(r * ldy + NR - 1) as *const i8);
-    }
+    prefetch_output::<R>(y, ldy, NR);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for i in 0..kc {
-        let [w0, w1] = E::load16(w.add(i * NR));
+        let (w0, w1) = (_mm256_loadu_ps(w.add(i * NR)), _mm256_loadu_ps(w.add(i * NR + 8)));
         for (r, a) in acc.iter_mut().enumerate() {
             let xv = _mm256_broadcast_ss(&*x.add(i * MR + r));
             a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
             a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
         }
     }
+    store_avx2::<R>(&acc, y, ldy, accumulate);
+}
+
+/// As [`avx2_f32`] for bf16 weights in pairs: one load holds two rows' weights of 8 columns;
+/// the even row is the low half of each lane (shifted up), the odd row the high half (masked).
+/// Each output adds its products in the order of the f32 kernel, so the result is that of the
+/// widened weights, bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_bf16<const R: usize>(kc: usize, x: *const f32, w: *const u32, y: *mut f32, ldy: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    prefetch_output::<R>(y, ldy, NR);
+    let high = _mm256_set1_epi32(0xffff_0000u32 as i32);
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for j in 0..kc / 2 {
+        let v0 = _mm256_loadu_si256(w.add(j * NR) as *const __m256i);
+        let v1 = _mm256_loadu_si256(w.add(j * NR + 8) as *const __m256i);
+        let (e0, e1) = (_mm256_castsi256_ps(_mm256_slli_epi32::<16>(v0)), _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v1)));
+        let (o0, o1) = (_mm256_castsi256_ps(_mm256_and_si256(v0, high)), _mm256_castsi256_ps(_mm256_and_si256(v1, high)));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xe = _mm256_broadcast_ss(&*x.add(2 * j * MR + r));
+            let xo = _mm256_broadcast_ss(&*x.add((2 * j + 1) * MR + r));
+            a[0] = _mm256_fmadd_ps(xe, e0, a[0]);
+            a[1] = _mm256_fmadd_ps(xe, e1, a[1]);
+            a[0] = _mm256_fmadd_ps(xo, o0, a[0]);
+            a[1] = _mm256_fmadd_ps(xo, o1, a[1]);
+        }
+    }
+    if kc % 2 == 1 {
+        // The last row, alone in its pair (the input has no column past it).
+        let j = kc / 2;
+        let v0 = _mm256_loadu_si256(w.add(j * NR) as *const __m256i);
+        let v1 = _mm256_loadu_si256(w.add(j * NR + 8) as *const __m256i);
+        let (e0, e1) = (_mm256_castsi256_ps(_mm256_slli_epi32::<16>(v0)), _mm256_castsi256_ps(_mm256_slli_epi32::<16>(v1)));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xe = _mm256_broadcast_ss(&*x.add(2 * j * MR + r));
+            a[0] = _mm256_fmadd_ps(xe, e0, a[0]);
+            a[1] = _mm256_fmadd_ps(xe, e1, a[1]);
+        }
+    }
+    store_avx2::<R>(&acc, y, ldy, accumulate);
+}
+
+/// Writes (or adds) R rows of 16 accumulated outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_avx2<const R: usize>(acc: &[[std::arch::x86_64::__m256; 2]; R], y: *mut f32, ldy: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
     for (r, a) in acc.iter().enumerate() {
         let yp = y.add(r * ldy);
         let (mut v0, mut v1) = (a[0], a[1]);
@@ -377,57 +604,208 @@ unsafe fn kernel<const R: usize, E: Element>(kc: usize, x: *const f32, w: *const
     }
 }
 
+/// R rows x P panels of 16 columns in 16-lane registers (twelve for 6 x 2): twice the columns
+/// per load of an input value, and enough independent sums to keep two FMA units busy.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_f32<const R: usize, const P: usize>(kc: usize, x: *const f32, w: *const f32, wstride: usize, y: *mut f32, ldy: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    prefetch_output::<R>(y, ldy, P * NR);
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    for i in 0..kc {
+        let wv: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(w.add(p * wstride + i * NR)));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xv = _mm512_set1_ps(*x.add(i * MR + r));
+            for p in 0..P {
+                a[p] = _mm512_fmadd_ps(xv, wv[p], a[p]);
+            }
+        }
+    }
+    store_avx512::<R, P>(&acc, y, ldy, accumulate);
+}
+
+/// As [`avx512_f32`] for bf16 weights in pairs, widened in registers as in [`avx2_bf16`] (one
+/// load: two rows of a 16-column panel); bit for bit the product of the widened weights.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_bf16_widened<const R: usize, const P: usize>(kc: usize, x: *const f32, w: *const u32, wstride: usize, y: *mut f32, ldy: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    prefetch_output::<R>(y, ldy, P * NR);
+    let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    for j in 0..kc.div_ceil(2) {
+        let v: [__m512i; P] = std::array::from_fn(|p| _mm512_loadu_si512(w.add(p * wstride + j * NR) as *const __m512i));
+        let even: [__m512; P] = std::array::from_fn(|p| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v[p])));
+        let odd: [__m512; P] = std::array::from_fn(|p| _mm512_castsi512_ps(_mm512_and_si512(v[p], high)));
+        // The last row of an odd depth is alone in its pair: the input has no column past it.
+        let both = 2 * j + 1 < kc;
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xe = _mm512_set1_ps(*x.add(2 * j * MR + r));
+            for p in 0..P {
+                a[p] = _mm512_fmadd_ps(xe, even[p], a[p]);
+            }
+            if both {
+                let xo = _mm512_set1_ps(*x.add((2 * j + 1) * MR + r));
+                for p in 0..P {
+                    a[p] = _mm512_fmadd_ps(xo, odd[p], a[p]);
+                }
+            }
+        }
+    }
+    store_avx512::<R, P>(&acc, y, ldy, accumulate);
+}
+
+/// R rows x P panels with `vdpbf16ps`: each lane adds the products of a pair of bf16 inputs
+/// ([`pack_input_pairs`]) and a pair of bf16 weights to an f32 sum, twice the products of an
+/// f32 FMA per instruction. The input's rounding to bf16 is the only change from the widened
+/// kernel's result (and the instruction's own order of the two additions).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn avx512_dpbf16<const R: usize, const P: usize>(kc: usize, x: *const u32, w: *const u32, wstride: usize, y: *mut f32, ldy: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    prefetch_output::<R>(y, ldy, P * NR);
+    let mut acc = [[_mm512_setzero_ps(); P]; R];
+    for j in 0..kc.div_ceil(2) {
+        let wv: [__m512bh; P] = std::array::from_fn(|p| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(w.add(p * wstride + j * NR) as *const __m512i)));
+        for (r, a) in acc.iter_mut().enumerate() {
+            let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*x.add(j * MR + r) as i32));
+            for p in 0..P {
+                a[p] = _mm512_dpbf16_ps(a[p], xv, wv[p]);
+            }
+        }
+    }
+    store_avx512::<R, P>(&acc, y, ldy, accumulate);
+}
+
+/// Writes (or adds) R rows of P x 16 accumulated outputs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_avx512<const R: usize, const P: usize>(acc: &[[std::arch::x86_64::__m512; P]; R], y: *mut f32, ldy: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    for (r, a) in acc.iter().enumerate() {
+        for (p, v) in a.iter().enumerate() {
+            let yp = y.add(r * ldy + p * NR);
+            let v = if accumulate { _mm512_add_ps(*v, _mm512_loadu_ps(yp)) } else { *v };
+            _mm512_storeu_ps(yp, v);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn packing_round_trips() {
-        let w: Vec<f32> = (0..7 * 37).map(|i| i as f32).collect();
-        let p = Packed::<f32>::new(&w, 7, 37).unwrap();
-        assert_eq!((p.rows(), p.cols()), (7, 37));
-        assert_eq!(p.unpack(), w);
-        assert!(Packed::new(&w, 7, 36).is_none(), "wrong size");
+        // Depths that end a block on an odd row (259 = 256 + 3): bf16 pairs it with a zero row.
+        for (k, n) in [(7, 37), (259, 20), (1, 1)] {
+            let w: Vec<f32> = (0..k * n).map(|i| i as f32).collect();
+            let p = Packed::<f32>::new(&w, k, n).unwrap();
+            assert_eq!((p.rows(), p.cols()), (k, n));
+            assert_eq!(p.unpack(), w);
+            let narrow: Vec<half::bf16> = (0..k * n).map(|i| half::bf16::from_f32((i % 250) as f32)).collect();
+            let p = Packed::new(&narrow, k, n).unwrap();
+            assert_eq!(p.unpack(), narrow);
+            assert_eq!(p.panels.len(), n.div_ceil(NR) * NR * k.next_multiple_of(2));
+        }
+        assert!(Packed::new(&[0f32; 7 * 37], 7, 36).is_none(), "wrong size");
     }
 
-    #[test]
-    fn matches_the_plain_product_and_its_transpose_for_ragged_shapes() {
-        if !available() {
-            return; // nothing to compare: the general kernel is used
+    /// `|got - want| <= tol · (1 + |want|)` for every element.
+    fn assert_close(got: &[f32], want: &[f64], tol: f64, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            assert!((g as f64 - w).abs() <= tol * (1.0 + w.abs()), "{what} [{i}]: {g} vs {w}");
         }
-        let mut rng = crate::rng::Rng::new(3);
-        // Shapes crossing every block edge: rows past MR and MC, columns past NR, depth past KC.
-        for (m, k, n) in [(1, 1, 1), (7, 300, 17), (97, 257, 1041), (200, 768, 64), (13, 5, 2100), (12, 531, 40)] {
-            let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
-            let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
-            let g: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
-            let packed = Packed::new(&w, k, n).unwrap();
-            let y = matmul(&x, m, &packed).unwrap();
-            let dx = matmul_transposed(&g, m, &packed).unwrap();
-            for r in 0..m {
+    }
+
+    /// `x · W` in f64, `x` `[m, k]` and `w` `[k, n]` row-major.
+    fn reference(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for r in 0..m {
+            for i in 0..k {
                 for c in 0..n {
-                    let want: f64 = (0..k).map(|i| x[r * k + i] as f64 * w[i * n + c] as f64).sum();
-                    let got = y[r * n + c] as f64;
-                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "x·W {m}x{k}x{n} [{r},{c}]: {got} vs {want}");
-                }
-                for c in 0..k {
-                    let want: f64 = (0..n).map(|j| g[r * n + j] as f64 * w[c * n + j] as f64).sum();
-                    let got = dx[r * k + c] as f64;
-                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "g·Wᵀ {m}x{k}x{n} [{r},{c}]: {got} vs {want}");
+                    y[r * n + c] += x[r * k + i] as f64 * w[i * n + c] as f64;
                 }
             }
         }
-        // bf16 weights: exactly the product of the widened weights, forward and transposed.
-        let (m, k, n) = (20, 300, 50);
-        let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
-        let w: Vec<half::bf16> = (0..k * n).map(|_| half::bf16::from_f32(rng.normal())).collect();
-        let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
-        let (narrow, wide) = (Packed::new(&w, k, n).unwrap(), Packed::new(&wide, k, n).unwrap());
-        assert_eq!(matmul(&x, m, &narrow), matmul(&x, m, &wide));
-        let g: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
-        assert_eq!(matmul_transposed(&g, m, &narrow), matmul_transposed(&g, m, &wide));
+        y
+    }
+
+    fn transpose(w: &[f32], k: usize, n: usize) -> Vec<f32> {
+        (0..n * k).map(|i| w[(i % k) * n + i / k]).collect()
+    }
+
+    /// Every kernel this CPU has (all of them under an emulated Sapphire Rapids:
+    /// scripts/emulate_sapphire_rapids.sh), against f64 and against the AVX2 kernel.
+    #[test]
+    fn every_kernel_matches_the_plain_product_and_its_transpose_for_ragged_shapes() {
+        let kernels = Isa::supported();
+        if kernels.is_empty() {
+            return; // nothing to compare: the general kernel is used
+        }
+        eprintln!("kernels tested: {:?}", kernels);
+        if std::env::var_os("LINCIR_KERNEL").is_none() {
+            assert_eq!(Some(&isa()), kernels.last(), "the products use the widest kernel the CPU has");
+        }
+        let mut rng = crate::rng::Rng::new(3);
+        // Shapes crossing every block edge: rows past MR and MC, columns past NR (and an odd
+        // number of panels), depth past KC (and odd).
+        for (m, k, n) in [(1, 1, 1), (7, 300, 17), (97, 259, 1041), (200, 768, 64), (13, 5, 2100), (12, 531, 40)] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+            let g: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+            let (want_y, want_dx) = (reference(&x, &w, m, k, n), reference(&g, &transpose(&w, k, n), m, n, k));
+            let packed = Packed::new(&w, k, n).unwrap();
+            let avx2 = (matmul_on(Isa::Avx2, &x, m, &packed).unwrap(), matmul_on(Isa::Avx2, &g, m, packed.transposed()).unwrap());
+            for &isa in &kernels {
+                let y = matmul_on(isa, &x, m, &packed).unwrap();
+                let dx = matmul_on(isa, &g, m, packed.transposed()).unwrap();
+                assert_close(&y, &want_y, 1e-4, &format!("{isa:?} x·W {m}x{k}x{n}"));
+                assert_close(&dx, &want_dx, 1e-4, &format!("{isa:?} g·Wᵀ {m}x{k}x{n}"));
+                // Each output is one lane summing the same products in the same order.
+                assert!(y == avx2.0 && dx == avx2.1, "{isa:?} differs from the AVX2 kernel at {m}x{k}x{n}");
+            }
+        }
         let packed = Packed::new(&[1.0f32; 4], 2, 2).unwrap();
         assert!(matmul(&[0.0; 3], 2, &packed).is_none(), "input of the wrong size");
         assert!(matmul_transposed(&[0.0; 5], 2, &packed).is_none(), "gradient of the wrong size");
+    }
+
+    /// bf16 weights: widened in registers, exactly the product of the widened weights; through
+    /// `vdpbf16ps`, the product of bf16-rounded inputs and the weights, to f32 rounding.
+    #[test]
+    fn every_kernel_multiplies_bf16_weights() {
+        let mut rng = crate::rng::Rng::new(5);
+        for (m, k, n) in [(20, 300, 50), (7, 259, 40), (13, 5, 33), (1, 1, 1), (100, 512, 96)] {
+            let x: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let g: Vec<f32> = (0..m * n).map(|_| rng.normal()).collect();
+            let w: Vec<half::bf16> = (0..k * n).map(|_| half::bf16::from_f32(rng.normal())).collect();
+            let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+            let (narrow, widened) = (Packed::new(&w, k, n).unwrap(), Packed::new(&wide, k, n).unwrap());
+            for isa in Isa::supported() {
+                let y = matmul_on(isa, &x, m, &narrow).unwrap();
+                let dx = matmul_on(isa, &g, m, narrow.transposed()).unwrap();
+                if isa == Isa::Avx512Bf16 {
+                    let round = |v: &[f32]| v.iter().map(|&a| half::bf16::from_f32(a).to_f32()).collect::<Vec<_>>();
+                    // Error bound of f32 sums of k terms, relative to the sum of their magnitudes.
+                    let check = |got: &[f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, what: &str| {
+                        let want = reference(a, b, m, k, n);
+                        let abs: Vec<f32> = a.iter().map(|v| v.abs()).collect();
+                        let absb: Vec<f32> = b.iter().map(|v| v.abs()).collect();
+                        let scale = reference(&abs, &absb, m, k, n);
+                        for i in 0..want.len() {
+                            let err = (got[i] as f64 - want[i]).abs();
+                            assert!(err <= 1e-6 * k as f64 * scale[i] + 1e-30, "{what} [{i}]: {} vs {} (scale {})", got[i], want[i], scale[i]);
+                        }
+                    };
+                    check(&y, &round(&x), &wide, m, k, n, &format!("vdpbf16ps x·W {m}x{k}x{n}"));
+                    check(&dx, &round(&g), &transpose(&wide, k, n), m, n, k, &format!("vdpbf16ps g·Wᵀ {m}x{k}x{n}"));
+                } else {
+                    assert!(y == matmul_on(isa, &x, m, &widened).unwrap(), "{isa:?} bf16 x·W {m}x{k}x{n}");
+                    assert!(dx == matmul_on(isa, &g, m, widened.transposed()).unwrap(), "{isa:?} bf16 g·Wᵀ {m}x{k}x{n}");
+                }
+            }
+        }
     }
 }
