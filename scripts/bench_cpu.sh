@@ -35,6 +35,8 @@ for b in "${blas[@]}"; do
   LINCIR_BLAS=$b run "$lincir" --threads "$threads" bench encode --model "$model" --out "$out/encode-f32-$b.json"
 done
 RAYON_NUM_THREADS=$threads run "$py" "$here/scripts/bench_encode_torch.py" "$model" > "$out/encode-torch.json"
+# PyTorch's own bf16 (oneDNN's bf16 kernels where the CPU has them), for the comparison in kind.
+RAYON_NUM_THREADS=$threads run "$py" "$here/scripts/bench_encode_torch.py" "$model" --dtype bf16 > "$out/encode-torch-bf16.json"
 
 run "$lincir" --threads "$threads" bench train --model "$model" --out "$out/train-f32.json"
 for b in "${blas[@]}"; do
@@ -59,6 +61,10 @@ s = {"date": datetime.date.today().isoformat(), "cpu": load("matmul.json")["cpu"
 print(f"{s['cpu']} ({' '.join(s['cpu_features'])}), {s['threads']} threads, FMA peak {s['peak_gflops_measured']:.0f} GFLOP/s")
 print(f"{'encoding':34}{'texts/s':>9}{'x torch':>9}{'x t77':>8}{'images/s':>10}{'x torch':>9}{'GFLOP/s':>9}")
 print(f"{'transformers (f32)':34}{t['texts_per_s']:9.1f}{'':9}{'':8}{t['images_per_s']:10.2f}")
+tb = load("encode-torch-bf16.json")
+if tb:
+    s["encode_torch_bf16"] = {"texts_per_s": tb["texts_per_s"], "images_per_s": tb["images_per_s"]}
+    print(f"{'transformers (bf16)':34}{tb['texts_per_s']:9.1f}{'':9}{'':8}{tb['images_per_s']:10.2f}")
 for f in sorted(glob.glob(os.path.join(out, "encode-f*.json")) + glob.glob(os.path.join(out, "encode-bf16*.json"))):
     l = json.load(open(f)); name = os.path.basename(f)[7:-5]
     r = {"texts_per_s": l["texts_per_s"], "ratio_texts": l["texts_per_s"] / t["texts_per_s"],

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use clap::Args;
+use lincir::clip::panel;
 
 #[derive(Args)]
 pub struct MatmulBenchArgs {
@@ -63,6 +64,8 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
     // candle's kernel alone, then lincir's layer (its packed panels, or LINCIR_BLAS if set).
     let mut names = vec!["candle gemm".to_string(), format!("lincir layer ({})", lincir::clip::blas::describe()), "lincir layer, bf16 weights".to_string()];
     names.extend(libraries.iter().map(|l| l.library.clone()));
+    let kernels = other_kernels();
+    names.extend(kernels.iter().map(|(isa, bf16)| format!("kernel {}, {}", isa.name(), if *bf16 { "bf16" } else { "f32" })));
     print!("{:<50}", format!("GFLOP/s, {threads} threads"));
     for n in &names {
         print!(" {:>24}", short(n));
@@ -93,6 +96,17 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
             results.push(flops / time(args.seconds, || {
                 lib.matmul(&a, &b, m, n, k, false)?;
                 Ok(())
+            })? / 1e9);
+        }
+        let packed = (panel::Packed::new(&b, k, n), panel::Packed::new(&b.iter().map(|&v| half::bf16::from_f32(v)).collect::<Vec<_>>(), k, n));
+        for &(isa, bf16) in &kernels {
+            results.push(flops / time(args.seconds, || {
+                let y = match (&packed, bf16) {
+                    ((Some(w), _), false) => panel::matmul_on(isa, &a, m, w),
+                    ((_, Some(w)), true) => panel::matmul_on(isa, &a, m, w),
+                    _ => None,
+                };
+                y.map(|_| ()).ok_or_else(|| anyhow::anyhow!("the {} kernel did not run", isa.name()))
             })? / 1e9);
         }
         print!("{what:<50}");
@@ -129,13 +143,33 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
     println!("{:<50} {:>24.1}", "memory read GB/s (1 GiB, all threads)", bandwidth);
     let report = serde_json::json!({
         "tool": "lincir", "cpu": lincir::device::cpu_model(), "cpu_features": lincir::device::cpu_features(),
-        "threads": threads, "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "peak_bf16_gflops_measured": peak_bf16, "memory_read_gbps": bandwidth, "products": rows,
+        "threads": threads, "kernel": panel::isa().name(), "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "peak_bf16_gflops_measured": peak_bf16, "memory_read_gbps": bandwidth, "products": rows,
     });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The micro-kernels this CPU has besides the ones the layers use (`panel::isa()`), as (kernel,
+/// bf16 weights?): on a CPU with AVX-512 the narrower kernels may be as fast or faster (a
+/// 512-bit instruction runs as two 256-bit halves on AMD's Zen 4), and `LINCIR_KERNEL` chooses.
+fn other_kernels() -> Vec<(panel::Isa, bool)> {
+    use panel::Isa;
+    let chosen = panel::isa();
+    // f32 weights run the same kernel under Avx512 and Avx512Bf16.
+    let f32_kernel = |isa: Isa| isa.min(Isa::Avx512);
+    let mut out = Vec::new();
+    for isa in Isa::supported() {
+        if isa <= Isa::Avx512 && f32_kernel(isa) != f32_kernel(chosen) {
+            out.push((isa, false));
+        }
+        if isa != chosen {
+            out.push((isa, true));
+        }
+    }
+    out
 }
 
 /// Read bandwidth from memory: a 1 GiB f32 buffer summed by all threads (median of 5 passes);
