@@ -1,12 +1,13 @@
-//! Products through a frozen f32 weight on CPUs with AVX2, the weight packed once at load.
+//! Products through a frozen f32 or bf16 weight on CPUs with AVX2, the weight packed once at load.
 //!
 //! A blocked product in the manner of BLIS/GotoBLAS. The weight `[input, output]` is stored as
 //! panels of 16 output columns (each input row's 16 weights contiguous, zero-padded past the last
 //! column), so no product packs it again: a query's dozen rows stream it from memory once, in
 //! order, and a batch's thousands of rows read each panel from the cache. Each thread owns a band
 //! of panels; for each block of 256 input columns it packs a block of input rows into 6-row
-//! panels, and an AVX2 micro-kernel keeps a 6 x 16 block of outputs in twelve registers while
-//! it walks one input panel against one weight panel (both in L1).
+//! panels, and a micro-kernel keeps a block of outputs in registers while it walks one input
+//! panel against one or two weight panels (all in L1): 6 x 16 with AVX2, 6 x 32 with AVX-512,
+//! and for bf16 weights on CPUs with AVX512_BF16, `vdpbf16ps` on bf16 input pairs ([`Isa`]).
 //!
 //! The input gradient `g · Wᵀ` (training) reads the same panels transposed: it packs them per
 //! product into the layout above, which costs a pass over the weight.
@@ -97,14 +98,14 @@ pub fn isa() -> Isa {
     *ISA.get_or_init(|| {
         let best = Isa::supported().last().copied().unwrap_or(Isa::Avx2);
         match std::env::var("LINCIR_KERNEL") {
-            Ok(v) => match [Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16].into_iter().find(|i| i.name() == v) {
+            Ok(v) if !v.is_empty() => match [Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16].into_iter().find(|i| i.name() == v) {
                 Some(cap) => best.min(cap),
                 None => {
                     eprintln!("warning: LINCIR_KERNEL={v} is not one of avx2, avx512, avx512_bf16; using {}", best.name());
                     best
                 }
             },
-            Err(_) => best,
+            _ => best,
         }
     })
 }
@@ -832,7 +833,7 @@ mod tests {
             return; // nothing to compare: the general kernel is used
         }
         eprintln!("kernels tested: {:?}", kernels);
-        if std::env::var_os("LINCIR_KERNEL").is_none() {
+        if std::env::var_os("LINCIR_KERNEL").is_none_or(|v| v.is_empty()) {
             assert_eq!(Some(&isa()), kernels.last(), "the products use the widest kernel the CPU has");
         }
         let mut rng = crate::rng::Rng::new(3);
