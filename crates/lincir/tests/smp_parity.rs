@@ -125,6 +125,38 @@ fn one_step_loss_and_gradients_match_pytorch() {
     }
 }
 
+/// `train --dtype bf16` on the CPU: the frozen text tower's matrices in bf16 (products in bf16
+/// with `vdpbf16ps` where the CPU has AVX512_BF16), phi, the loss and the gradients' sums in f32.
+/// The step stays within bf16's tolerance of PyTorch's f32 step: targets, loss, each gradient.
+#[test]
+fn one_step_with_a_bf16_frozen_tower_stays_within_2e_2() {
+    let mut f = load();
+    if !test_device().is_cpu() {
+        return; // the GPU's bf16 is checked by scripts/gpu_check.sh
+    }
+    let dir = fixtures().join("clip-a");
+    let cfg = ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    let w = Weights::from_dir(&dir, DType::F32, &Device::Cpu).unwrap().with_matrix_dtype(DType::BF16);
+    f.text = TextTower::load(&w, &cfg).unwrap();
+    let ids_c = f.our_ids(&f.strings("captions"), false);
+    let ids_r = f.our_ids(&f.strings("masked"), true);
+    let target = target_embeddings(&f.text, &ids_c).unwrap();
+    let mut errors = vec![("targets".to_string(), rel_err(&target, f.get("target")))];
+    let phi = f.phi("init");
+    let (noise, masks) = f.noise(0);
+    let (loss, grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks)).unwrap();
+    let expected = f.get("first_loss").to_vec1::<f32>().unwrap()[0];
+    errors.push(("loss".to_string(), (loss - expected).abs() / expected));
+    for ((name, _), g) in phi.named_tensors().iter().zip(&grads) {
+        errors.push((format!("grad {name}"), rel_err(g, f.get(&format!("grad.{name}")))));
+    }
+    for (what, e) in &errors {
+        println!("bf16 tower, {what}: rel err {e:.2e}");
+        assert!(*e < 2e-2, "bf16 tower, {what}: {e}");
+    }
+    assert!(errors[0].1 > 1e-6, "the bf16 matrices were not used");
+}
+
 #[test]
 fn twenty_adamw_steps_with_clipping_match_pytorch() {
     let f = load();
