@@ -139,11 +139,15 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
     if let Some(p) = peak_bf16 {
         println!("{:<50} {:>24.1}", "bf16 peak (vdpbf16ps loop, measured)", p);
     }
+    let peak_int8 = int8_peak_gops(threads);
+    if let Some(p) = peak_int8 {
+        println!("{:<50} {:>24.1}", "int8 peak GOP/s (vpdpbusd loop, measured)", p);
+    }
     let bandwidth = memory_read_gbps();
     println!("{:<50} {:>24.1}", "memory read GB/s (1 GiB, all threads)", bandwidth);
     let report = serde_json::json!({
         "tool": "lincir", "cpu": lincir::device::cpu_model(), "cpu_features": lincir::device::cpu_features(),
-        "threads": threads, "kernel": panel::isa().name(), "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "peak_bf16_gflops_measured": peak_bf16, "memory_read_gbps": bandwidth, "products": rows,
+        "threads": threads, "kernel": panel::isa().name(), "peak_gflops_measured": peak.0, "peak_kernel": peak.1, "peak_bf16_gflops_measured": peak_bf16, "peak_int8_gops_measured": peak_int8, "memory_read_gbps": bandwidth, "products": rows,
     });
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -210,25 +214,32 @@ fn short(library: &str) -> String {
 pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
     const ITERS: u64 = 20_000_000;
     let (kernel, flops_per_iter): (fn(u64) -> f32, f64) = pick_kernel();
-    // On rayon's own threads: separate threads would compete with rayon's workers, which spin
-    // for a while after a parallel job (a peak measured after a benchmark came out halved).
-    let started = Instant::now();
-    let sink: f32 = if threads == rayon::current_num_threads() {
-        rayon::broadcast(|_| kernel(ITERS)).into_iter().sum()
-    } else {
-        match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-            Ok(pool) => pool.broadcast(|_| kernel(ITERS)).into_iter().sum(),
-            Err(_) => kernel(ITERS),
-        }
-    };
-    let secs = started.elapsed().as_secs_f64();
-    std::hint::black_box(sink);
+    let secs = timed_on_threads(threads, || kernel(ITERS));
     let name = match flops_per_iter as u64 {
         384 => "avx512 fma",
         192 => "avx2 fma",
         _ => "scalar",
     };
     (threads as f64 * ITERS as f64 * flops_per_iter / secs / 1e9, name)
+}
+
+/// Seconds `threads` threads take to run `kernel` once each, the best of three tries: a peak
+/// is what the CPU can do, and on a shared machine a try in which a neighbour took a core for a
+/// while came out halved. On rayon's own threads where the count matches: separate threads would
+/// compete with rayon's workers, which spin for a while after a parallel job.
+fn timed_on_threads(threads: usize, kernel: impl Fn() -> f32 + Sync) -> f64 {
+    let pool = (threads != rayon::current_num_threads()).then(|| rayon::ThreadPoolBuilder::new().num_threads(threads).build().ok()).flatten();
+    (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            let sink: f32 = match &pool {
+                Some(pool) => pool.broadcast(|_| kernel()).into_iter().sum(),
+                None => rayon::broadcast(|_| kernel()).into_iter().sum(),
+            };
+            std::hint::black_box(sink);
+            started.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// The CPU's bf16 dot-product peak (`vdpbf16ps`, the `--dtype bf16` kernel's instruction) on
@@ -238,16 +249,25 @@ pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
     if std::arch::is_x86_feature_detected!("avx512bf16") {
         const ITERS: u64 = 20_000_000;
         // SAFETY: the feature was detected.
-        let kernel = || unsafe { dpbf16_loop(ITERS) };
-        let started = Instant::now();
-        let sink: f32 = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-            Ok(pool) if threads != rayon::current_num_threads() => pool.broadcast(|_| kernel()).into_iter().sum(),
-            _ => rayon::broadcast(|_| kernel()).into_iter().sum(),
-        };
-        let secs = started.elapsed().as_secs_f64();
-        std::hint::black_box(sink);
+        let secs = timed_on_threads(threads, || unsafe { dpbf16_loop(ITERS) });
         // Twelve instructions per iteration, each 16 lanes x 2 products x 2 flops.
         return Some(threads as f64 * ITERS as f64 * 12.0 * 64.0 / secs / 1e9);
+    }
+    let _ = threads;
+    None
+}
+
+/// The CPU's int8 dot-product peak (`vpdpbusd`, AVX512_VNNI: u8 x i8 products summed in i32) on
+/// `threads` threads, in GOP/s; None without AVX512_VNNI. lincir has no int8 path: this says
+/// what one could gain over bf16 on this CPU (docs/PERFORMANCE.md).
+pub fn int8_peak_gops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512vnni") {
+        const ITERS: u64 = 20_000_000;
+        // SAFETY: the feature was detected.
+        let secs = timed_on_threads(threads, || unsafe { dpbusd_loop(ITERS) });
+        // Twelve instructions per iteration, each 16 lanes x 4 products x 2 operations.
+        return Some(threads as f64 * ITERS as f64 * 12.0 * 128.0 / secs / 1e9);
     }
     let _ = threads;
     None
@@ -266,6 +286,21 @@ unsafe fn dpbf16_loop(n: u64) -> f32 {
         }
     }
     _mm512_reduce_add_ps(acc.iter().fold(_mm512_setzero_ps(), |s, a| _mm512_add_ps(s, *a)))
+}
+
+/// Twelve independent `vpdpbusd` chains.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dpbusd_loop(n: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let (a, b) = (_mm512_set1_epi8(3), _mm512_set1_epi8(-2));
+    let mut acc = [_mm512_setzero_si512(); 12];
+    for _ in 0..n {
+        for s in acc.iter_mut() {
+            *s = _mm512_dpbusd_epi32(*s, a, b);
+        }
+    }
+    _mm512_reduce_add_epi32(acc.iter().fold(_mm512_setzero_si512(), |s, a| _mm512_add_epi32(s, *a))) as f32
 }
 
 #[cfg(target_arch = "x86_64")]
