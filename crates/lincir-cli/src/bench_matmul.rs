@@ -212,15 +212,14 @@ fn short(library: &str) -> String {
 /// The CPU's f32 arithmetic peak on `threads` threads: independent FMA chains in the widest
 /// vectors the CPU has, so that nothing but the FMA units limits them. Returns (GFLOP/s, kernel).
 pub fn fma_peak_gflops(threads: usize) -> (f64, &'static str) {
-    const ITERS: u64 = 20_000_000;
     let (kernel, flops_per_iter): (fn(u64) -> f32, f64) = pick_kernel();
-    let secs = timed_on_threads(threads, || kernel(ITERS));
+    let secs = timed_on_threads(threads, || kernel(PEAK_ITERS));
     let name = match flops_per_iter as u64 {
         384 => "avx512 fma",
         192 => "avx2 fma",
         _ => "scalar",
     };
-    (threads as f64 * ITERS as f64 * flops_per_iter / secs / 1e9, name)
+    (peak_rate(threads, secs, flops_per_iter / 12.0), name)
 }
 
 /// Seconds `threads` threads take to run `kernel` once each, the best of three tries: a peak
@@ -242,16 +241,22 @@ fn timed_on_threads(threads: usize, kernel: impl Fn() -> f32 + Sync) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// Iterations of a peak loop (twelve instructions each): about 0.1 s on one core.
+const PEAK_ITERS: u64 = 20_000_000;
+
+/// Operations per second, in billions, of a twelve-instruction peak loop doing `ops` operations
+/// per instruction on every one of `threads` threads.
+fn peak_rate(threads: usize, secs: f64, ops: f64) -> f64 {
+    threads as f64 * PEAK_ITERS as f64 * 12.0 * ops / secs / 1e9
+}
+
 /// The CPU's bf16 dot-product peak (`vdpbf16ps`, the `--dtype bf16` kernel's instruction) on
 /// `threads` threads, in GFLOP/s; None where the CPU lacks AVX512_BF16.
 pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bf16") {
-        const ITERS: u64 = 20_000_000;
-        // SAFETY: the feature was detected.
-        let secs = timed_on_threads(threads, || unsafe { dpbf16_loop(ITERS) });
-        // Twelve instructions per iteration, each 16 lanes x 2 products x 2 flops.
-        return Some(threads as f64 * ITERS as f64 * 12.0 * 64.0 / secs / 1e9);
+        // SAFETY: the feature was detected. 16 lanes x 2 products x 2 flops an instruction.
+        return Some(peak_rate(threads, timed_on_threads(threads, || unsafe { dpbf16_loop(PEAK_ITERS) }), 64.0));
     }
     let _ = threads;
     None
@@ -263,11 +268,8 @@ pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
 pub fn int8_peak_gops(threads: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512vnni") {
-        const ITERS: u64 = 20_000_000;
-        // SAFETY: the feature was detected.
-        let secs = timed_on_threads(threads, || unsafe { dpbusd_loop(ITERS) });
-        // Twelve instructions per iteration, each 16 lanes x 4 products x 2 operations.
-        return Some(threads as f64 * ITERS as f64 * 12.0 * 128.0 / secs / 1e9);
+        // SAFETY: the feature was detected. 16 lanes x 4 products x 2 operations an instruction.
+        return Some(peak_rate(threads, timed_on_threads(threads, || unsafe { dpbusd_loop(PEAK_ITERS) }), 128.0));
     }
     let _ = threads;
     None
