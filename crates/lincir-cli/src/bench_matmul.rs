@@ -165,7 +165,7 @@ fn other_kernels() -> Vec<(panel::Isa, bool)> {
     // f32 weights run the same kernel under Avx512 and Avx512Bf16.
     let f32_kernel = |isa: Isa| isa.min(Isa::Avx512);
     let mut out = Vec::new();
-    for isa in Isa::supported() {
+    for &isa in Isa::supported() {
         if isa <= Isa::Avx512 && f32_kernel(isa) != f32_kernel(chosen) {
             out.push((isa, false));
         }

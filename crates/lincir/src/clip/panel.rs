@@ -69,20 +69,24 @@ impl Isa {
         }
     }
 
-    /// The kernels this CPU can run, narrowest first (empty without AVX2 and FMA).
-    pub fn supported() -> Vec<Isa> {
-        let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            out.push(Isa::Avx2);
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                out.push(Isa::Avx512);
-                if std::arch::is_x86_feature_detected!("avx512bf16") {
-                    out.push(Isa::Avx512Bf16);
+    /// The kernels this CPU can run, narrowest first (empty without AVX2 and FMA). Detected
+    /// once: every product checks its kernel against it.
+    pub fn supported() -> &'static [Isa] {
+        static SUPPORTED: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
+        SUPPORTED.get_or_init(|| {
+            let mut out = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            if available() {
+                out.push(Isa::Avx2);
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    out.push(Isa::Avx512);
+                    if std::arch::is_x86_feature_detected!("avx512bf16") {
+                        out.push(Isa::Avx512Bf16);
+                    }
                 }
             }
-        }
-        out
+            out
+        })
     }
 
     /// Weight panels one micro-kernel call covers.
@@ -846,7 +850,7 @@ mod tests {
             let (want_y, want_dx) = (reference(&x, &w, m, k, n), reference(&g, &transpose(&w, k, n), m, n, k));
             let packed = Packed::new(&w, k, n).unwrap();
             let avx2 = (matmul_on(Isa::Avx2, &x, m, &packed).unwrap(), matmul_on(Isa::Avx2, &g, m, packed.transposed()).unwrap());
-            for &isa in &kernels {
+            for &isa in kernels {
                 let y = matmul_on(isa, &x, m, &packed).unwrap();
                 let dx = matmul_on(isa, &g, m, packed.transposed()).unwrap();
                 assert_close(&y, &want_y, 1e-4, &format!("{isa:?} x·W {m}x{k}x{n}"));
@@ -874,7 +878,7 @@ mod tests {
             let w: Vec<half::bf16> = (0..k * n).map(|_| half::bf16::from_f32(rng.normal())).collect();
             let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
             let (narrow, widened) = (Packed::new(&w, k, n).unwrap(), Packed::new(&wide, k, n).unwrap());
-            for isa in Isa::supported() {
+            for &isa in Isa::supported() {
                 let y = matmul_on(isa, &x, m, &narrow).unwrap();
                 let dx = matmul_on(isa, &g, m, narrow.transposed()).unwrap();
                 if isa == Isa::Avx512Bf16 {
