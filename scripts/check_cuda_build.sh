@@ -26,6 +26,9 @@ echo "$out"
 [ "$(echo "$out" | grep -c .)" -eq 1 ] && echo "$out" | grep -q "^error: --device cuda:0: no usable CUDA device 0" \
   || { echo "expected one error line"; exit 1; }
 
-cargo test --release --features cuda -p lincir --test smp_parity
+cargo test --release --features cuda -p lincir --test smp_parity --test cuda_ops
+# The fused GPU ops' launch geometry (their kernels: scripts/check_cuda_kernels.sh; on a GPU:
+# tests/cuda_ops.rs, which skips here).
+cargo test --release --features cuda -p lincir --lib clip::cuda_ops
 echo "CUDA build: links, falls back, refuses cleanly, step parity on the CPU"
 rm -rf "$fake_driver" "$model"

@@ -13,7 +13,10 @@
 # The lent machine takes at most 64 MiB of carried files per call: the binaries travel
 # xz-compressed (gpu-bin/*.xz, unpacked here), and the shapes world (49 MB compressed) in a second
 # call right after the first, while the machine is warm: SECTIONS is a regex of the sections to
-# run and SKIP a regex of those to leave out (first call: SKIP=shapes; second: SECTIONS=shapes).
+# run and SKIP a regex of those to leave out. First call: SKIP='shapes|fused' (everything as
+# users get it today, and the fused kernels' parity); second: SECTIONS=shapes; third, if the
+# device time left allows: SECTIONS=fused (the fused GPU training ops of kernels/train_ops.cu,
+# LINCIR_CUDA_FUSED=1, against the first call's numbers; the bigG/14 bf16 step first).
 #
 # A dry run of the same flow on the CPU with tiny models (to test this script without a GPU):
 #   LINCIR_CHECK_DEVICE=cpu LINCIR_BIN=target/release/lincir scripts/gpu_check.sh
@@ -24,13 +27,14 @@ mkdir -p "$OUT"
 DEV=${LINCIR_CHECK_DEVICE:-cuda}
 BIN=${LINCIR_BIN:-gpu-bin/lincir}
 STEP_TEST=${LINCIR_STEP_TEST:-gpu-bin/smp_parity}
+OPS_TEST=${LINCIR_OPS_TEST:-gpu-bin/cuda_ops}
 PY=${PYTHON:-python3}
 W=${LINCIR_CHECK_WORK:-/tmp/lincir-gpu-check}
 mkdir -p "$W"
 RES="$OUT/results.jsonl"
 : > "$RES"
 # Binaries carried compressed (scripts/package_gpu_check.sh): unpack once.
-for f in "$BIN" "$STEP_TEST"; do
+for f in "$BIN" "$STEP_TEST" "$OPS_TEST"; do
   if [ ! -x "$f" ] && [ -f "$f.xz" ]; then
     "${PYTHON:-python3}" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f.xz" "$f" && chmod +x "$f"
   fi
@@ -46,12 +50,18 @@ else
 fi
 
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+# Whether SECTIONS and SKIP select the section NAME.
+selected() {
+  if [ -n "${SECTIONS:-}" ] && ! [[ "$1" =~ $SECTIONS ]]; then return 1; fi
+  if [ -n "${SKIP:-}" ] && [[ "$1" =~ $SKIP ]]; then return 1; fi
+  return 0
+}
 # section NAME SECONDS CMD...: runs CMD with a time limit, records its exit code and duration.
 section() {
   local name=$1 limit=$2
   shift 2
-  if [ -n "${SECTIONS:-}" ] && ! [[ "$name" =~ $SECTIONS ]]; then return 0; fi
-  if [ -n "${SKIP:-}" ] && [[ "$name" =~ $SKIP ]]; then return 0; fi
+  # ALWAYS=1: a prerequisite of whatever runs (the random models), not filtered.
+  [ -n "${ALWAYS:-}" ] || selected "$name" || return 0
   log "== $name"
   local t0=$EPOCHREALTIME
   # Functions run in a child bash (timeout runs programs): they and the settings are exported.
@@ -78,7 +88,7 @@ PYEOF
 )
 export LD_LIBRARY_PATH="$NVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-export OUT DEV BIN STEP_TEST PY W SIZE_VL BATCH_IMG N_INDEX SHAPES_STEPS LD_LIBRARY_PATH
+export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG N_INDEX SHAPES_STEPS LD_LIBRARY_PATH
 export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
 
 # 1. The machine and the binary.
@@ -104,7 +114,7 @@ section bad_device 30 bad_device
 
 # 3. Random-weight models in their real configurations.
 for size in "$SIZE_VL" "${SIZE_TEXT[@]}"; do
-  [ -d "$W/models/$size" ] || section "model_$size" 240 "$PY" scripts/make_bench_model.py "$W/models/$size" --size "$size" --device "$DEV"
+  [ -d "$W/models/$size" ] || [ "${SECTIONS:-}" = shapes ] || ALWAYS=1 section "model_$size" 240 "$PY" scripts/make_bench_model.py "$W/models/$size" --size "$size" --device "$DEV"
 done
 
 # 4. Embedding parity: lincir on the device (f32, bf16) against lincir on the CPU and
@@ -157,6 +167,24 @@ step_parity() {
 export -f step_parity
 section step_parity 180 step_parity
 
+# 5b. The fused GPU training ops (kernels/train_ops.cu) against the CPU's ops, f32/bf16/f16, values
+#     and input gradients (tests/cuda_ops.rs); then the SMP step through them.
+cuda_ops() {
+  LINCIR_TEST_DEVICE="$DEV" "$OPS_TEST" --nocapture --test-threads 1 2>&1 | tee "$OUT/cuda_ops.txt"
+  return "${PIPESTATUS[0]}"
+}
+export -f cuda_ops
+[ "$DEV" != cpu ] && section cuda_ops 120 cuda_ops
+fused_step_parity() {
+  LINCIR_CUDA_FUSED=1 LINCIR_FIXTURES="$PWD/crates/lincir/tests/fixtures" LINCIR_SMP_FIXTURE="$W/smp" LINCIR_TEST_DEVICE="$DEV" \
+    "$STEP_TEST" --nocapture --test-threads 1 2>&1 | tee "$OUT/fused_step_parity.txt"
+  return "${PIPESTATUS[0]}"
+}
+export -f fused_step_parity
+# (the step fixture, when the first call's step_parity did not leave one on this machine)
+[ -d "$W/smp" ] || ! selected fused_step_parity || "$PY" scripts/make_smp_fixtures.py --device "$DEV" --out "$W/smp" >> "$OUT/log.txt" 2>&1
+section fused_step_parity 180 fused_step_parity
+
 # 6. Training throughput: lincir's step against the original's step in PyTorch (padded to 77;
 #    fp16 autocast as `accelerate --mixed_precision fp16`, and f32), same batch, same device.
 for size in "${SIZE_TEXT[@]}"; do
@@ -170,10 +198,23 @@ for size in "${SIZE_TEXT[@]}"; do
   done
 done
 
+# 6b. The same training steps through the fused GPU ops (LINCIR_CUDA_FUSED=1).
+for dt in bf16 f32; do
+  for size in $(printf '%s\n' "${SIZE_TEXT[@]}" | tac); do  # bigG/14 first: the issue's target
+    section "fused_train_lincir_${size}_$dt" 300 env LINCIR_CUDA_FUSED=1 "$BIN" bench train --model "$W/models/$size" --device "$DEV" \
+      --dtype "$dt" --batch-size "$BATCH_TRAIN" --steps "$STEPS" --out "$OUT/train_lincir_fused_${size}_$dt.json"
+  done
+done
+
 # 7. Image embedding throughput at ViT-L/14, batch 256: the tower alone, against transformers.
 for dt in "${IMG_DTYPES[@]}"; do
   section "encode_lincir_$dt" 240 "$BIN" bench encode --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "$dt" \
     --batch-size "$BATCH_IMG" --text-batches 2 --image-batches 5 --out "$OUT/encode_lincir_$dt.json"
+done
+# The vision tower's activation as one fused kernel (LINCIR_CUDA_FUSED=1).
+for dt in "${IMG_DTYPES[@]}"; do
+  section "fused_encode_lincir_$dt" 240 env LINCIR_CUDA_FUSED=1 "$BIN" bench encode --model "$W/models/$SIZE_VL" --device "$DEV" \
+    --dtype "$dt" --batch-size "$BATCH_IMG" --text-batches 2 --image-batches 5 --out "$OUT/encode_lincir_fused_$dt.json"
 done
 for dt in fp16 f32; do
   [ "$DEV" = cpu ] && [ $dt = fp16 ] && continue
@@ -214,6 +255,18 @@ shapes() {
 }
 export -f shapes
 section shapes 420 shapes
+# The shapes world in bf16 through the fused GPU ops: R@1 within the seed spread of the above.
+fused_shapes() {
+  local s=gpu-data/shapes
+  [ -d $s/clip ] || { echo "no $s: skipped"; return 3; }
+  rm -rf "$W/shapes_fused_bf16"
+  LINCIR_CUDA_FUSED=1 "$BIN" train --model $s/clip --captions $s/captions.txt --output-dir "$W/shapes_fused_bf16" --batch-size 64 \
+    --max-steps "$SHAPES_STEPS" --device "$DEV" --dtype bf16 || return 1
+  LINCIR_CUDA_FUSED=1 "$BIN" eval --model $s/clip --phi "$W/shapes_fused_bf16/phi_latest.safetensors" --dataset cirr --dataset-path $s/bench \
+    --device "$DEV" --dtype bf16 --json "$OUT/shapes_eval_fused_bf16.json" || return 1
+}
+export -f fused_shapes
+section fused_shapes 240 fused_shapes
 
 # Summary: every JSON written above, in one file, and the main ratios as a table.
 "$PY" - "$OUT" <<'PYEOF'
@@ -228,7 +281,8 @@ for f in sorted(glob.glob(os.path.join(out, "*.json"))):
         summary[name] = json.load(open(f))
     except Exception as e:
         summary[name] = {"unreadable": str(e)}
-summary["parity"] = [json.loads(l) for l in open(os.path.join(out, "parity.jsonl")) if l.strip()]
+parity = os.path.join(out, "parity.jsonl")
+summary["parity"] = [json.loads(l) for l in open(parity) if l.strip()] if os.path.exists(parity) else []
 json.dump(summary, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
 lines = ["| section | exit | seconds |", "|---|---|---|"]
 lines += [f"| {s['section']} | {s['rc']} | {s['seconds']} |" for s in summary["sections"]]
@@ -247,7 +301,7 @@ for k, v in summary.items():
 if "index_rate" in summary:
     r = summary["index_rate"]
     lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
-for dt in ("f32", "bf16"):
+for dt in ("f32", "bf16", "fused_bf16"):
     k = f"shapes_eval_{dt}"
     if k in summary:
         lines.append(f"\nshapes {dt}: {json.dumps(summary[k])[:400]}")

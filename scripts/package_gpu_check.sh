@@ -2,25 +2,33 @@
 # Prepares what scripts/gpu_check.sh needs on the GPU machine (which has no Rust toolchain):
 #   gpu-bin/lincir       the CUDA build (scripts/build_cuda.sh)
 #   gpu-bin/smp_parity   the step-parity test binary of the same build
+#   gpu-bin/cuda_ops     the fused GPU ops' parity test binary (tests/cuda_ops.rs)
 #   gpu-data/shapes      the shapes world (clip, captions, bench), when ../shared is beside the repo
 # Both folders are git-ignored: name them in the device tool's `carry`; together they exceed
-# the 64 MiB a call may carry, so: first call carry ["gpu-bin"], command `SKIP=shapes
+# the 64 MiB a call may carry, so: first call carry ["gpu-bin"], command `SKIP='shapes|fused'
 # scripts/gpu_check.sh`; second call at once (the machine is still warm and keeps gpu-bin),
-# carry ["gpu-data"], command `SECTIONS=shapes scripts/gpu_check.sh`.
+# carry ["gpu-data"], command `SECTIONS='shapes|fused' scripts/gpu_check.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build_cuda.sh
 source scripts/cuda_toolchain.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
-test_bin=$(cargo test --release --features cuda -p lincir --test smp_parity --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+# The test binaries of the same build: the SMP step's parity and the fused GPU ops' parity.
+tests_json=$(cargo test --release --features cuda -p lincir --test smp_parity --test cuda_ops --no-run --message-format=json 2>/dev/null)
+test_bin() {
+  echo "$tests_json" | python3 -c 'import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("executable") and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$1" | tail -1
+}
 mkdir -p gpu-bin
 cp "$CARGO_TARGET_DIR/release/lincir" gpu-bin/lincir
-cp "$test_bin" gpu-bin/smp_parity
-strip gpu-bin/lincir gpu-bin/smp_parity
-# The device tool carries at most 64 MiB per call: the binaries (70 + 60 MB) travel as xz (about
-# 12 + 10 MB); scripts/gpu_check.sh unpacks them there.
-xz -T0 -6 -f gpu-bin/lincir gpu-bin/smp_parity
+cp "$(test_bin smp_parity)" gpu-bin/smp_parity
+cp "$(test_bin cuda_ops)" gpu-bin/cuda_ops
+strip gpu-bin/lincir gpu-bin/smp_parity gpu-bin/cuda_ops
+# The device tool carries at most 64 MiB per call: the binaries (70 + 60 + 60 MB) travel as xz
+# (about 12 + 10 + 10 MB); scripts/gpu_check.sh unpacks them there.
+xz -T0 -6 -f gpu-bin/lincir gpu-bin/smp_parity gpu-bin/cuda_ops
 shared=${LINCIR_SHARED:-../shared}
 if [ -d "$shared/shapes/clip" ]; then
   mkdir -p gpu-data/shapes

@@ -8,6 +8,8 @@ pub mod jpeg;
 pub mod batched;
 pub mod blas;
 mod causal_layer;
+#[cfg(feature = "cuda")]
+pub mod cuda_ops;
 pub mod nn;
 pub mod panel;
 pub mod ops;

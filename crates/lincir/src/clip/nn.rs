@@ -349,6 +349,18 @@ impl LayerNorm {
 }
 
 pub fn activate(x: &Tensor, act: Activation, grad: Grad) -> Result<Tensor> {
+    // Inference on a GPU: one fused kernel instead of candle's three (LINCIR_CUDA_FUSED=1).
+    #[cfg(feature = "cuda")]
+    if grad == Grad::No && super::cuda_ops::applies(x) {
+        let fused = match act {
+            Activation::QuickGelu => Some(super::cuda_ops::Activation::QuickGelu),
+            Activation::Gelu => Some(super::cuda_ops::Activation::GeluErf),
+            Activation::GeluTanh => None,
+        };
+        if let Some(fused) = fused {
+            return super::cuda_ops::activation(x, fused, false);
+        }
+    }
     Ok(match act {
         Activation::QuickGelu if grad == Grad::No && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
             x.contiguous()?.apply_op1_no_bwd(&QuickGeluOp)?

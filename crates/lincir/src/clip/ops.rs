@@ -4,8 +4,9 @@
 //! cost 5-10 elementwise passes each, single-threaded, in both directions: on a CLIP-L text tower
 //! they took more time than the matrix products (docs/PERFORMANCE.md). These ops do one parallel
 //! pass forward and one backward. The weights they capture are frozen: only the input gradient is
-//! computed. Each op falls back to the unfused composition off the CPU or for other dtypes, and a
-//! test checks both paths against each other.
+//! computed. On a GPU with `LINCIR_CUDA_FUSED=1` each op runs as a fused CUDA kernel with its own
+//! backward (`cuda_ops.rs`); elsewhere (other devices or dtypes) it falls back to candle's unfused
+//! composition, and a test checks both paths against each other.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -144,6 +145,10 @@ impl CustomOp2 for LayerNormBackward {
 /// # Shapes
 /// x: [..., w]; weight, bias: [w] -> [..., w]
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_ops::applies(x) {
+        return super::cuda_ops::layer_norm(x, weight, bias, eps);
+    }
     if !fast_path(x) {
         return Ok(candle_nn::ops::layer_norm_slow(x, weight, bias, eps as f32)?);
     }
@@ -211,6 +216,10 @@ impl CustomOp2 for SoftmaxBackward {
 
 /// Differentiable softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_ops::applies(x) {
+        return super::cuda_ops::softmax_last_dim(x);
+    }
     if !fast_path(x) {
         return Ok(candle_nn::ops::softmax(x, D::Minus1)?);
     }
@@ -294,6 +303,10 @@ impl CustomOp2 for ActBackward {
 
 /// Differentiable x · sigmoid(1.702 x).
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_ops::applies(x) {
+        return super::cuda_ops::activation(x, super::cuda_ops::Activation::QuickGelu, true);
+    }
     if !fast_path(x) {
         return Ok((x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?);
     }
@@ -302,6 +315,10 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 
 /// Differentiable exact (erf) GELU.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_ops::applies(x) {
+        return super::cuda_ops::activation(x, super::cuda_ops::Activation::GeluErf, true);
+    }
     if !fast_path(x) {
         return Ok(x.gelu_erf()?);
     }

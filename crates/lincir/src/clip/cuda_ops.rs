@@ -1,0 +1,388 @@
+//! The training ops on NVIDIA GPUs as fused kernels with their own backward
+//! (`kernels/train_ops.cu`): layer norm, softmax over the last dimension, quick GELU and exact
+//! GELU, in f32, bf16 or f16 storage with f32 arithmetic. They are the GPU counterparts of the
+//! CPU's fused ops (`ops.rs`): without them, a training step on the GPU runs candle's unfused
+//! compositions (about 8 kernels forward and 20 backward per layer norm, 5 and 8 per softmax, 3
+//! and 6 per activation, each a pass over memory).
+//!
+//! **Off unless `LINCIR_CUDA_FUSED=1`** until the GPU check (`scripts/gpu_check.sh`, docs/GPU.md)
+//! has measured them on a GPU: the kernels are tested on the CPU through an emulation of CUDA's
+//! thread model (`scripts/check_cuda_kernels.sh`), and compiled by nvcc in every CUDA build, but
+//! no GPU has run them yet.
+
+use std::sync::OnceLock;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor, WithDType};
+
+use crate::Result;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train_ops.ptx"));
+const MODULE: &str = "lincir_train_ops";
+/// Threads per block of the row kernels (their shared scratch holds up to 1024).
+const BLOCK: u32 = 256;
+
+/// Whether the fused GPU ops are used: `LINCIR_CUDA_FUSED=1` (read once).
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("LINCIR_CUDA_FUSED").is_ok_and(|v| v == "1"))
+}
+
+/// Whether `x` goes through the fused GPU ops: on a GPU, in a dtype they take, and enabled.
+pub fn applies(x: &Tensor) -> bool {
+    x.device().is_cuda() && matches!(x.dtype(), DType::F32 | DType::BF16 | DType::F16) && enabled()
+}
+
+/// Threads per row: about two values per thread, 32 to 256 (a power of two dividing the block).
+fn group_for(cols: usize) -> u32 {
+    (cols.next_power_of_two() / 2).clamp(32, BLOCK as usize) as u32
+}
+
+/// Launch shape of a row kernel over `rows` rows of `cols`, and its thread group per row.
+fn rows_config(rows: usize, cols: usize) -> (LaunchConfig, u32) {
+    let group = group_for(cols);
+    let blocks = rows.div_ceil((BLOCK / group) as usize) as u32;
+    (LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }, group)
+}
+
+/// Launches the kernel `lincir_{op}_{dtype}` of `T` with the arguments, in order.
+macro_rules! launch {
+    ($dev:expr, $T:ty, $op:literal, $cfg:expr, $($arg:expr),+) => {{
+        let name = format!(concat!("lincir_", $op, "_{}"), <$T as WithDType>::DTYPE.as_str());
+        let func = $dev.get_or_load_custom_func(&name, MODULE, PTX)?;
+        let mut args = func.builder();
+        $(args.arg($arg);)+
+        // SAFETY: the arguments' types and order are the kernel's (kernels/train_ops.cu).
+        unsafe { args.launch($cfg) }.w()?;
+    }};
+}
+
+fn view<'a, T>(s: &'a CudaSlice<T>, l: &Layout, op: &str) -> candle_core::Result<CudaView<'a, T>> {
+    let Some((start, end)) = l.contiguous_offsets() else { candle_core::bail!("{op}: input must be contiguous") };
+    Ok(s.slice(start..end))
+}
+
+/// (rows, cols) of a tensor seen as rows of its last dimension.
+fn rows_cols(l: &Layout) -> (usize, usize) {
+    let cols = l.shape().dims().last().copied().unwrap_or(1).max(1);
+    (l.shape().elem_count() / cols, cols)
+}
+
+/// Calls `f` with a frozen f32 vector on the GPU (a layer norm's weight or bias).
+fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&CudaView<f32>) -> candle_core::Result<R>) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(s) = &*storage else { candle_core::bail!("{op}: parameters are not on the GPU") };
+    f(&view(s.as_cuda_slice::<f32>()?, layout, op)?)
+}
+
+/// One kernel over one input, generic in the storage type.
+trait Kernel1 {
+    const NAME: &'static str;
+    fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>>;
+
+    fn apply(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let dev = s.device().clone();
+        let slice = match &s.slice {
+            CudaStorageSlice::F32(x) => CudaStorageSlice::F32(self.run(&view(x, l, Self::NAME)?, l, &dev)?),
+            CudaStorageSlice::BF16(x) => CudaStorageSlice::BF16(self.run(&view(x, l, Self::NAME)?, l, &dev)?),
+            CudaStorageSlice::F16(x) => CudaStorageSlice::F16(self.run(&view(x, l, Self::NAME)?, l, &dev)?),
+            _ => candle_core::bail!("{}: f32, bf16 or f16 only, not {:?}", Self::NAME, s.dtype()),
+        };
+        Ok((CudaStorage { slice, device: dev }, l.shape().clone()))
+    }
+}
+
+/// One kernel over two inputs of the same shape and storage type (a backward pass: the forward's
+/// input or output, and the output's gradient).
+trait Kernel2 {
+    const NAME: &'static str;
+    fn run<T: DeviceRepr + WithDType>(&self, a: &CudaView<T>, b: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>>;
+
+    fn apply(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("{}: shapes {:?} and {:?} differ", Self::NAME, l1.shape(), l2.shape());
+        }
+        let (dev, n) = (s1.device().clone(), Self::NAME);
+        let slice = match (&s1.slice, &s2.slice) {
+            (CudaStorageSlice::F32(a), CudaStorageSlice::F32(b)) => CudaStorageSlice::F32(self.run(&view(a, l1, n)?, &view(b, l2, n)?, l1, &dev)?),
+            (CudaStorageSlice::BF16(a), CudaStorageSlice::BF16(b)) => CudaStorageSlice::BF16(self.run(&view(a, l1, n)?, &view(b, l2, n)?, l1, &dev)?),
+            (CudaStorageSlice::F16(a), CudaStorageSlice::F16(b)) => CudaStorageSlice::F16(self.run(&view(a, l1, n)?, &view(b, l2, n)?, l1, &dev)?),
+            _ => candle_core::bail!("{n}: f32, bf16 or f16 inputs of one dtype, not {:?} and {:?}", s1.dtype(), s2.dtype()),
+        };
+        Ok((CudaStorage { slice, device: dev }, l1.shape().clone()))
+    }
+}
+
+fn gpu_only(op: &str) -> candle_core::Result<(CpuStorage, Shape)> {
+    candle_core::bail!("{op}: a GPU op (clip::cuda_ops) was handed a CPU tensor")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer norm over the last dimension, frozen weight and bias.
+
+struct LayerNormOp {
+    weight: Tensor, // f32, [cols]
+    bias: Tensor,
+    eps: f32,
+}
+
+impl Kernel1 for LayerNormOp {
+    const NAME: &'static str = "cuda-layer-norm";
+    fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
+        let (rows, cols) = rows_cols(l);
+        // SAFETY: every value is written by the kernel below.
+        let y = unsafe { dev.alloc::<T>(rows * cols)? };
+        if rows == 0 {
+            return Ok(y);
+        }
+        let (cfg, group) = rows_config(rows, cols);
+        let (rows, cols) = (rows as i64, cols as i32);
+        with_f32(&self.weight, Self::NAME, |w| {
+            with_f32(&self.bias, Self::NAME, |b| {
+                launch!(dev, T, "layer_norm_fwd", cfg, x, w, b, &y, &rows, &cols, &self.eps, &group);
+                Ok(())
+            })
+        })?;
+        Ok(y)
+    }
+}
+
+impl CustomOp1 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.apply(s, l)
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let back = LayerNormBackward { weight: self.weight.clone(), eps: self.eps };
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &back)?))
+    }
+}
+
+struct LayerNormBackward {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl Kernel2 for LayerNormBackward {
+    const NAME: &'static str = "cuda-layer-norm-backward";
+    fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, g: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
+        let (rows, cols) = rows_cols(l);
+        // SAFETY: every value is written by the kernel below.
+        let dx = unsafe { dev.alloc::<T>(rows * cols)? };
+        if rows == 0 {
+            return Ok(dx);
+        }
+        let (cfg, group) = rows_config(rows, cols);
+        let (rows, cols) = (rows as i64, cols as i32);
+        with_f32(&self.weight, Self::NAME, |w| {
+            launch!(dev, T, "layer_norm_bwd", cfg, x, g, w, &dx, &rows, &cols, &self.eps, &group);
+            Ok(())
+        })?;
+        Ok(dx)
+    }
+}
+
+impl CustomOp2 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.apply(s1, l1, s2, l2)
+    }
+}
+
+/// Layer norm over the last dimension, differentiable with respect to `x` (weight and bias are
+/// frozen).
+///
+/// # Shapes
+/// x: [..., w]; weight, bias: [w] -> [..., w]
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let f32_param = |t: &Tensor| t.to_dtype(DType::F32)?.contiguous();
+    let op = LayerNormOp { weight: f32_param(weight)?, bias: f32_param(bias)?, eps: eps as f32 };
+    Ok(x.contiguous()?.apply_op1(op)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax over the last dimension.
+
+struct SoftmaxOp;
+
+impl Kernel1 for SoftmaxOp {
+    const NAME: &'static str = "cuda-softmax";
+    fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
+        let (rows, cols) = rows_cols(l);
+        // SAFETY: every value is written by the kernel below.
+        let y = unsafe { dev.alloc::<T>(rows * cols)? };
+        if rows == 0 {
+            return Ok(y);
+        }
+        let (cfg, group) = rows_config(rows, cols);
+        let (rows, cols) = (rows as i64, cols as i32);
+        launch!(dev, T, "softmax_fwd", cfg, x, &y, &rows, &cols, &group);
+        Ok(y)
+    }
+}
+
+impl CustomOp1 for SoftmaxOp {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.apply(s, l)
+    }
+    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(y.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)?))
+    }
+}
+
+struct SoftmaxBackward;
+
+impl Kernel2 for SoftmaxBackward {
+    const NAME: &'static str = "cuda-softmax-backward";
+    fn run<T: DeviceRepr + WithDType>(&self, y: &CudaView<T>, g: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
+        let (rows, cols) = rows_cols(l);
+        // SAFETY: every value is written by the kernel below.
+        let dx = unsafe { dev.alloc::<T>(rows * cols)? };
+        if rows == 0 {
+            return Ok(dx);
+        }
+        let (cfg, group) = rows_config(rows, cols);
+        let (rows, cols) = (rows as i64, cols as i32);
+        launch!(dev, T, "softmax_bwd", cfg, y, g, &dx, &rows, &cols, &group);
+        Ok(dx)
+    }
+}
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.apply(s1, l1, s2, l2)
+    }
+}
+
+/// Differentiable softmax over the last dimension.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1(SoftmaxOp)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations.
+
+/// The activations of the kernels (their `kind` argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// x sigmoid(1.702 x), OpenAI's CLIP.
+    QuickGelu = 0,
+    /// Exact (erf) GELU.
+    GeluErf = 1,
+}
+
+/// Elementwise launch shape: at most 64k blocks of 256, the kernel strides over the rest.
+fn elementwise_config(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 65_536) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+struct ActOp(Activation);
+
+impl Kernel1 for ActOp {
+    const NAME: &'static str = "cuda-activation";
+    fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
+        let n = l.shape().elem_count();
+        // SAFETY: every value is written by the kernel below.
+        let y = unsafe { dev.alloc::<T>(n)? };
+        if n == 0 {
+            return Ok(y);
+        }
+        let (count, kind) = (n as i64, self.0 as i32);
+        launch!(dev, T, "act_fwd", elementwise_config(n), x, &y, &count, &kind);
+        Ok(y)
+    }
+}
+
+impl CustomOp1 for ActOp {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.apply(s, l)
+    }
+    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &ActBackward(self.0))?))
+    }
+}
+
+struct ActBackward(Activation);
+
+impl Kernel2 for ActBackward {
+    const NAME: &'static str = "cuda-activation-backward";
+    fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, g: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
+        let n = l.shape().elem_count();
+        // SAFETY: every value is written by the kernel below.
+        let dx = unsafe { dev.alloc::<T>(n)? };
+        if n == 0 {
+            return Ok(dx);
+        }
+        let (count, kind) = (n as i64, self.0 as i32);
+        launch!(dev, T, "act_bwd", elementwise_config(n), x, g, &dx, &count, &kind);
+        Ok(dx)
+    }
+}
+
+impl CustomOp2 for ActBackward {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        gpu_only(Self::NAME)
+    }
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.apply(s1, l1, s2, l2)
+    }
+}
+
+/// A differentiable activation (with respect to `x`); with `grad` false, the value alone (one
+/// kernel, no graph).
+pub fn activation(x: &Tensor, act: Activation, grad: bool) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    Ok(if grad { x.apply_op1(ActOp(act))? } else { x.apply_op1_no_bwd(&ActOp(act))? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_groups_are_powers_of_two_dividing_the_block() {
+        for cols in [1, 7, 32, 40, 77, 512, 768, 1280, 5000] {
+            let g = group_for(cols);
+            assert!(g.is_power_of_two() && BLOCK.is_multiple_of(g) && (32..=BLOCK).contains(&g), "cols {cols}: group {g}");
+        }
+        assert_eq!(group_for(40), 32);
+        assert_eq!(group_for(77), 64);
+        assert_eq!(group_for(1280), 256);
+        let (cfg, group) = rows_config(1001, 77);
+        assert_eq!((cfg.grid_dim.0, group), (251, 64)); // 4 rows per block
+    }
+}

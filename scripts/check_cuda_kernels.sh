@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# lincir's own CUDA kernels (crates/lincir/kernels/train_ops.cu: the fused training ops' forward
+# and backward) checked on the CPU, no GPU or CUDA toolkit needed: the same source compiled as
+# C++ against an emulation of CUDA's thread model (kernels/emu/cuda_emu.h: a block's threads are
+# OS threads, __syncthreads a barrier) and run against a double-precision reference in f32, bf16
+# and f16 (kernels/emu/train_ops_test.cpp). The CUDA build compiles the same file with nvcc
+# (build.rs); the GPU check runs the kernels on a GPU (tests/cuda_ops.rs).
+#
+# Usage: scripts/check_cuda_kernels.sh     (about 20 seconds; needs g++ 11 or newer)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(mktemp)
+trap 'rm -f "$bin"' EXIT
+g++ -std=c++20 -O1 -pthread -Wall -Wextra -Werror -o "$bin" crates/lincir/kernels/emu/train_ops_test.cpp
+"$bin"
