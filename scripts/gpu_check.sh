@@ -3,8 +3,8 @@
 #
 #   scripts/gpu_check.sh
 #
-# Needs gpu-bin/ (a CUDA build and the step-parity test binary: scripts/package_gpu_check.sh
-# makes it; carry it) and, for the end-to-end check, gpu-data/shapes (the shapes world's clip/,
+# Needs gpu-bin/ (a CUDA build and the test binaries: scripts/package_gpu_check.sh makes it;
+# carry it) and, for the end-to-end check, gpu-data/shapes.tar.xz (the shapes world's clip/,
 # captions.txt and bench/; also made by the packaging script when ../shared is there). Python
 # with torch and transformers is the machine's own. Writes $OUT/gpu_check.json (every number),
 # $OUT/summary.md and $OUT/log.txt. Sections are independent and time-limited: one that fails is
@@ -242,9 +242,19 @@ export -f index_rate
 section index_rate 240 index_rate
 
 # 9. The shapes world end to end on the device: train 1,000 x 64, then evaluate on CIRR val.
+# The shapes world, unpacked once from what scripts/package_gpu_check.sh carried.
+shapes_dir() {
+  local s="$W/shapes"
+  if [ ! -d "$s/clip" ] && [ -f gpu-data/shapes.tar.xz ]; then
+    "$PY" scripts/pack_floats.py unpack gpu-data/shapes.tar.xz "$s.partial" && mv "$s.partial" "$s"
+  fi
+  [ -d "$s/clip" ] || { echo "no gpu-data/shapes.tar.xz: skipped" >&2; return 3; }
+  echo "$s"
+}
+export -f shapes_dir
 shapes() {
-  local s=gpu-data/shapes
-  [ -d $s/clip ] || { echo "no $s: skipped"; return 3; }
+  local s
+  s=$(shapes_dir) || return 3
   for dt in f32 bf16; do
     rm -rf "$W/shapes_$dt"
     "$BIN" train --model $s/clip --captions $s/captions.txt --output-dir "$W/shapes_$dt" --batch-size 64 --max-steps "$SHAPES_STEPS" \
@@ -257,8 +267,8 @@ export -f shapes
 section shapes 420 shapes
 # The shapes world in bf16 through the fused GPU ops: R@1 within the seed spread of the above.
 fused_shapes() {
-  local s=gpu-data/shapes
-  [ -d $s/clip ] || { echo "no $s: skipped"; return 3; }
+  local s
+  s=$(shapes_dir) || return 3
   rm -rf "$W/shapes_fused_bf16"
   LINCIR_CUDA_FUSED=1 "$BIN" train --model $s/clip --captions $s/captions.txt --output-dir "$W/shapes_fused_bf16" --batch-size 64 \
     --max-steps "$SHAPES_STEPS" --device "$DEV" --dtype bf16 || return 1
