@@ -14,7 +14,8 @@ use lincir::phi::{DropoutMasks, Phi, PhiConfig};
 use lincir::smp::mask::mask_caption;
 use lincir::smp::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use lincir::smp::sample::encode_with_placeholder;
-use lincir::smp::step::{loss_and_grads, target_embeddings, Noise};
+use lincir::smp::loss_scale::LossScale;
+use lincir::smp::step::{loss_and_grads, loss_and_scaled_grads, target_embeddings, Noise};
 
 const STEP_TOL: f32 = 1e-4;
 const WEIGHTS_TOL: f32 = 1e-3;
@@ -155,6 +156,43 @@ fn one_step_with_a_bf16_frozen_tower_stays_within_2e_2() {
         assert!(*e < 2e-2, "bf16 tower, {what}: {e}");
     }
     assert!(errors[0].1 > 1e-6, "the bf16 matrices were not used");
+}
+
+/// `train --dtype f16`: a tower in f16 at the paper's gradient magnitudes. The fixture's loss is
+/// a mean over 4 x 16 values, the paper's over 512 x 768 (ViT-L/14): its gradients are 2^13 times
+/// smaller, about 1e-6 where they enter the tower, under f16's smallest normal number. The loss
+/// is scaled down by 2^-13 to put them there; without loss scaling the gradients lose their
+/// precision in f16's subnormals, with the initial scale (2^16) they stay within 2e-2 of
+/// PyTorch's f32 step.
+#[test]
+fn an_f16_tower_at_the_papers_gradient_sizes_needs_and_gets_loss_scaling() {
+    let mut f = load();
+    if !test_device().is_cpu() {
+        return; // on a GPU, f16 training is measured by scripts/gpu_check.sh
+    }
+    let dir = fixtures().join("clip-a");
+    let cfg = ClipConfig::from_file(&dir.join("config.json")).unwrap();
+    f.text = TextTower::load(&Weights::from_dir(&dir, DType::F16, &Device::Cpu).unwrap(), &cfg).unwrap();
+    let ids_c = f.our_ids(&f.strings("captions"), false);
+    let ids_r = f.our_ids(&f.strings("masked"), true);
+    let target = target_embeddings(&f.text, &ids_c).unwrap();
+    let phi = f.phi("init");
+    let (noise, masks) = f.noise(0);
+    let paper = 2f64.powi(-13);
+    // The backward pass runs on loss_scale x loss; the gradients come back divided by it: those
+    // of the fixture's loss, computed at the paper's magnitudes (times 2^16 for the scaled run).
+    let worst = |loss_scale: f64| {
+        let (_, grads) = loss_and_scaled_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks), loss_scale).unwrap();
+        phi.named_tensors()
+            .iter()
+            .zip(&grads)
+            .map(|((name, _), g)| rel_err(g, f.get(&format!("grad.{name}"))))
+            .fold(0f32, f32::max)
+    };
+    let (unscaled, scaled) = (worst(paper), worst(paper * LossScale::INITIAL));
+    println!("f16 tower, paper-sized gradients: worst rel err {unscaled:.2e} unscaled, {scaled:.2e} with loss scaling");
+    assert!(scaled < 2e-2, "with loss scaling: {scaled}");
+    assert!(unscaled > 2.0 * scaled, "f16 without loss scaling was expected to lose precision: {unscaled} vs {scaled}");
 }
 
 #[test]

@@ -192,3 +192,56 @@ fn non_finite_numbers_stop_training_and_leave_a_resumable_finite_state() {
     shorter.max_steps = failed_step - 1;
     assert_eq!(run(&shorter, &clip, &out, true).unwrap(), 0, "already at the last finite step");
 }
+
+/// `--dtype f16`: the loss is scaled (loss_scale.rs), the scale is part of the resumable state,
+/// and gradients that overflow f16 skip the update and halve the scale instead of stopping.
+#[test]
+fn an_f16_tower_trains_with_a_loss_scale_that_resumes_and_backs_off() {
+    let model = model_dir();
+    let opts = LoadOptions { towers: Towers::Text, dtype: candle_core::DType::F16, ..Default::default() };
+    let clip = Clip::load(model.path().to_str().unwrap(), &opts).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let captions = corpus_file(work.path(), &CAPTIONS);
+    let metrics = |d: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(d.join(train::METRICS_FILE)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+
+    let straight = work.path().join("straight");
+    run(&config(model.path(), &captions, 4), &clip, &straight, false).unwrap();
+    let split = work.path().join("split");
+    run(&config(model.path(), &captions, 3), &clip, &split, false).unwrap();
+    run(&config(model.path(), &captions, 4), &clip, &split, true).unwrap();
+    let phi = |d: &Path, f: &str| Phi::load(&d.join(f), &Device::Cpu).unwrap().named_tensors();
+    for ((name, x), (_, y)) in phi(&straight, train::LATEST_FILE).iter().zip(phi(&split, train::LATEST_FILE)) {
+        assert_eq!(rel_err(x, &y), 0.0, "{name} differs after resuming an f16 run");
+    }
+    let m = metrics(&straight);
+    assert!(m.iter().all(|r| r["loss_scale"] == 65536.0 && r.get("update_skipped").is_none()), "{m:?}");
+
+    // A scale of 2^100 overflows f16 at once: step 4 is skipped (phi and its EMA stay those of
+    // step 3), the scale halves, and training goes on.
+    let three = work.path().join("three");
+    run(&config(model.path(), &captions, 3), &clip, &three, false).unwrap();
+    let (tensors, mut meta) = lincir::io::read_safetensors(&three.join(train::STATE_FILE)).unwrap();
+    assert_eq!(meta["loss_scale"], "65536 3");
+    let step3 = phi(&three, train::LATEST_FILE);
+    meta.insert("loss_scale".into(), format!("{} 0", 2f64.powi(100)));
+    let mut tensors: Vec<_> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let overflow = work.path().join("overflow");
+    std::fs::create_dir_all(&overflow).unwrap();
+    std::fs::copy(three.join(train::METRICS_FILE), overflow.join(train::METRICS_FILE)).unwrap();
+    std::fs::create_dir_all(overflow.join("checkpoints")).unwrap();
+    lincir::io::write_safetensors_atomic(&overflow.join(train::STATE_FILE), &tensors, meta.clone()).unwrap();
+    // The caption stream resumes where step 3 left it.
+    run(&config(model.path(), &captions, 4), &clip, &overflow, true).unwrap();
+    let last = metrics(&overflow).pop().unwrap();
+    assert_eq!((last["step"].as_u64(), last["update_skipped"].as_bool()), (Some(4), Some(true)), "{last}");
+    assert_eq!(last["loss_scale"], 2f64.powi(100));
+    assert!(last["loss"].as_f64().unwrap().is_finite());
+    for ((name, x), (_, y)) in step3.iter().zip(phi(&overflow, train::LATEST_FILE)) {
+        assert_eq!(rel_err(x, &y), 0.0, "{name} changed in a skipped step");
+    }
+    let (_, after) = lincir::io::read_safetensors(&overflow.join(train::STATE_FILE)).unwrap();
+    assert_eq!(after["loss_scale"], format!("{} 0", 2f64.powi(99)));
+}

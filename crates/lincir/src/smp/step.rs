@@ -75,8 +75,22 @@ pub fn loss_and_grads(
     noise: &Noise,
     masks: Option<&DropoutMasks>,
 ) -> Result<(f32, Vec<Tensor>)> {
+    loss_and_scaled_grads(text, phi, target, ids_masked, noise, masks, 1.0)
+}
+
+/// [`loss_and_grads`] with the backward pass run on `loss_scale` times the loss (an f16 tower:
+/// [`super::loss_scale`]); the gradients returned are divided by it again.
+pub fn loss_and_scaled_grads(
+    text: &TextTower,
+    phi: &Phi,
+    target: &Tensor,
+    ids_masked: &Tensor,
+    noise: &Noise,
+    masks: Option<&DropoutMasks>,
+    loss_scale: f64,
+) -> Result<(f32, Vec<Tensor>)> {
     let loss = smp_loss(text, phi, target, ids_masked, noise, masks)?;
-    let grads = loss.backward()?;
+    let grads = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
     let grads = phi
         .vars()
         .into_iter()
@@ -86,5 +100,6 @@ pub fn loss_and_grads(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let grads = if loss_scale == 1.0 { grads } else { grads.into_iter().map(|g| g * (1.0 / loss_scale)).collect::<candle_core::Result<_>>()? };
     Ok((loss.to_scalar::<f32>()?, grads))
 }

@@ -24,7 +24,8 @@ use super::corpus::{Corpus, ShuffledCaptions};
 use super::optim::{grad_norm, scale_to_max_norm, AdamW, AdamWConfig, Ema};
 use super::sample::{prepare_sample, Sample, Skip};
 use super::schedule::LrSchedule;
-use super::step::{loss_and_grads, target_embeddings, Noise};
+use super::loss_scale::LossScale;
+use super::step::{loss_and_scaled_grads, target_embeddings, Noise};
 use crate::bench::{cirr, query};
 use crate::clip::tokenizer::pad_batch;
 use crate::clip::Clip;
@@ -173,6 +174,12 @@ pub struct StepReport {
     pub skipped_captions: u64,
     pub samples_per_s: f64,
     pub epoch: u64,
+    /// The loss scale this step ran with (an f16 tower only: `loss_scale.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    /// An f16 tower's gradients overflowed at that scale: phi was not updated, the scale halves.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub update_skipped: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,7 +230,13 @@ pub fn train(
     if resume {
         state = load_state(cfg, output_dir, &phi, &mut opt, ema.as_mut())?;
         truncate_metrics(&output_dir.join(METRICS_FILE), state.step)?;
-    } else {
+    }
+    // f16's narrow range needs the loss scaled (loss_scale.rs); a resumed f16 run keeps its scale.
+    state.loss_scale = match clip.dtype() {
+        candle_core::DType::F16 => Some(state.loss_scale.unwrap_or_default()),
+        _ => None,
+    };
+    if !resume {
         if output_dir.join(STATE_FILE).exists() {
             return Err(Error::file(output_dir, "already holds a training run: pass --resume to continue it, or choose another --output-dir"));
         }
@@ -272,6 +285,8 @@ struct RunState {
     stream_position: u64,
     skipped: u64,
     best_r1: Option<f64>,
+    /// Dynamic loss scaling, with an f16 tower only.
+    loss_scale: Option<LossScale>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -324,7 +339,8 @@ fn run_steps(
                 None
             };
             let target = target_embeddings(text, &ids_c)?;
-            let (loss, g) = loss_and_grads(text, phi, &target, &ids_r, &noise, masks.as_ref())?;
+            let loss_scale = state.loss_scale.map_or(1.0, |s| s.scale());
+            let (loss, g) = loss_and_scaled_grads(text, phi, &target, &ids_r, &noise, masks.as_ref(), loss_scale)?;
             // Average over micro-batches: the gradient of the mean loss of the accumulated batch.
             let scale = 1.0 / cfg.grad_accum as f64;
             let g: Vec<Tensor> = match cfg.grad_accum {
@@ -343,7 +359,13 @@ fn run_steps(
         let mut grads = grads.expect("grad_accum >= 1");
         let norm = grad_norm(&grads)?;
         let loss = loss_sum / cfg.grad_accum as f64;
-        if !loss.is_finite() || !norm.is_finite() {
+        // With a scaled loss, gradients that overflowed f16 skip the update and halve the scale.
+        let scale_used = state.loss_scale.map(|s| s.scale());
+        let overflowed = scale_used.is_some() && loss.is_finite() && !norm.is_finite();
+        if let Some(s) = state.loss_scale.as_mut() {
+            s.update(!overflowed);
+        }
+        if !overflowed && (!loss.is_finite() || !norm.is_finite()) {
             // phi and the optimiser are still those of the last finite step: save them, with
             // the caption stream rewound to before this step, so --resume continues from there.
             (state.stream_position, state.skipped) = before;
@@ -359,15 +381,18 @@ fn run_steps(
             )));
         }
         let grad_norm = match cfg.max_grad_norm {
+            Some(_) if overflowed => None,
             Some(m) => {
                 scale_to_max_norm(&mut grads, norm, m)?;
                 Some(norm)
             }
             None => None,
         };
-        opt.step(&phi.vars(), &grads, lr)?;
-        if let Some(ema) = ema.as_mut() {
-            ema.update(&phi.vars())?;
+        if !overflowed {
+            opt.step(&phi.vars(), &grads, lr)?;
+            if let Some(ema) = ema.as_mut() {
+                ema.update(&phi.vars())?;
+            }
         }
         state.step += 1;
         let report = StepReport {
@@ -380,6 +405,8 @@ fn run_steps(
             skipped_captions: state.skipped,
             samples_per_s: samples as f64 / started.elapsed().as_secs_f64(),
             epoch,
+            loss_scale: scale_used,
+            update_skipped: overflowed,
         };
         writeln!(metrics, "{}", serde_json::to_string(&report).expect("report serialises")).map_err(|e| Error::file(output_dir.join(METRICS_FILE), e))?;
         on_event(Event::Step(&report));
@@ -527,6 +554,7 @@ fn save_state(dir: &Path, s: &RunState, phi: &Phi, opt: &AdamW, ema: Option<&Ema
         ("adam_t".to_string(), opt.t.to_string()),
         ("ema_updates".to_string(), ema.map(|e| e.updates).unwrap_or(0).to_string()),
         ("best_r1".to_string(), s.best_r1.map(|b| b.to_string()).unwrap_or_default()),
+        ("loss_scale".to_string(), s.loss_scale.map(|l| format!("{} {}", l.scale(), l.good_steps())).unwrap_or_default()),
         ("identity".to_string(), cfg.identity().to_string()),
     ]);
     crate::io::write_safetensors_atomic(&dir.join(STATE_FILE), &tensors, meta)
@@ -560,11 +588,24 @@ fn load_state(cfg: &TrainConfig, dir: &Path, phi: &Phi, opt: &mut AdamW, ema: Op
         e.updates = number("ema_updates")?;
     }
     let best = field("best_r1")?;
+    // "SCALE GOOD_STEPS", empty without loss scaling (and absent from states written before it).
+    let loss_scale = match meta.get("loss_scale").map(|v| v.split_whitespace().collect::<Vec<_>>()) {
+        None => None,
+        Some(parts) if parts.is_empty() => None,
+        Some(parts) => Some(
+            match parts[..] {
+                [scale, good] => scale.parse().ok().zip(good.parse().ok()).and_then(|(s, g)| LossScale::restore(s, g)),
+                _ => None,
+            }
+            .ok_or_else(|| Error::file(&path, "training state: `loss_scale` is not a power-of-two scale and a step count"))?,
+        ),
+    };
     Ok(RunState {
         step: number("step")?,
         stream_position: number("stream_position")?,
         skipped: number("skipped")?,
         best_r1: if best.is_empty() { None } else { best.parse().ok() },
+        loss_scale,
     })
 }
 
