@@ -130,10 +130,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let corpus = Corpus::open(&captions, &args.text_field)?;
     println!(
         "training phi ({} -> {} -> {}, {} parameters) on {} caption file(s), batch {} x {}, {} steps",
-        phi.input_dim,
-        phi.hidden_dim,
-        phi.output_dim,
-        phi.parameter_count(),
+        cfg.phi.input_dim,
+        cfg.phi.hidden_dim,
+        cfg.phi.output_dim,
+        cfg.phi.parameter_count(),
         corpus.sources.len(),
         args.batch_size,
         args.grad_accum,
@@ -155,6 +155,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Event::Step(r) => {
             pb.set_position(r.step);
             pb.set_message(format!("loss {:.5} | {:.0} samples/s", r.loss, r.samples_per_s));
+            if r.update_skipped {
+                let scale = r.loss_scale.unwrap_or(0.0);
+                pb.println(format!("step {:>6}  f16 gradients overflowed at loss scale {scale}: update skipped, scale halved", r.step));
+            }
             last = Some(r.clone());
         }
         Event::Validation(v) => {

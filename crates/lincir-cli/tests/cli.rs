@@ -196,6 +196,8 @@ fn train_then_eval_writes_checkpoints_metrics_and_recall() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("| steps | final loss"), "{stdout}");
+    // phi's sizes as the model sets them (projection 16, text width 24), not placeholders.
+    assert!(stdout.contains("training phi (16 -> 64 -> 24, "), "{stdout}");
     for f in ["phi_latest.safetensors", "phi_best.safetensors", "train_config.json", "train_state.safetensors", "checkpoints/phi_000002.safetensors", "checkpoints/phi_000004.safetensors"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
