@@ -14,7 +14,7 @@
 # xz-compressed (gpu-bin/*.xz, unpacked here), and the shapes world (49 MB compressed) in a second
 # call right after the first, while the machine is warm: SECTIONS is a regex of the sections to
 # run and SKIP a regex of those to leave out. First call: SKIP='shapes|fused' (everything as
-# users get it today, and the fused kernels' parity); second: SECTIONS=shapes; third, if the
+# users get it today, and the fused kernels' parity); second: SECTIONS='^shapes'; third, if the
 # device time left allows: SECTIONS=fused (the fused GPU training ops of kernels/train_ops.cu,
 # LINCIR_CUDA_FUSED=1, against the first call's numbers; the bigG/14 bf16 step first).
 #
@@ -42,10 +42,10 @@ done
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 LINCIR_CACHE="$W/cache"
 
 if [ "$DEV" = cpu ]; then
-  SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; SHAPES_STEPS=20
+  SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; SHAPES_STEPS=20; RESUME_STEPS=10
   TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16)
 else
-  SIZE_VL=large; SIZE_TEXT=(large-text bigG-text); BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; SHAPES_STEPS=1000
+  SIZE_VL=large; SIZE_TEXT=(large-text bigG-text); BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; SHAPES_STEPS=1000; RESUME_STEPS=100
   TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(f32 bf16 f16); TRAIN_DTYPES=(bf16 f16 f32)
 fi
 
@@ -55,6 +55,14 @@ selected() {
   if [ -n "${SECTIONS:-}" ] && ! [[ "$1" =~ $SECTIONS ]]; then return 1; fi
   if [ -n "${SKIP:-}" ] && [[ "$1" =~ $SKIP ]]; then return 1; fi
   return 0
+}
+# Whether a selected section needs the random models of step 3.
+needs_models() {
+  local n
+  for n in parity train_lincir_ train_torch_ fused_train_lincir_ encode_lincir_ encode_torch_ fused_encode_lincir_ index_rate; do
+    selected $n && return 0
+  done
+  return 1
 }
 # section NAME SECONDS CMD...: runs CMD with a time limit, records its exit code and duration.
 section() {
@@ -88,7 +96,7 @@ PYEOF
 )
 export LD_LIBRARY_PATH="$NVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG N_INDEX SHAPES_STEPS LD_LIBRARY_PATH
+export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG N_INDEX SHAPES_STEPS RESUME_STEPS LD_LIBRARY_PATH
 export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
 
 # 1. The machine and the binary.
@@ -114,7 +122,7 @@ section bad_device 30 bad_device
 
 # 3. Random-weight models in their real configurations.
 for size in "$SIZE_VL" "${SIZE_TEXT[@]}"; do
-  [ -d "$W/models/$size" ] || [ "${SECTIONS:-}" = shapes ] || ALWAYS=1 section "model_$size" 240 "$PY" scripts/make_bench_model.py "$W/models/$size" --size "$size" --device "$DEV"
+  [ -d "$W/models/$size" ] || ! needs_models || ALWAYS=1 section "model_$size" 240 "$PY" scripts/make_bench_model.py "$W/models/$size" --size "$size" --device "$DEV"
 done
 
 # 4. Embedding parity: lincir on the device (f32, bf16) against lincir on the CPU and
@@ -265,6 +273,28 @@ shapes() {
 }
 export -f shapes
 section shapes 420 shapes
+# Resuming on the same device: 2N steps straight against N + N resumed, phi compared bit by
+# bit (f32 and bf16; cuBLAS may pick other algorithms between runs: this says whether it does).
+shapes_resume() {
+  local s dt
+  s=$(shapes_dir) || return 3
+  for dt in f32 bf16; do
+    rm -rf "$W/resume_${dt}_a" "$W/resume_${dt}_b"
+    local common=(--model $s/clip --captions $s/captions.txt --batch-size 64 --checkpointing-steps $RESUME_STEPS --device "$DEV" --dtype $dt)
+    "$BIN" train "${common[@]}" --output-dir "$W/resume_${dt}_a" --max-steps $((2 * RESUME_STEPS)) > /dev/null || return 1
+    "$BIN" train "${common[@]}" --output-dir "$W/resume_${dt}_b" --max-steps $RESUME_STEPS > /dev/null || return 1
+    "$BIN" train "${common[@]}" --output-dir "$W/resume_${dt}_b" --max-steps $((2 * RESUME_STEPS)) --resume > /dev/null || return 1
+    "$PY" - "$W/resume_${dt}_a/phi_latest.safetensors" "$W/resume_${dt}_b/phi_latest.safetensors" "$dt" <<'PYEOF' | tee -a "$OUT/resume.jsonl"
+import json, sys
+from safetensors.torch import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+print(json.dumps({"dtype": sys.argv[3], "max_abs_diff": diff, "bit_identical": all(a[k].equal(b[k]) for k in a)}))
+PYEOF
+  done
+}
+export -f shapes_resume
+section shapes_resume 180 shapes_resume
 # The shapes world in bf16 through the fused GPU ops: R@1 within the seed spread of the above.
 fused_shapes() {
   local s
@@ -293,6 +323,8 @@ for f in sorted(glob.glob(os.path.join(out, "*.json"))):
         summary[name] = {"unreadable": str(e)}
 parity = os.path.join(out, "parity.jsonl")
 summary["parity"] = [json.loads(l) for l in open(parity) if l.strip()] if os.path.exists(parity) else []
+resume = os.path.join(out, "resume.jsonl")
+summary["resume"] = [json.loads(l) for l in open(resume) if l.strip()] if os.path.exists(resume) else []
 json.dump(summary, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
 lines = ["| section | exit | seconds |", "|---|---|---|"]
 lines += [f"| {s['section']} | {s['rc']} | {s['seconds']} |" for s in summary["sections"]]
@@ -311,6 +343,8 @@ for k, v in summary.items():
 if "index_rate" in summary:
     r = summary["index_rate"]
     lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
+for r in summary["resume"]:
+    lines.append(f"\nresumed {r['dtype']}: bit-identical {r['bit_identical']}, max abs diff {r['max_abs_diff']:.2e}")
 for dt in ("f32", "bf16", "fused_bf16"):
     k = f"shapes_eval_{dt}"
     if k in summary:

@@ -7,7 +7,8 @@
 # Both folders are git-ignored: name them in the device tool's `carry`; together they exceed
 # the 64 MiB a call may carry, so: first call carry ["gpu-bin"], command `SKIP='shapes|fused'
 # scripts/gpu_check.sh`; second call at once (the machine is still warm and keeps gpu-bin),
-# carry ["gpu-data"], command `SECTIONS='shapes|fused' scripts/gpu_check.sh`.
+# carry ["gpu-data"], command `SECTIONS='^shapes' scripts/gpu_check.sh`; third, if time is left,
+# `SECTIONS=fused scripts/gpu_check.sh` (docs/GPU.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build_cuda.sh
