@@ -183,6 +183,18 @@ cuda_ops() {
 }
 export -f cuda_ops
 [ "$DEV" != cpu ] && section cuda_ops 120 cuda_ops
+# The same tests under compute-sanitizer, where the machine has it: out-of-bounds accesses
+# (memcheck) and shared-memory races (racecheck: the kernels' reductions).
+fused_sanitizer() {
+  command -v compute-sanitizer > /dev/null || { echo "no compute-sanitizer here"; return 3; }
+  local tool
+  for tool in memcheck racecheck; do
+    LINCIR_TEST_DEVICE="$DEV" compute-sanitizer --tool $tool --error-exitcode 9 "$OPS_TEST" --test-threads 1 2>&1 | tail -20 \
+      | tee -a "$OUT/fused_sanitizer.txt"
+    [ "${PIPESTATUS[0]}" = 0 ] || return 1
+  done
+}
+export -f fused_sanitizer
 fused_step_parity() {
   LINCIR_CUDA_FUSED=1 LINCIR_FIXTURES="$PWD/crates/lincir/tests/fixtures" LINCIR_SMP_FIXTURE="$W/smp" LINCIR_TEST_DEVICE="$DEV" \
     "$STEP_TEST" --nocapture --test-threads 1 2>&1 | tee "$OUT/fused_step_parity.txt"
@@ -307,6 +319,8 @@ fused_shapes() {
 }
 export -f fused_shapes
 section fused_shapes 240 fused_shapes
+# Last: the slowest and least needed (the kernels' own races and bounds).
+[ "$DEV" != cpu ] && section fused_sanitizer 150 fused_sanitizer
 
 # Summary: every JSON written above, in one file, and the main ratios as a table.
 "$PY" - "$OUT" <<'PYEOF'
