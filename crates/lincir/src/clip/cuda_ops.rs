@@ -40,6 +40,26 @@ fn group_for(cols: usize) -> u32 {
     (cols.next_power_of_two() / 2).clamp(32, BLOCK as usize) as u32
 }
 
+/// A row kernel's arguments besides its tensors.
+struct RowLaunch {
+    cfg: LaunchConfig,
+    group: u32,
+    rows: i64,
+    cols: i32,
+}
+
+/// The output of a row kernel over `l`'s rows, and its launch (None: no rows, nothing to run).
+fn row_output<T: DeviceRepr>(dev: &CudaDevice, l: &Layout) -> candle_core::Result<(CudaSlice<T>, Option<RowLaunch>)> {
+    let (rows, cols) = rows_cols(l);
+    // SAFETY: the kernel launched with the RowLaunch writes every value.
+    let out = unsafe { dev.alloc::<T>(rows * cols)? };
+    if rows == 0 {
+        return Ok((out, None));
+    }
+    let (cfg, group) = rows_config(rows, cols);
+    Ok((out, Some(RowLaunch { cfg, group, rows: rows as i64, cols: cols as i32 })))
+}
+
 /// Launch shape of a row kernel over `rows` rows of `cols`, and its thread group per row.
 fn rows_config(rows: usize, cols: usize) -> (LaunchConfig, u32) {
     let group = group_for(cols);
@@ -119,6 +139,44 @@ fn gpu_only(op: &str) -> candle_core::Result<(CpuStorage, Shape)> {
     candle_core::bail!("{op}: a GPU op (clip::cuda_ops) was handed a CPU tensor")
 }
 
+/// candle's op plumbing for a [`Kernel1`] with an inherent
+/// `backward(&self, x, y, grad) -> candle_core::Result<Tensor>` (the input gradient).
+macro_rules! gpu_op1 {
+    ($op:ty) => {
+        impl CustomOp1 for $op {
+            fn name(&self) -> &'static str {
+                <Self as Kernel1>::NAME
+            }
+            fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+                gpu_only(<Self as Kernel1>::NAME)
+            }
+            fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+                self.apply(s, l)
+            }
+            fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+                self.backward(x, y, grad).map(Some)
+            }
+        }
+    };
+}
+
+/// candle's op plumbing for a [`Kernel2`] (a backward pass: no gradient of its own).
+macro_rules! gpu_op2 {
+    ($op:ty) => {
+        impl CustomOp2 for $op {
+            fn name(&self) -> &'static str {
+                <Self as Kernel2>::NAME
+            }
+            fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+                gpu_only(<Self as Kernel2>::NAME)
+            }
+            fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+                self.apply(s1, l1, s2, l2)
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Layer norm over the last dimension, frozen weight and bias.
 
@@ -131,14 +189,8 @@ struct LayerNormOp {
 impl Kernel1 for LayerNormOp {
     const NAME: &'static str = "cuda-layer-norm";
     fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
-        let (rows, cols) = rows_cols(l);
-        // SAFETY: every value is written by the kernel below.
-        let y = unsafe { dev.alloc::<T>(rows * cols)? };
-        if rows == 0 {
-            return Ok(y);
-        }
-        let (cfg, group) = rows_config(rows, cols);
-        let (rows, cols) = (rows as i64, cols as i32);
+        let (y, launch) = row_output::<T>(dev, l)?;
+        let Some(RowLaunch { cfg, group, rows, cols }) = launch else { return Ok(y) };
         with_f32(&self.weight, Self::NAME, |w| {
             with_f32(&self.bias, Self::NAME, |b| {
                 launch!(dev, T, "layer_norm_fwd", cfg, x, w, b, &y, &rows, &cols, &self.eps, &group);
@@ -149,21 +201,14 @@ impl Kernel1 for LayerNormOp {
     }
 }
 
-impl CustomOp1 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.apply(s, l)
-    }
-    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+impl LayerNormOp {
+    fn backward(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
         let back = LayerNormBackward { weight: self.weight.clone(), eps: self.eps };
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &back)?))
+        x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &back)
     }
 }
+
+gpu_op1!(LayerNormOp);
 
 struct LayerNormBackward {
     weight: Tensor,
@@ -173,14 +218,8 @@ struct LayerNormBackward {
 impl Kernel2 for LayerNormBackward {
     const NAME: &'static str = "cuda-layer-norm-backward";
     fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, g: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
-        let (rows, cols) = rows_cols(l);
-        // SAFETY: every value is written by the kernel below.
-        let dx = unsafe { dev.alloc::<T>(rows * cols)? };
-        if rows == 0 {
-            return Ok(dx);
-        }
-        let (cfg, group) = rows_config(rows, cols);
-        let (rows, cols) = (rows as i64, cols as i32);
+        let (dx, launch) = row_output::<T>(dev, l)?;
+        let Some(RowLaunch { cfg, group, rows, cols }) = launch else { return Ok(dx) };
         with_f32(&self.weight, Self::NAME, |w| {
             launch!(dev, T, "layer_norm_bwd", cfg, x, g, w, &dx, &rows, &cols, &self.eps, &group);
             Ok(())
@@ -189,17 +228,7 @@ impl Kernel2 for LayerNormBackward {
     }
 }
 
-impl CustomOp2 for LayerNormBackward {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.apply(s1, l1, s2, l2)
-    }
-}
+gpu_op2!(LayerNormBackward);
 
 /// Layer norm over the last dimension, differentiable with respect to `x` (weight and bias are
 /// frozen).
@@ -220,63 +249,34 @@ struct SoftmaxOp;
 impl Kernel1 for SoftmaxOp {
     const NAME: &'static str = "cuda-softmax";
     fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
-        let (rows, cols) = rows_cols(l);
-        // SAFETY: every value is written by the kernel below.
-        let y = unsafe { dev.alloc::<T>(rows * cols)? };
-        if rows == 0 {
-            return Ok(y);
-        }
-        let (cfg, group) = rows_config(rows, cols);
-        let (rows, cols) = (rows as i64, cols as i32);
+        let (y, launch) = row_output::<T>(dev, l)?;
+        let Some(RowLaunch { cfg, group, rows, cols }) = launch else { return Ok(y) };
         launch!(dev, T, "softmax_fwd", cfg, x, &y, &rows, &cols, &group);
         Ok(y)
     }
 }
 
-impl CustomOp1 for SoftmaxOp {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.apply(s, l)
-    }
-    fn bwd(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(y.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)?))
+impl SoftmaxOp {
+    fn backward(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        y.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)
     }
 }
+
+gpu_op1!(SoftmaxOp);
 
 struct SoftmaxBackward;
 
 impl Kernel2 for SoftmaxBackward {
     const NAME: &'static str = "cuda-softmax-backward";
     fn run<T: DeviceRepr + WithDType>(&self, y: &CudaView<T>, g: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
-        let (rows, cols) = rows_cols(l);
-        // SAFETY: every value is written by the kernel below.
-        let dx = unsafe { dev.alloc::<T>(rows * cols)? };
-        if rows == 0 {
-            return Ok(dx);
-        }
-        let (cfg, group) = rows_config(rows, cols);
-        let (rows, cols) = (rows as i64, cols as i32);
+        let (dx, launch) = row_output::<T>(dev, l)?;
+        let Some(RowLaunch { cfg, group, rows, cols }) = launch else { return Ok(dx) };
         launch!(dev, T, "softmax_bwd", cfg, y, g, &dx, &rows, &cols, &group);
         Ok(dx)
     }
 }
 
-impl CustomOp2 for SoftmaxBackward {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.apply(s1, l1, s2, l2)
-    }
-}
+gpu_op2!(SoftmaxBackward);
 
 /// Differentiable softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -318,20 +318,13 @@ impl Kernel1 for ActOp {
     }
 }
 
-impl CustomOp1 for ActOp {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.apply(s, l)
-    }
-    fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &ActBackward(self.0))?))
+impl ActOp {
+    fn backward(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
+        x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &ActBackward(self.0))
     }
 }
+
+gpu_op1!(ActOp);
 
 struct ActBackward(Activation);
 
@@ -350,17 +343,7 @@ impl Kernel2 for ActBackward {
     }
 }
 
-impl CustomOp2 for ActBackward {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        gpu_only(Self::NAME)
-    }
-    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.apply(s1, l1, s2, l2)
-    }
-}
+gpu_op2!(ActBackward);
 
 /// A differentiable activation (with respect to `x`); with `grad` false, the value alone (one
 /// kernel, no graph).

@@ -141,7 +141,9 @@ impl CustomOp1 for FrozenMatmul {
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, grad_y: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let grad_y = grad_y.contiguous()?;
-        if grad_y.device().is_cpu() && blas::active().is_some() && grad_y.dim(0)? > BLAS_MIN_ROWS {
+        // The BLAS takes f32 only (an f16 or bf16 tower's gradient stays on candle's product).
+        let f32_cpu = grad_y.device().is_cpu() && grad_y.dtype() == candle_core::DType::F32 && self.weight_t.dtype() == candle_core::DType::F32;
+        if f32_cpu && blas::active().is_some() && grad_y.dim(0)? > BLAS_MIN_ROWS {
             return Ok(Some(grad_y.apply_op1_no_bwd(&FrozenMatmulBackward { weight_t: self.weight_t.clone() })?));
         }
         Ok(Some(grad_y.matmul(&self.weight_t.t()?)?))
