@@ -114,7 +114,8 @@ fn machine(device: &candle_core::Device) -> String {
     if device.is_cpu() {
         cpu
     } else {
-        format!("{} (host: {cpu})", lincir::device::name(device))
+        let fused = if lincir::device::fused_gpu_kernels() { ", fused kernels" } else { "" };
+        format!("{}{fused} (host: {cpu})", lincir::device::name(device))
     }
 }
 

@@ -36,6 +36,8 @@ impl ComputeArgs {
                     rayon::current_num_threads(),
                     lincir::clip::blas::describe()
                 )
+            } else if device::fused_gpu_kernels() {
+                format!("{} (fused kernels: LINCIR_CUDA_FUSED=1)", device::name(&device))
             } else {
                 device::name(&device)
             };

@@ -113,6 +113,15 @@ impl DTypeChoice {
     }
 }
 
+/// Whether lincir's fused GPU training kernels are on (a CUDA build with `LINCIR_CUDA_FUSED=1`:
+/// docs/GPU.md).
+pub fn fused_gpu_kernels() -> bool {
+    #[cfg(feature = "cuda")]
+    return crate::clip::cuda_ops::enabled();
+    #[cfg(not(feature = "cuda"))]
+    false
+}
+
 /// "cpu" or "cuda:0", for reports and file metadata.
 pub fn name(device: &Device) -> String {
     match device.location() {
