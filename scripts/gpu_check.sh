@@ -10,13 +10,16 @@
 # $OUT/summary.md and $OUT/log.txt. Sections are independent and time-limited: one that fails is
 # recorded with its exit code and the others still run.
 #
-# The lent machine takes at most 64 MiB of carried files per call: the binaries travel
-# xz-compressed (gpu-bin/*.xz, unpacked here), and the shapes world (49 MB compressed) in a second
-# call right after the first, while the machine is warm: SECTIONS is a regex of the sections to
-# run and SKIP a regex of those to leave out. First call: SKIP='shapes|fused' (everything as
-# users get it today, and the fused kernels' parity); second: SECTIONS='^shapes'; third, if the
-# device time left allows: SECTIONS=fused (the fused GPU training ops of kernels/train_ops.cu,
-# LINCIR_CUDA_FUSED=1, against the first call's numbers; the bigG/14 bf16 step first).
+# The lent machine takes at most 64 MiB of carried files and 10 minutes per call, 15 minutes of
+# device time in all: the binaries travel xz-compressed (gpu-bin/*.xz, unpacked here), the shapes
+# world (47 MB) in a later call, and the work is cut into calls made one after another while the
+# machine is warm (SECTIONS: a regex of the sections to run; SKIP: of those to leave out):
+#   1. carry ["gpu-bin"]   SKIP='shapes|fused|encode|index'  parity, the SMP step, the fused
+#                          kernels' parity, training throughput (about 6 minutes, estimated)
+#   2. (no carry)          SECTIONS='^(encode|index)'        image throughput, index end to end
+#   3. carry ["gpu-data"]  SECTIONS='^shapes'                the shapes world, resuming on the GPU
+#   4. if 4 minutes are left: SECTIONS=fused                 everything again through the fused
+#                          kernels (LINCIR_CUDA_FUSED=1), the bigG/14 bf16 step first
 #
 # A dry run of the same flow on the CPU with tiny models (to test this script without a GPU):
 #   LINCIR_CHECK_DEVICE=cpu LINCIR_BIN=target/release/lincir scripts/gpu_check.sh
@@ -46,7 +49,8 @@ if [ "$DEV" = cpu ]; then
   TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16)
 else
   SIZE_VL=large; SIZE_TEXT=(large-text bigG-text); BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; SHAPES_STEPS=1000; RESUME_STEPS=100
-  TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(f32 bf16 f16); TRAIN_DTYPES=(bf16 f16 f32)
+  # f16 training (for GPUs without bf16) is not timed: one minute of the first call saved.
+  TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(f32 bf16 f16); TRAIN_DTYPES=(bf16 f32)
 fi
 
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }

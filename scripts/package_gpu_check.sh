@@ -5,10 +5,8 @@
 #   gpu-bin/cuda_ops     the fused GPU ops' parity test binary (tests/cuda_ops.rs)
 #   gpu-data/shapes.tar.xz  the shapes world (clip, captions, bench), when ../shared is beside the repo
 # Both folders are git-ignored: name them in the device tool's `carry`; together they exceed
-# the 64 MiB a call may carry, so: first call carry ["gpu-bin"], command `SKIP='shapes|fused'
-# scripts/gpu_check.sh`; second call at once (the machine is still warm and keeps gpu-bin),
-# carry ["gpu-data"], command `SECTIONS='^shapes' scripts/gpu_check.sh`; third, if time is left,
-# `SECTIONS=fused scripts/gpu_check.sh` (docs/GPU.md).
+# the 64 MiB a call may carry: the calls and what each carries are listed at the top of
+# scripts/gpu_check.sh (and in docs/GPU.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build_cuda.sh
