@@ -3,13 +3,20 @@
 # and backward) checked on the CPU, no GPU or CUDA toolkit needed: the same source compiled as
 # C++ against an emulation of CUDA's thread model (kernels/emu/cuda_emu.h: a block's threads are
 # OS threads, __syncthreads a barrier) and run against a double-precision reference in f32, bf16
-# and f16 (kernels/emu/train_ops_test.cpp). The CUDA build compiles the same file with nvcc
-# (build.rs); the GPU check runs the kernels on a GPU (tests/cuda_ops.rs).
+# and f16 (kernels/emu/train_ops_test.cpp); then again under ThreadSanitizer, which reports any
+# shared-memory access not ordered by a barrier (a missing __syncthreads), whether or not it
+# changed a result in this run. The CUDA build compiles the same file with nvcc (build.rs); the
+# GPU check runs the kernels on a GPU (tests/cuda_ops.rs).
 #
-# Usage: scripts/check_cuda_kernels.sh     (about 20 seconds; needs g++ 11 or newer)
+# Usage: scripts/check_cuda_kernels.sh     (about 20 s, then about 3 min under ThreadSanitizer;
+# needs g++ 11 or newer)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$(mktemp)
-trap 'rm -f "$bin"' EXIT
-g++ -std=c++20 -O1 -pthread -Wall -Wextra -Werror -o "$bin" crates/lincir/kernels/emu/train_ops_test.cpp
-"$bin"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+src=crates/lincir/kernels/emu/train_ops_test.cpp
+g++ -std=c++20 -O1 -pthread -Wall -Wextra -Werror -o "$dir/plain" "$src"
+"$dir/plain"
+echo "== under ThreadSanitizer"
+g++ -std=c++20 -O1 -g -pthread -fsanitize=thread -o "$dir/tsan" "$src"
+TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$dir/tsan" | tail -1
