@@ -90,8 +90,11 @@ fn rows_cols(l: &Layout) -> (usize, usize) {
     (l.shape().elem_count() / cols, cols)
 }
 
-/// Calls `f` with a frozen f32 vector on the GPU (a layer norm's weight or bias).
-fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&CudaView<f32>) -> candle_core::Result<R>) -> candle_core::Result<R> {
+/// Calls `f` with a frozen f32 vector of `len` values on the GPU (a layer norm's weight or bias).
+fn with_f32<R>(t: &Tensor, len: usize, op: &str, f: impl FnOnce(&CudaView<f32>) -> candle_core::Result<R>) -> candle_core::Result<R> {
+    if t.elem_count() != len {
+        candle_core::bail!("{op}: {} parameters for rows of {len}", t.elem_count());
+    }
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cuda(s) = &*storage else { candle_core::bail!("{op}: parameters are not on the GPU") };
     f(&view(s.as_cuda_slice::<f32>()?, layout, op)?)
@@ -191,8 +194,8 @@ impl Kernel1 for LayerNormOp {
     fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
         let (y, launch) = row_output::<T>(dev, l)?;
         let Some(RowLaunch { cfg, group, rows, cols }) = launch else { return Ok(y) };
-        with_f32(&self.weight, Self::NAME, |w| {
-            with_f32(&self.bias, Self::NAME, |b| {
+        with_f32(&self.weight, cols as usize, Self::NAME, |w| {
+            with_f32(&self.bias, cols as usize, Self::NAME, |b| {
                 launch!(dev, T, "layer_norm_fwd", cfg, x, w, b, &y, &rows, &cols, &self.eps, &group);
                 Ok(())
             })
@@ -220,7 +223,7 @@ impl Kernel2 for LayerNormBackward {
     fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, g: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
         let (dx, launch) = row_output::<T>(dev, l)?;
         let Some(RowLaunch { cfg, group, rows, cols }) = launch else { return Ok(dx) };
-        with_f32(&self.weight, Self::NAME, |w| {
+        with_f32(&self.weight, cols as usize, Self::NAME, |w| {
             launch!(dev, T, "layer_norm_bwd", cfg, x, g, w, &dx, &rows, &cols, &self.eps, &group);
             Ok(())
         })?;
