@@ -99,6 +99,17 @@ print(":".join(sorted(dirs)))
 PYEOF
 )
 export LD_LIBRARY_PATH="$NVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The driver's libcuda.so.1, where the loader's cache does not list it (a container may mount the
+# driver's folder without it): the usual folders, else where PyTorch loaded it from.
+if [ "$DEV" != cpu ] && ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libcuda\.so\.1'; then
+  driver=""
+  for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/compat; do
+    [ -e "$d/libcuda.so.1" ] && { driver=$d; break; }
+  done
+  [ -n "$driver" ] || driver=$("$PY" -c "import torch, os; torch.cuda.init(); print(next((os.path.dirname(l.split()[-1]) for l in open('/proc/self/maps') if 'libcuda.so' in l), ''))" 2>/dev/null)
+  [ -n "$driver" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$driver"
+  echo "libcuda.so.1 not in the loader's cache; using ${driver:-nothing found}" | tee -a "$OUT/log.txt"
+fi
 
 export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG N_INDEX SHAPES_STEPS RESUME_STEPS LD_LIBRARY_PATH
 export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
