@@ -7,7 +7,7 @@
 # carry it) and, for the end-to-end check, gpu-data/shapes.tar.xz (the shapes world's clip/,
 # captions.txt and bench/; also made by the packaging script when ../shared is there). Python
 # with torch and transformers is the machine's own. Writes $OUT/gpu_check.json (every number),
-# $OUT/summary.md and $OUT/log.txt. Sections are independent and time-limited: one that fails is
+# $OUT/summary.md, $OUT/log.txt and $OUT/details.tar.gz. Sections are independent and time-limited: one that fails is
 # recorded with its exit code and the others still run.
 #
 # The lent machine takes at most 64 MiB of carried files and 10 minutes per call, 15 minutes of
@@ -25,8 +25,6 @@
 #   LINCIR_CHECK_DEVICE=cpu LINCIR_BIN=target/release/lincir scripts/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-target/gpu-check}
-mkdir -p "$OUT"
 DEV=${LINCIR_CHECK_DEVICE:-cuda}
 BIN=${LINCIR_BIN:-gpu-bin/lincir}
 STEP_TEST=${LINCIR_STEP_TEST:-gpu-bin/smp_parity}
@@ -34,6 +32,13 @@ OPS_TEST=${LINCIR_OPS_TEST:-gpu-bin/cuda_ops}
 PY=${PYTHON:-python3}
 W=${LINCIR_CHECK_WORK:-/tmp/lincir-gpu-check}
 mkdir -p "$W"
+# At most 8 files come back from the device's $OUT: the sections write their files to a folder
+# of the work dir, and after every section $OUT gets gpu_check.json, summary.md, log.txt and
+# details.tar.gz (all of them), so that a call stopped at its time limit still returns them.
+FINAL=${OUT:-target/gpu-check}
+mkdir -p "$FINAL"
+OUT="$W/details-$(date +%s)"
+mkdir -p "$OUT"
 RES="$OUT/results.jsonl"
 : > "$RES"
 # Binaries carried compressed (scripts/package_gpu_check.sh): unpack once.
@@ -85,6 +90,7 @@ section() {
   local rc=$?
   printf '{"section": "%s", "rc": %d, "seconds": %.1f}\n' "$name" "$rc" "$(echo "$EPOCHREALTIME - $t0" | awk '{print $1 - $3}')" >> "$RES"
   [ $rc -ne 0 ] && log "   failed: exit $rc"
+  summarize > /dev/null
   return 0
 }
 # The CUDA libraries the binary links (cuBLAS, cuRAND, NVRTC, runtime) from the Python
@@ -113,6 +119,56 @@ fi
 
 export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG N_INDEX SHAPES_STEPS RESUME_STEPS LD_LIBRARY_PATH
 export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
+
+# The summary of what has run so far, into $FINAL: every JSON in one file, the main ratios as a
+# table, the log, and everything the sections wrote.
+summarize() {
+  "$PY" - "$OUT" "$FINAL" <<'PYEOF'
+import glob, json, os, sys
+out, final = sys.argv[1], sys.argv[2]
+summary = {"sections": [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]}
+for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+    name = os.path.basename(f)[:-5]
+    if name == "gpu_check":
+        continue
+    try:
+        summary[name] = json.load(open(f))
+    except Exception as e:
+        summary[name] = {"unreadable": str(e)}
+parity = os.path.join(out, "parity.jsonl")
+summary["parity"] = [json.loads(l) for l in open(parity) if l.strip()] if os.path.exists(parity) else []
+resume = os.path.join(out, "resume.jsonl")
+summary["resume"] = [json.loads(l) for l in open(resume) if l.strip()] if os.path.exists(resume) else []
+json.dump(summary, open(os.path.join(final, "gpu_check.json"), "w"), indent=1)
+lines = ["| section | exit | seconds |", "|---|---|---|"]
+lines += [f"| {s['section']} | {s['rc']} | {s['seconds']} |" for s in summary["sections"]]
+lines += ["", "| parity | rel err |", "|---|---|"]
+lines += [f"| {p['a'].split('/')[-1]} vs {p['b'].split('/')[-1]} | {p['rel_err']:.2e} |" for p in summary["parity"]]
+lines += ["", "| training | samples/s |", "|---|---|"]
+for k, v in summary.items():
+    if k.startswith("train_lincir"):
+        lines.append(f"| {k} | {v.get('samples_per_s', 0):.1f} |")
+    elif k.startswith("train_torch"):
+        lines.append(f"| {k} (padded to 77) | {v.get('samples_per_s_padded_to_77', 0):.1f} |")
+lines += ["", "| encoding | images/s | texts/s |", "|---|---|---|"]
+for k, v in summary.items():
+    if k.startswith("encode_"):
+        lines.append(f"| {k} | {v.get('images_per_s') or 0:.1f} | {v.get('texts_per_s') or 0:.1f} |")
+if "index_rate" in summary:
+    r = summary["index_rate"]
+    lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
+for r in summary["resume"]:
+    lines.append(f"\nresumed {r['dtype']}: bit-identical {r['bit_identical']}, max abs diff {r['max_abs_diff']:.2e}")
+for dt in ("f32", "bf16", "fused_bf16"):
+    k = f"shapes_eval_{dt}"
+    if k in summary:
+        lines.append(f"\nshapes {dt}: {json.dumps(summary[k])[:400]}")
+open(os.path.join(final, "summary.md"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PYEOF
+  cp "$OUT/log.txt" "$FINAL/log.txt" 2> /dev/null
+  tar czf "$FINAL/details.tar.gz" -C "$OUT" . 2> /dev/null
+}
 
 # 1. The machine and the binary.
 env_info() {
@@ -337,47 +393,4 @@ section fused_shapes 240 fused_shapes
 # Last: the slowest and least needed (the kernels' own races and bounds).
 [ "$DEV" != cpu ] && section fused_sanitizer 150 fused_sanitizer
 
-# Summary: every JSON written above, in one file, and the main ratios as a table.
-"$PY" - "$OUT" <<'PYEOF'
-import glob, json, os, sys
-out = sys.argv[1]
-summary = {"sections": [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]}
-for f in sorted(glob.glob(os.path.join(out, "*.json"))):
-    name = os.path.basename(f)[:-5]
-    if name == "gpu_check":
-        continue
-    try:
-        summary[name] = json.load(open(f))
-    except Exception as e:
-        summary[name] = {"unreadable": str(e)}
-parity = os.path.join(out, "parity.jsonl")
-summary["parity"] = [json.loads(l) for l in open(parity) if l.strip()] if os.path.exists(parity) else []
-resume = os.path.join(out, "resume.jsonl")
-summary["resume"] = [json.loads(l) for l in open(resume) if l.strip()] if os.path.exists(resume) else []
-json.dump(summary, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
-lines = ["| section | exit | seconds |", "|---|---|---|"]
-lines += [f"| {s['section']} | {s['rc']} | {s['seconds']} |" for s in summary["sections"]]
-lines += ["", "| parity | rel err |", "|---|---|"]
-lines += [f"| {p['a'].split('/')[-1]} vs {p['b'].split('/')[-1]} | {p['rel_err']:.2e} |" for p in summary["parity"]]
-lines += ["", "| training | samples/s |", "|---|---|"]
-for k, v in summary.items():
-    if k.startswith("train_lincir"):
-        lines.append(f"| {k} | {v.get('samples_per_s', 0):.1f} |")
-    elif k.startswith("train_torch"):
-        lines.append(f"| {k} (padded to 77) | {v.get('samples_per_s_padded_to_77', 0):.1f} |")
-lines += ["", "| encoding | images/s | texts/s |", "|---|---|---|"]
-for k, v in summary.items():
-    if k.startswith("encode_"):
-        lines.append(f"| {k} | {v.get('images_per_s') or 0:.1f} | {v.get('texts_per_s') or 0:.1f} |")
-if "index_rate" in summary:
-    r = summary["index_rate"]
-    lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
-for r in summary["resume"]:
-    lines.append(f"\nresumed {r['dtype']}: bit-identical {r['bit_identical']}, max abs diff {r['max_abs_diff']:.2e}")
-for dt in ("f32", "bf16", "fused_bf16"):
-    k = f"shapes_eval_{dt}"
-    if k in summary:
-        lines.append(f"\nshapes {dt}: {json.dumps(summary[k])[:400]}")
-open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PYEOF
+summarize
