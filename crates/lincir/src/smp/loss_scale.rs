@@ -26,8 +26,9 @@ impl Default for LossScale {
 impl LossScale {
     pub const INITIAL: f64 = 65536.0;
     pub const GROWTH_INTERVAL: u64 = 2000;
-    /// Never below one: a scale that small means the gradients are not finite at all.
-    const MIN: f64 = 1.0;
+    /// Never below one: gradients that overflow even then are not finite at all, and training
+    /// stops there (train.rs) instead of skipping every step.
+    pub const MIN: f64 = 1.0;
 
     /// A scale saved in a training state.
     pub fn restore(scale: f64, good_steps: u64) -> Option<Self> {

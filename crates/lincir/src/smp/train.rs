@@ -359,12 +359,10 @@ fn run_steps(
         let mut grads = grads.expect("grad_accum >= 1");
         let norm = grad_norm(&grads)?;
         let loss = loss_sum / cfg.grad_accum as f64;
-        // With a scaled loss, gradients that overflowed f16 skip the update and halve the scale.
+        // With a scaled loss, gradients that overflowed f16 skip the update and halve the scale;
+        // at a scale of 1 nothing is left to lower, and the step stops training as any other.
         let scale_used = state.loss_scale.map(|s| s.scale());
-        let overflowed = scale_used.is_some() && loss.is_finite() && !norm.is_finite();
-        if let Some(s) = state.loss_scale.as_mut() {
-            s.update(!overflowed);
-        }
+        let overflowed = loss.is_finite() && !norm.is_finite() && scale_used.is_some_and(|s| s > 1.0);
         if !overflowed && (!loss.is_finite() || !norm.is_finite()) {
             // phi and the optimiser are still those of the last finite step: save them, with
             // the caption stream rewound to before this step, so --resume continues from there.
@@ -379,6 +377,9 @@ fn run_steps(
                 LATEST_FILE,
                 state.step
             )));
+        }
+        if let Some(s) = state.loss_scale.as_mut() {
+            s.update(!overflowed);
         }
         let grad_norm = match cfg.max_grad_norm {
             Some(_) if overflowed => None,
