@@ -144,12 +144,12 @@ lines = ["| section | exit | seconds |", "|---|---|---|"]
 lines += [f"| {s['section']} | {s['rc']} | {s['seconds']} |" for s in summary["sections"]]
 lines += ["", "| parity | rel err |", "|---|---|"]
 lines += [f"| {p['a'].split('/')[-1]} vs {p['b'].split('/')[-1]} | {p['rel_err']:.2e} |" for p in summary["parity"]]
-lines += ["", "| training | samples/s |", "|---|---|"]
+lines += ["", "| training | samples/s | useful TFLOP/s |", "|---|---|---|"]
 for k, v in summary.items():
     if k.startswith("train_lincir"):
-        lines.append(f"| {k} | {v.get('samples_per_s', 0):.1f} |")
+        lines.append(f"| {k} | {v.get('samples_per_s', 0):.1f} | {v.get('useful_gflops', 0) / 1e3:.1f} |")
     elif k.startswith("train_torch"):
-        lines.append(f"| {k} (padded to 77) | {v.get('samples_per_s_padded_to_77', 0):.1f} |")
+        lines.append(f"| {k} (padded to 77) | {v.get('samples_per_s_padded_to_77', 0):.1f} | |")
 lines += ["", "| encoding | images/s | texts/s |", "|---|---|---|"]
 for k, v in summary.items():
     if k.startswith("encode_"):

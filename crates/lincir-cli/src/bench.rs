@@ -231,6 +231,12 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
     let captions = work.join("captions.txt");
     let texts = synthetic_captions(args.batch_size * (args.steps as usize + 1), 1);
     std::fs::write(&captions, texts.join("\n"))?;
+    // The useful work of a sample: the clean caption's forward pass (the target), the masked
+    // caption's forward pass and its input-gradient backward (about one forward each), at each
+    // caption's own length: what the step needs, whatever padding a runtime adds.
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids = clip.tokenizer.encode_batch(&refs)?;
+    let flop_per_sample = 3.0 * ids.iter().map(|s| clip.config.text.tower.forward_flops(s.len())).sum::<f64>() / ids.len().max(1) as f64;
     let text = clip.text()?;
     let phi = lincir::phi::PhiConfig::for_backbone(text.projection_dim(), text.width());
     let cfg = train::TrainConfig {
@@ -263,9 +269,12 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
         "dtype": lincir::device::dtype_name(clip.dtype()),
         "samples_per_s": median,
         "steps_timed": rates.len(),
+        "gflop_per_sample": flop_per_sample / 1e9,
+        "useful_gflops": median * flop_per_sample / 1e9,
     });
     println!("{:<44} {:>12}", "measure", "value");
     println!("{:<44} {:>12.2}", "training samples/s (median step)", median);
+    println!("{:<44} {:>12.1}", "GFLOP/s of useful work (3 passes per sample)", median * flop_per_sample / 1e9);
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&report)? + "\n")?;
         println!("wrote {}", out.display());

@@ -406,3 +406,35 @@ fn several_methods_and_baselines_in_one_eval_share_the_gallery() {
         &["pic2word.pt", "IM2TEXT", "searle does not use"],
     );
 }
+
+/// `bench train` and `bench encode` write their JSON with consistent rates and work: the useful
+/// GFLOP/s are the samples/s times the work of a sample (3 text-tower passes at each caption's
+/// length, which for the tiny fixture is at least 3 x 5 tokens' worth).
+#[test]
+fn bench_train_and_encode_write_consistent_json() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let m = model.path().to_str().unwrap();
+    let json = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+
+    let out = work.path().join("train.json");
+    let o = lincir(&["bench", "train", "--model", m, "--batch-size", "4", "--steps", "3", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out);
+    let (rate, per_sample, useful) = (r["samples_per_s"].as_f64().unwrap(), r["gflop_per_sample"].as_f64().unwrap(), r["useful_gflops"].as_f64().unwrap());
+    assert!(rate > 0.0 && (useful - rate * per_sample).abs() <= 1e-9 * useful.max(1.0), "{r}");
+    // The fixture's text tower (sizes from its config) at 5 to 77 tokens a caption.
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.path().join("config.json")).unwrap()).unwrap();
+    let t = &cfg["text_config"];
+    let (d, f, layers) = (t["hidden_size"].as_f64().unwrap(), t["intermediate_size"].as_f64().unwrap(), t["num_hidden_layers"].as_f64().unwrap());
+    let at = |s: f64| 3.0 * layers * (2.0 * s * (4.0 * d * d + 2.0 * d * f) + 4.0 * s * s * d) / 1e9;
+    assert!(per_sample >= at(5.0) && per_sample <= at(77.0), "{per_sample} GFLOP per sample");
+    assert_eq!(r["steps_timed"], 3, "a warm-up step, then the steps asked for");
+
+    let out = work.path().join("encode.json");
+    let o = lincir(&["bench", "encode", "--model", m, "--batch-size", "2", "--text-batches", "1", "--image-batches", "1", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out);
+    assert!(r["texts_per_s"].as_f64().unwrap() > 0.0 && r["images_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    assert_eq!(r["dtype"], "f32");
+}
