@@ -150,10 +150,25 @@ for k, v in summary.items():
         lines.append(f"| {k} | {v.get('samples_per_s', 0):.1f} | {v.get('useful_gflops', 0) / 1e3:.1f} |")
     elif k.startswith("train_torch"):
         lines.append(f"| {k} (padded to 77) | {v.get('samples_per_s_padded_to_77', 0):.1f} | |")
+# The ratios: lincir's step against the original's (padded to 77) on the same tower.
+ratios = []
+for k, v in summary.items():
+    if k.startswith("train_lincir_") and not k.startswith("train_lincir_fused"):
+        size, dt = k[len("train_lincir_"):].rsplit("_", 1)
+        for p in ("fp16", "f32"):
+            t = summary.get(f"train_torch_{size}_{p}", {})
+            if t.get("samples_per_s_padded_to_77"):
+                ratios.append(f"| {size} lincir {dt} / original {p} (batch {t.get('batch_size')}) | {v.get('samples_per_s', 0) / t['samples_per_s_padded_to_77']:.2f}x |")
+if ratios:
+    lines += ["", "| training ratio | |", "|---|---|"] + ratios
 lines += ["", "| encoding | images/s | texts/s |", "|---|---|---|"]
 for k, v in summary.items():
     if k.startswith("encode_"):
         lines.append(f"| {k} | {v.get('images_per_s') or 0:.1f} | {v.get('texts_per_s') or 0:.1f} |")
+ref = summary.get("encode_torch_fp16") or summary.get("encode_torch_f32") or {}
+for k, v in summary.items():
+    if k.startswith("encode_lincir") and ref.get("images_per_s") and v.get("images_per_s"):
+        lines.append(f"| {k} / transformers {ref.get('dtype')} | {v['images_per_s'] / ref['images_per_s']:.2f}x | |")
 if "index_rate" in summary:
     r = summary["index_rate"]
     lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
