@@ -373,16 +373,20 @@ shapes_dir() {
   echo "$s"
 }
 export -f shapes_dir
-shapes() {
-  local s
+# shapes_run DTYPE NAME: train 1,000 x 64 in DTYPE into $W/shapes_NAME, then CIRR val into
+# $OUT/shapes_eval_NAME.json (with the environment the caller sets, LINCIR_CUDA_FUSED included).
+shapes_run() {
+  local s dt=$1 name=$2
   s=$(shapes_dir) || return 3
-  for dt in f32 bf16; do
-    rm -rf "$W/shapes_$dt"
-    "$BIN" train --model $s/clip --captions $s/captions.txt --output-dir "$W/shapes_$dt" --batch-size 64 --max-steps "$SHAPES_STEPS" \
-      --device "$DEV" --dtype $dt || return 1
-    "$BIN" eval --model $s/clip --phi "$W/shapes_$dt/phi_latest.safetensors" --dataset cirr --dataset-path $s/bench \
-      --device "$DEV" --dtype $dt --json "$OUT/shapes_eval_$dt.json" || return 1
-  done
+  rm -rf "$W/shapes_$name"
+  "$BIN" train --model $s/clip --captions $s/captions.txt --output-dir "$W/shapes_$name" --batch-size 64 --max-steps "$SHAPES_STEPS" \
+    --device "$DEV" --dtype $dt || return 1
+  "$BIN" eval --model $s/clip --phi "$W/shapes_$name/phi_latest.safetensors" --dataset cirr --dataset-path $s/bench \
+    --device "$DEV" --dtype $dt --json "$OUT/shapes_eval_$name.json"
+}
+export -f shapes_run
+shapes() {
+  shapes_run f32 f32 && shapes_run bf16 bf16
 }
 export -f shapes
 section shapes 420 shapes
@@ -410,13 +414,7 @@ export -f shapes_resume
 section shapes_resume 180 shapes_resume
 # The shapes world in bf16 through the fused GPU ops: R@1 within the seed spread of the above.
 fused_shapes() {
-  local s
-  s=$(shapes_dir) || return 3
-  rm -rf "$W/shapes_fused_bf16"
-  LINCIR_CUDA_FUSED=1 "$BIN" train --model $s/clip --captions $s/captions.txt --output-dir "$W/shapes_fused_bf16" --batch-size 64 \
-    --max-steps "$SHAPES_STEPS" --device "$DEV" --dtype bf16 || return 1
-  LINCIR_CUDA_FUSED=1 "$BIN" eval --model $s/clip --phi "$W/shapes_fused_bf16/phi_latest.safetensors" --dataset cirr --dataset-path $s/bench \
-    --device "$DEV" --dtype bf16 --json "$OUT/shapes_eval_fused_bf16.json" || return 1
+  LINCIR_CUDA_FUSED=1 shapes_run bf16 fused_bf16
 }
 export -f fused_shapes
 section fused_shapes 240 fused_shapes

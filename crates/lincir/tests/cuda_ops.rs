@@ -100,11 +100,11 @@ fn fused_softmax_matches_the_cpu_with_a_causal_mask() {
 fn fused_activations_match_the_cpu() {
     let Some(gpu) = gpu() else { return };
     let x = Tensor::randn(0f32, 3.0, (3, 5, 5120), &Device::Cpu).unwrap();
-    check("quick gelu", &gpu, &x, |x| cuda_ops::activation(x, cuda_ops::Activation::QuickGelu, true).unwrap(), |x| ops::quick_gelu(x).unwrap());
-    check("gelu (erf)", &gpu, &x, |x| cuda_ops::activation(x, cuda_ops::Activation::GeluErf, true).unwrap(), |x| ops::gelu_erf(x).unwrap());
+    check("quick gelu", &gpu, &x, |x| cuda_ops::activation(x, ops::Act::QuickGelu, true).unwrap(), |x| ops::quick_gelu(x).unwrap());
+    check("gelu (erf)", &gpu, &x, |x| cuda_ops::activation(x, ops::Act::GeluErf, true).unwrap(), |x| ops::gelu_erf(x).unwrap());
     // Without the graph (inference): the same values.
     let xg = x.to_device(&gpu).unwrap();
-    let a = cuda_ops::activation(&xg, cuda_ops::Activation::QuickGelu, false).unwrap();
-    let b = cuda_ops::activation(&xg, cuda_ops::Activation::QuickGelu, true).unwrap();
+    let a = cuda_ops::activation(&xg, ops::Act::QuickGelu, false).unwrap();
+    let b = cuda_ops::activation(&xg, ops::Act::QuickGelu, true).unwrap();
     assert_eq!(max_rel(&a, &b), 0.0);
 }

@@ -15,7 +15,7 @@ use lincir::smp::mask::mask_caption;
 use lincir::smp::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use lincir::smp::sample::encode_with_placeholder;
 use lincir::smp::loss_scale::LossScale;
-use lincir::smp::step::{loss_and_grads, loss_and_scaled_grads, target_embeddings, Noise};
+use lincir::smp::step::{loss_and_grads, target_embeddings, Noise};
 
 const STEP_TOL: f32 = 1e-4;
 const WEIGHTS_TOL: f32 = 1e-3;
@@ -114,7 +114,7 @@ fn one_step_loss_and_gradients_match_pytorch() {
 
     let phi = f.phi("init");
     let (noise, masks) = f.noise(0);
-    let (loss, grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks)).unwrap();
+    let (loss, grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks), 1.0).unwrap();
     let expected = f.get("first_loss").to_vec1::<f32>().unwrap()[0];
     let le = (loss - expected).abs() / expected;
     println!("loss {loss} vs {expected}: rel err {le:.2e}");
@@ -145,7 +145,7 @@ fn one_step_with_a_bf16_frozen_tower_stays_within_2e_2() {
     let mut errors = vec![("targets".to_string(), rel_err(&target, f.get("target")))];
     let phi = f.phi("init");
     let (noise, masks) = f.noise(0);
-    let (loss, grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks)).unwrap();
+    let (loss, grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks), 1.0).unwrap();
     let expected = f.get("first_loss").to_vec1::<f32>().unwrap()[0];
     errors.push(("loss".to_string(), (loss - expected).abs() / expected));
     for ((name, _), g) in phi.named_tensors().iter().zip(&grads) {
@@ -182,7 +182,7 @@ fn an_f16_tower_at_the_papers_gradient_sizes_needs_and_gets_loss_scaling() {
     // The backward pass runs on loss_scale x loss; the gradients come back divided by it: those
     // of the fixture's loss, computed at the paper's magnitudes (times 2^16 for the scaled run).
     let worst = |loss_scale: f64| {
-        let (_, grads) = loss_and_scaled_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks), loss_scale).unwrap();
+        let (_, grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks), loss_scale).unwrap();
         phi.named_tensors()
             .iter()
             .zip(&grads)
@@ -209,7 +209,7 @@ fn twenty_adamw_steps_with_clipping_match_pytorch() {
     assert_eq!(reference.len(), steps);
     for (step, expected) in reference.iter().enumerate() {
         let (noise, masks) = f.noise(step);
-        let (loss, mut grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks)).unwrap();
+        let (loss, mut grads) = loss_and_grads(&f.text, &phi, &target, &ids_r, &noise, Some(&masks), 1.0).unwrap();
         let norm = clip_grad_norm(&mut grads, f.f64("max_grad_norm")).unwrap();
         let (ref_loss, ref_norm) = (expected[0].as_f64().unwrap(), expected[1].as_f64().unwrap());
         assert!(((loss as f64 - ref_loss) / ref_loss).abs() < 1e-3, "step {step}: loss {loss} vs {ref_loss}");

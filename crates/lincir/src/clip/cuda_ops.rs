@@ -17,6 +17,7 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr,
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor, WithDType};
 
+use super::ops::Act;
 use crate::Result;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/train_ops.ptx"));
@@ -289,34 +290,34 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------------
 // Activations.
 
-/// The activations of the kernels (their `kind` argument).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// x sigmoid(1.702 x), OpenAI's CLIP.
-    QuickGelu = 0,
-    /// Exact (erf) GELU.
-    GeluErf = 1,
+/// An elementwise kernel's launch shape and value count.
+struct ElementwiseLaunch {
+    cfg: LaunchConfig,
+    count: i64,
 }
 
-/// Elementwise launch shape: at most 64k blocks of 256, the kernel strides over the rest.
-fn elementwise_config(n: usize) -> LaunchConfig {
-    let blocks = n.div_ceil(BLOCK as usize).clamp(1, 65_536) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+/// The output of an elementwise kernel over `l`'s values, and its launch (None: no values). At
+/// most 64k blocks of 256: the kernel strides over the rest.
+fn elementwise_output<T: DeviceRepr>(dev: &CudaDevice, l: &Layout) -> candle_core::Result<(CudaSlice<T>, Option<ElementwiseLaunch>)> {
+    let n = l.shape().elem_count();
+    // SAFETY: the kernel launched with the returned shape writes every value.
+    let out = unsafe { dev.alloc::<T>(n)? };
+    if n == 0 {
+        return Ok((out, None));
+    }
+    let blocks = n.div_ceil(BLOCK as usize).min(65_536) as u32;
+    Ok((out, Some(ElementwiseLaunch { cfg: LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }, count: n as i64 })))
 }
 
-struct ActOp(Activation);
+struct ActOp(Act);
 
 impl Kernel1 for ActOp {
     const NAME: &'static str = "cuda-activation";
     fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
-        let n = l.shape().elem_count();
-        // SAFETY: every value is written by the kernel below.
-        let y = unsafe { dev.alloc::<T>(n)? };
-        if n == 0 {
-            return Ok(y);
-        }
-        let (count, kind) = (n as i64, self.0 as i32);
-        launch!(dev, T, "act_fwd", elementwise_config(n), x, &y, &count, &kind);
+        let (y, launch) = elementwise_output::<T>(dev, l)?;
+        let Some(ElementwiseLaunch { cfg, count }) = launch else { return Ok(y) };
+        let kind = self.0 as i32;
+        launch!(dev, T, "act_fwd", cfg, x, &y, &count, &kind);
         Ok(y)
     }
 }
@@ -329,19 +330,15 @@ impl ActOp {
 
 gpu_op1!(ActOp);
 
-struct ActBackward(Activation);
+struct ActBackward(Act);
 
 impl Kernel2 for ActBackward {
     const NAME: &'static str = "cuda-activation-backward";
     fn run<T: DeviceRepr + WithDType>(&self, x: &CudaView<T>, g: &CudaView<T>, l: &Layout, dev: &CudaDevice) -> candle_core::Result<CudaSlice<T>> {
-        let n = l.shape().elem_count();
-        // SAFETY: every value is written by the kernel below.
-        let dx = unsafe { dev.alloc::<T>(n)? };
-        if n == 0 {
-            return Ok(dx);
-        }
-        let (count, kind) = (n as i64, self.0 as i32);
-        launch!(dev, T, "act_bwd", elementwise_config(n), x, g, &dx, &count, &kind);
+        let (dx, launch) = elementwise_output::<T>(dev, l)?;
+        let Some(ElementwiseLaunch { cfg, count }) = launch else { return Ok(dx) };
+        let kind = self.0 as i32;
+        launch!(dev, T, "act_bwd", cfg, x, g, &dx, &count, &kind);
         Ok(dx)
     }
 }
@@ -350,7 +347,7 @@ gpu_op2!(ActBackward);
 
 /// A differentiable activation (with respect to `x`); with `grad` false, the value alone (one
 /// kernel, no graph).
-pub fn activation(x: &Tensor, act: Activation, grad: bool) -> Result<Tensor> {
+pub fn activation(x: &Tensor, act: Act, grad: bool) -> Result<Tensor> {
     let x = x.contiguous()?;
     Ok(if grad { x.apply_op1(ActOp(act))? } else { x.apply_op1_no_bwd(&ActOp(act))? })
 }

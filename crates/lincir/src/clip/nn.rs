@@ -353,15 +353,8 @@ impl LayerNorm {
 pub fn activate(x: &Tensor, act: Activation, grad: Grad) -> Result<Tensor> {
     // Inference on a GPU: one fused kernel instead of candle's three (LINCIR_CUDA_FUSED=1).
     #[cfg(feature = "cuda")]
-    if grad == Grad::No && super::cuda_ops::applies(x) {
-        let fused = match act {
-            Activation::QuickGelu => Some(super::cuda_ops::Activation::QuickGelu),
-            Activation::Gelu => Some(super::cuda_ops::Activation::GeluErf),
-            Activation::GeluTanh => None,
-        };
-        if let Some(fused) = fused {
-            return super::cuda_ops::activation(x, fused, false);
-        }
+    if let Some(fused) = super::ops::Act::of(act).filter(|_| grad == Grad::No && super::cuda_ops::applies(x)) {
+        return super::cuda_ops::activation(x, fused, false);
     }
     Ok(match act {
         Activation::QuickGelu if grad == Grad::No && x.device().is_cpu() && x.dtype() == candle_core::DType::F32 => {
@@ -579,11 +572,7 @@ impl EncoderLayer {
     }
 
     fn causal_weights(&self) -> Result<Option<LayerWeights>> {
-        let act = match self.act {
-            Activation::QuickGelu => super::ops::Act::QuickGelu,
-            Activation::Gelu => super::ops::Act::GeluErf,
-            Activation::GeluTanh => return Ok(None),
-        };
+        let Some(act) = super::ops::Act::of(self.act) else { return Ok(None) };
         let dense = [&self.attn.qkv, &self.attn.out, &self.fc1, &self.fc2].map(Linear::packed);
         let [Some(qkv), Some(out), Some(fc1), Some(fc2)] = dense else { return Ok(None) };
         Ok(Some(LayerWeights { ln1: self.ln1.norm()?, qkv, out, ln2: self.ln2.norm()?, fc1, fc2, act, heads: self.attn.heads }))

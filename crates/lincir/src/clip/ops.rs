@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::config::Activation;
 use crate::Result;
 
 /// Rows of the last dimension, processed in parallel in chunks of at least this many values.
@@ -229,13 +230,26 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------------------------------------
 // Activations: value and derivative in one pass each.
 
-#[derive(Clone, Copy)]
-pub(super) enum Act {
-    QuickGelu,
-    GeluErf,
+/// The activations with a fused kernel (the CPU's here, the GPU's in `cuda_ops.rs`, where the
+/// discriminant is the kernels' `kind` argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// x sigmoid(1.702 x), OpenAI's CLIP.
+    QuickGelu = 0,
+    /// Exact (erf) GELU.
+    GeluErf = 1,
 }
 
 impl Act {
+    /// The fused kernel of a model's activation; None for the tanh approximation, which has none.
+    pub(super) fn of(act: Activation) -> Option<Act> {
+        match act {
+            Activation::QuickGelu => Some(Act::QuickGelu),
+            Activation::Gelu => Some(Act::GeluErf),
+            Activation::GeluTanh => None,
+        }
+    }
+
     pub(super) fn value(self, x: f32) -> f32 {
         match self {
             Act::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
@@ -305,7 +319,7 @@ impl CustomOp2 for ActBackward {
 pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::cuda_ops::applies(x) {
-        return super::cuda_ops::activation(x, super::cuda_ops::Activation::QuickGelu, true);
+        return super::cuda_ops::activation(x, Act::QuickGelu, true);
     }
     if !fast_path(x) {
         return Ok((x * candle_nn::ops::sigmoid(&(x * 1.702)?)?)?);
@@ -317,7 +331,7 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::cuda_ops::applies(x) {
-        return super::cuda_ops::activation(x, super::cuda_ops::Activation::GeluErf, true);
+        return super::cuda_ops::activation(x, Act::GeluErf, true);
     }
     if !fast_path(x) {
         return Ok(x.gelu_erf()?);

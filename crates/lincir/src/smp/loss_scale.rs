@@ -30,8 +30,16 @@ impl LossScale {
     /// stops there (train.rs) instead of skipping every step.
     pub const MIN: f64 = 1.0;
 
-    /// A scale saved in a training state.
-    pub fn restore(scale: f64, good_steps: u64) -> Option<Self> {
+    /// As a training state keeps it: "SCALE GOOD_STEPS".
+    pub fn to_meta(&self) -> String {
+        format!("{} {}", self.scale, self.good_steps)
+    }
+
+    /// A scale read back from [`Self::to_meta`]; None unless a power of two of at least 1 and a
+    /// step count.
+    pub fn from_meta(text: &str) -> Option<Self> {
+        let (scale, good_steps) = text.trim().split_once(' ')?;
+        let (scale, good_steps) = (scale.parse::<f64>().ok()?, good_steps.trim().parse().ok()?);
         (scale.is_finite() && scale >= Self::MIN && scale.log2().fract() == 0.0).then_some(LossScale { scale, good_steps })
     }
 
@@ -84,9 +92,11 @@ mod tests {
 
     #[test]
     fn restores_only_powers_of_two() {
-        assert_eq!(LossScale::restore(1024.0, 7), Some(LossScale { scale: 1024.0, good_steps: 7 }));
-        assert_eq!(LossScale::restore(1000.0, 0), None);
-        assert_eq!(LossScale::restore(f64::NAN, 0), None);
-        assert_eq!(LossScale::restore(0.5, 0), None);
+        let s = LossScale { scale: 1024.0, good_steps: 7 };
+        assert_eq!(LossScale::from_meta(&s.to_meta()), Some(s));
+        assert_eq!(LossScale::from_meta("1000 0"), None);
+        assert_eq!(LossScale::from_meta("NaN 0"), None);
+        assert_eq!(LossScale::from_meta("0.5 0"), None);
+        assert_eq!(LossScale::from_meta("1024"), None);
     }
 }

@@ -66,21 +66,10 @@ pub fn smp_loss(
     Ok((predicted - target)?.sqr()?.mean_all()?)
 }
 
-/// The loss value and the gradient of every phi parameter (in [`Phi::vars`] order).
+/// The loss value and the gradient of every phi parameter (in [`Phi::vars`] order). The backward
+/// pass runs on `loss_scale` times the loss (a power of two; 1 unless the tower is f16:
+/// [`super::loss_scale`]), and the gradients returned are divided by it again, exactly.
 pub fn loss_and_grads(
-    text: &TextTower,
-    phi: &Phi,
-    target: &Tensor,
-    ids_masked: &Tensor,
-    noise: &Noise,
-    masks: Option<&DropoutMasks>,
-) -> Result<(f32, Vec<Tensor>)> {
-    loss_and_scaled_grads(text, phi, target, ids_masked, noise, masks, 1.0)
-}
-
-/// [`loss_and_grads`] with the backward pass run on `loss_scale` times the loss (an f16 tower:
-/// [`super::loss_scale`]); the gradients returned are divided by it again.
-pub fn loss_and_scaled_grads(
     text: &TextTower,
     phi: &Phi,
     target: &Tensor,
@@ -90,7 +79,7 @@ pub fn loss_and_scaled_grads(
     loss_scale: f64,
 ) -> Result<(f32, Vec<Tensor>)> {
     let loss = smp_loss(text, phi, target, ids_masked, noise, masks)?;
-    let grads = if loss_scale == 1.0 { loss.backward()? } else { (&loss * loss_scale)?.backward()? };
+    let grads = (&loss * loss_scale)?.backward()?;
     let grads = phi
         .vars()
         .into_iter()
@@ -100,6 +89,6 @@ pub fn loss_and_scaled_grads(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let grads = if loss_scale == 1.0 { grads } else { grads.into_iter().map(|g| g * (1.0 / loss_scale)).collect::<candle_core::Result<_>>()? };
+    let grads = grads.into_iter().map(|g| g * (1.0 / loss_scale)).collect::<candle_core::Result<_>>()?;
     Ok((loss.to_scalar::<f32>()?, grads))
 }

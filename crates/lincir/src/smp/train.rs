@@ -25,7 +25,7 @@ use super::optim::{grad_norm, scale_to_max_norm, AdamW, AdamWConfig, Ema};
 use super::sample::{prepare_sample, Sample, Skip};
 use super::schedule::LrSchedule;
 use super::loss_scale::LossScale;
-use super::step::{loss_and_scaled_grads, target_embeddings, Noise};
+use super::step::{loss_and_grads, target_embeddings, Noise};
 use crate::bench::{cirr, query};
 use crate::clip::tokenizer::pad_batch;
 use crate::clip::Clip;
@@ -340,7 +340,7 @@ fn run_steps(
             };
             let target = target_embeddings(text, &ids_c)?;
             let loss_scale = state.loss_scale.map_or(1.0, |s| s.scale());
-            let (loss, g) = loss_and_scaled_grads(text, phi, &target, &ids_r, &noise, masks.as_ref(), loss_scale)?;
+            let (loss, g) = loss_and_grads(text, phi, &target, &ids_r, &noise, masks.as_ref(), loss_scale)?;
             // Average over micro-batches: the gradient of the mean loss of the accumulated batch.
             let scale = 1.0 / cfg.grad_accum as f64;
             let g: Vec<Tensor> = match cfg.grad_accum {
@@ -555,7 +555,7 @@ fn save_state(dir: &Path, s: &RunState, phi: &Phi, opt: &AdamW, ema: Option<&Ema
         ("adam_t".to_string(), opt.t.to_string()),
         ("ema_updates".to_string(), ema.map(|e| e.updates).unwrap_or(0).to_string()),
         ("best_r1".to_string(), s.best_r1.map(|b| b.to_string()).unwrap_or_default()),
-        ("loss_scale".to_string(), s.loss_scale.map(|l| format!("{} {}", l.scale(), l.good_steps())).unwrap_or_default()),
+        ("loss_scale".to_string(), s.loss_scale.map(|l| l.to_meta()).unwrap_or_default()),
         ("identity".to_string(), cfg.identity().to_string()),
     ]);
     crate::io::write_safetensors_atomic(&dir.join(STATE_FILE), &tensors, meta)
@@ -589,16 +589,11 @@ fn load_state(cfg: &TrainConfig, dir: &Path, phi: &Phi, opt: &mut AdamW, ema: Op
         e.updates = number("ema_updates")?;
     }
     let best = field("best_r1")?;
-    // "SCALE GOOD_STEPS", empty without loss scaling (and absent from states written before it).
-    let loss_scale = match meta.get("loss_scale").map(|v| v.split_whitespace().collect::<Vec<_>>()) {
-        None => None,
-        Some(parts) if parts.is_empty() => None,
-        Some(parts) => Some(
-            match parts[..] {
-                [scale, good] => scale.parse().ok().zip(good.parse().ok()).and_then(|(s, g)| LossScale::restore(s, g)),
-                _ => None,
-            }
-            .ok_or_else(|| Error::file(&path, "training state: `loss_scale` is not a power-of-two scale and a step count"))?,
+    // Empty without loss scaling (and absent from states written before it).
+    let loss_scale = match meta.get("loss_scale").map(|v| v.trim()) {
+        None | Some("") => None,
+        Some(v) => Some(
+            LossScale::from_meta(v).ok_or_else(|| Error::file(&path, "training state: `loss_scale` is not a power-of-two scale and a step count"))?,
         ),
     };
     Ok(RunState {
