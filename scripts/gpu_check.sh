@@ -16,7 +16,8 @@
 # machine is warm (SECTIONS: a regex of the sections to run; SKIP: of those to leave out):
 #   1. carry ["gpu-bin"]   SKIP='shapes|fused|encode|index'  parity, the SMP step, the fused
 #                          kernels' parity, training throughput (about 6 minutes, estimated)
-#   2. (no carry)          SECTIONS='^(encode|index)'        image throughput, index end to end
+#   2. (no carry)          SECTIONS='^(encode|index)'        image throughput, index end to end,
+#                                                            search latency
 #   3. carry ["gpu-data"]  SECTIONS='^shapes'                the shapes world, resuming on the GPU
 #   4. if 4 minutes are left: SECTIONS=fused                 everything again through the fused
 #                          kernels (LINCIR_CUDA_FUSED=1), the bigG/14 bf16 step first
@@ -50,10 +51,10 @@ done
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 LINCIR_CACHE="$W/cache"
 
 if [ "$DEV" = cpu ]; then
-  SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; SHAPES_STEPS=20; RESUME_STEPS=10
+  SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; N_SEARCH=2000; SHAPES_STEPS=20; RESUME_STEPS=10
   TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16)
 else
-  SIZE_VL=large; SIZE_TEXT=(large-text bigG-text); BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; SHAPES_STEPS=1000; RESUME_STEPS=100
+  SIZE_VL=large; SIZE_TEXT=(large-text bigG-text); BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; N_SEARCH=100000; SHAPES_STEPS=1000; RESUME_STEPS=100
   # f16 training (for GPUs without bf16) is not timed: one minute of the first call saved.
   TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(f32 bf16 f16); TRAIN_DTYPES=(bf16 f32)
 fi
@@ -68,7 +69,7 @@ selected() {
 # Whether a selected section needs the random models of step 3.
 needs_models() {
   local n
-  for n in parity train_lincir_ train_torch_ fused_train_lincir_ encode_lincir_ encode_torch_ fused_encode_lincir_ index_rate; do
+  for n in parity train_lincir_ train_torch_ fused_train_lincir_ encode_lincir_ encode_torch_ fused_encode_lincir_ index_rate index_search_; do
     selected $n && return 0
   done
   return 1
@@ -117,7 +118,7 @@ if [ "$DEV" != cpu ] && ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/
   echo "libcuda.so.1 not in the loader's cache; using ${driver:-nothing found}" | tee -a "$OUT/log.txt"
 fi
 
-export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG BATCH_TRAIN STEPS N_INDEX SHAPES_STEPS RESUME_STEPS LD_LIBRARY_PATH
+export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG BATCH_TRAIN STEPS N_INDEX N_SEARCH SHAPES_STEPS RESUME_STEPS LD_LIBRARY_PATH
 export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
 
 # The summary of what has run so far, into $FINAL: every JSON in one file, the main ratios as a
@@ -172,6 +173,9 @@ for k, v in summary.items():
 if "index_rate" in summary:
     r = summary["index_rate"]
     lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
+for k, v in summary.items():
+    if k.startswith("search_lincir"):
+        lines.append(f"| {k}: p50 ms total / query encoding / ranking | {v.get('total_ms_p50', 0):.2f} / {v.get('encode_ms_p50', 0):.2f} / {v.get('rank_ms_p50', 0):.2f} | |")
 for r in summary["resume"]:
     lines.append(f"\nresumed {r['dtype']}: bit-identical {r['bit_identical']}, max abs diff {r['max_abs_diff']:.2e}")
 for dt in ("f32", "bf16", "fused_bf16"):
@@ -361,6 +365,12 @@ PYEOF
 }
 export -f index_rate
 section index_rate 240 index_rate
+# 8b. Search latency (`bench search`): each composed query's phi and text tower on the device,
+#     ranking over a synthetic index of N_SEARCH entries on the CPU.
+for dt in f32 bf16; do
+  section "index_search_$dt" 120 "$BIN" bench search --model "$W/models/$SIZE_VL" --device "$DEV" --dtype $dt \
+    --entries "$N_SEARCH" --queries 100 --out "$OUT/search_lincir_$dt.json"
+done
 
 # 9. The shapes world end to end on the device: train 1,000 x 64, then evaluate on CIRR val.
 # The shapes world, unpacked once from what scripts/package_gpu_check.sh carried.
