@@ -58,14 +58,14 @@ impl DeviceChoice {
     pub fn resolve(self) -> Result<Device> {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Auto => Ok(if cuda_built() { Device::new_cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu }),
+            DeviceChoice::Auto => Ok(if cuda_built() { open_cuda(0).unwrap_or(Device::Cpu) } else { Device::Cpu }),
             DeviceChoice::Cuda(n) => {
                 if !cuda_built() {
                     return Err(Error::Invalid(format!(
                         "--device {self}: this lincir was built without CUDA (build it with `scripts/build_cuda.sh`, see docs/GPU.md)"
                     )));
                 }
-                Device::new_cuda(n).map_err(|e| {
+                open_cuda(n).map_err(|e| {
                     let e = e.to_string();
                     let first = e.lines().next().unwrap_or("").trim();
                     Error::Invalid(format!("--device {self}: no usable CUDA device {n} ({first})"))
@@ -73,6 +73,42 @@ impl DeviceChoice {
             }
         }
     }
+}
+
+/// GPU `ordinal`, set up for lincir's use of it.
+///
+/// candle allocates with `cuMemAllocAsync` from the device's default memory pool, whose release
+/// threshold is 0 by default: at every synchronisation (each training step reads its loss) the
+/// pool hands its free memory back to the driver, and the next step maps it again. Here the pool
+/// keeps what it has freed for reuse, as PyTorch's allocators do (its `cudaMallocAsync` backend
+/// sets the same threshold). And since every thread computes on its own stream and only shares
+/// tensors that are complete (the weights, synchronised after loading), cudarc's per-tensor
+/// events for synchronising several streams are not created (two per allocation otherwise).
+fn open_cuda(ordinal: usize) -> candle_core::Result<Device> {
+    let device = Device::new_cuda(ordinal)?;
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = &device {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let stream = cuda.cuda_stream();
+        let context = stream.context();
+        // SAFETY: plain driver calls on a device the context above opened; `pool` and `keep` are
+        // live for the calls. A failure leaves the driver's default (slower, still correct).
+        unsafe {
+            let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+            if sys::cuDeviceGetDefaultMemPool(&mut pool, context.cu_device()) == sys::CUresult::CUDA_SUCCESS {
+                let mut keep = u64::MAX;
+                let _ = sys::cuMemPoolSetAttribute(
+                    pool,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    (&mut keep as *mut u64).cast(),
+                );
+            }
+            // SAFETY: lincir never hands a tensor to another stream before it is complete (see
+            // above), which is all the events were for.
+            cuda.disable_event_tracking();
+        }
+    }
+    Ok(device)
 }
 
 /// A compute precision as the user names it.

@@ -2,6 +2,7 @@
 //! exact top-k. Shared by `lincir search` and `lincir serve` (it is `Sync`: one loaded model
 //! serves concurrent requests).
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -65,6 +66,12 @@ pub struct Results {
     pub query: Vec<f32>,
 }
 
+/// A query's reference, ready for the tower: an indexed image, or pixels preprocessed.
+enum Prepared {
+    Indexed(usize),
+    Pixels(Vec<f32>),
+}
+
 pub struct Searcher {
     pub clip: Clip,
     /// The pseudo-word networks loaded, one per method, the first being the default.
@@ -73,6 +80,10 @@ pub struct Searcher {
     /// A composed-query template replacing the template of the methods whose placeholder is `$`
     /// (LinCIR, SEARLE), with `{}` for the text; None: each method's own.
     pub template: Option<String>,
+    /// On a GPU, one query's device work at a time: every thread computes on its own stream,
+    /// but the streams share one cuBLAS handle (and its workspace), so a query holds this from
+    /// its first GPU operation until its result is back on the host.
+    device_turn: Mutex<()>,
 }
 
 impl Searcher {
@@ -83,7 +94,7 @@ impl Searcher {
                 index.meta.dim, index.meta.model, clip.config.projection_dim
             )));
         }
-        Ok(Searcher { clip, methods, index, template: None })
+        Ok(Searcher { clip, methods, index, template: None, device_turn: Mutex::new(()) })
     }
 
     /// The names of the loaded methods.
@@ -131,14 +142,14 @@ impl Searcher {
     ///
     /// # Shapes
     /// -> [1, P]
-    fn reference_embedding(&self, r: &Reference) -> Result<Tensor> {
+    fn reference_embedding(&self, r: Prepared) -> Result<Tensor> {
         Ok(match r {
-            Reference::Indexed(id) => {
-                let e = self.index.embedding(*id).ok_or_else(|| Error::Invalid(format!("no image with id {id} in the index")))?;
+            Prepared::Indexed(id) => {
+                let e = self.index.embedding(id).ok_or_else(|| Error::Invalid(format!("no image with id {id} in the index")))?;
                 Tensor::from_vec(e, (1, self.index.meta.dim), &self.clip.device)?
             }
-            Reference::Pixels(img) => {
-                let px = preprocess::stack(vec![preprocess::pixels(img, &self.clip.preprocess)], &self.clip.preprocess, &self.clip.device)?;
+            Prepared::Pixels(px) => {
+                let px = preprocess::stack(vec![px], &self.clip.preprocess, &self.clip.device)?;
                 self.clip.vision()?.embed(&px)?
             }
         })
@@ -146,8 +157,14 @@ impl Searcher {
 
     pub fn search(&self, q: &Query) -> Result<Results> {
         let started = Instant::now();
+        // Preprocessing is CPU work: done before taking the device's turn.
+        let reference = q.reference.as_ref().map(|r| match r {
+            Reference::Indexed(id) => Prepared::Indexed(*id),
+            Reference::Pixels(img) => Prepared::Pixels(preprocess::pixels(img, &self.clip.preprocess)),
+        });
+        let turn = if self.clip.device.is_cpu() { None } else { Some(self.device_turn.lock().unwrap_or_else(|e| e.into_inner())) };
         let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
-        let (mode, sentence, vector) = match (&q.reference, text) {
+        let (mode, sentence, vector) = match (reference, text) {
             (None, None) => return Err(Error::Invalid("a query needs a reference image, a text, or both".into())),
             (Some(r), None) => (Mode::Image, None, self.reference_embedding(r)?),
             (None, Some(t)) => (Mode::Text, Some(t.to_string()), self.clip.text()?.embed(&self.tokens(t)?)?),
@@ -166,6 +183,7 @@ impl Searcher {
         };
         let method = (mode == Mode::Composed).then(|| self.method(q.method.as_deref()).map(|(m, _)| *m)).transpose()?;
         let query: Vec<f32> = l2_normalize(&vector)?.flatten_all()?.to_vec1()?;
+        drop(turn);
         let encode_ms = started.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
         let hits = self

@@ -71,6 +71,9 @@ type Shared = Arc<AppState>;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let searcher = crate::search::load_searcher(&args.searcher)?;
+    // On a GPU each worker thread computes on its own stream: the weights' uploads, queued on
+    // this thread's stream, must be complete before any worker reads them.
+    searcher.clip.device.synchronize()?;
     let max_upload = args.max_upload_mib * 1024 * 1024;
     let workers = args.workers.map(|w| w as usize).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = limits::Pool::new(workers, args.queue, Duration::from_secs(args.request_timeout_s));
