@@ -48,10 +48,17 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         let names: Vec<usize> = (1..=texts.len()).collect();
         (e, serde_json::json!(names), "text")
     } else {
-        let paths = embed::collect_image_paths(&args.images)?;
+        let walk = embed::walk_images(&args.images)?;
+        let (paths, unsupported) = (walk.images, embed::describe_unsupported(&walk.unsupported));
         if paths.is_empty() {
             let given: Vec<String> = args.images.iter().map(|p| p.display().to_string()).collect();
-            bail!("no image files found in {} (extensions: {})", given.join(", "), embed::IMAGE_EXTENSIONS.join(", "));
+            match unsupported {
+                Some(note) => bail!("no image files lincir can read in {}; {note}", given.join(", ")),
+                None => bail!("no image files found in {} (extensions: {})", given.join(", "), embed::IMAGE_EXTENSIONS.join(", ")),
+            }
+        }
+        if let Some(note) = unsupported {
+            eprintln!("{note}");
         }
         let pb = progress::bar(paths.len(), "images");
         let e = embed::embed_image_files(&clip, &paths, args.batch_size, &|n| pb.inc(n as u64))?;

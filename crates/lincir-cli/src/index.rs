@@ -58,6 +58,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
     for (path, e) in &r.failed {
         println!("unreadable: {path}: {e}");
     }
+    if let Some(note) = lincir::embed::describe_unsupported(&r.unsupported) {
+        println!("{note}");
+    }
     if let Some(path) = &args.json {
         let mut json = serde_json::to_value(&r)?;
         json["seconds"] = serde_json::json!(secs);

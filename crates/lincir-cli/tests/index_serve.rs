@@ -257,3 +257,31 @@ fn an_index_of_the_previous_format_is_searched_and_upgraded_in_place() {
     let o = lincir(&["search", "--index", out.to_str().unwrap(), "--text", "red", "--json"]);
     assert_clean_failure(&o, &["index.json", "index format 99 is not supported"]);
 }
+
+#[test]
+fn photos_in_formats_lincir_cannot_read_are_counted_and_named_not_lost_silently() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("phone");
+    colours(&images);
+    for name in ["IMG_0001.HEIC", "IMG_0002.heic", "sub/IMG_0003.heic", "raw/DSC_0001.NEF", "notes.txt"] {
+        let p = images.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"not decoded").unwrap();
+    }
+    let (out, report) = (work.path().join("index"), work.path().join("report.json"));
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("not read: 3 .heic, 1 .nef"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((r["total"].as_u64(), r["unsupported"]["heic"].as_u64(), r["unsupported"]["nef"].as_u64()), (Some(6), Some(3), Some(1)));
+    assert!(r["unsupported"].get("txt").is_none(), "only photo formats are counted");
+
+    // A folder holding only such photos is an error that says why, not "no image files".
+    let only = work.path().join("only-heic");
+    std::fs::create_dir_all(&only).unwrap();
+    std::fs::write(only.join("a.heic"), b"x").unwrap();
+    let o = lincir(&["embed", "--model", m, "--images", only.to_str().unwrap(), "--out", work.path().join("e.safetensors").to_str().unwrap()]);
+    assert_clean_failure(&o, &["no image files lincir can read", "1 .heic", "convert them to JPEG"]);
+}

@@ -1,5 +1,6 @@
 //! Batch embedding of texts and image files: what `lincir embed` and the benchmarks call.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
@@ -17,23 +18,42 @@ pub fn is_image_file(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// Photo formats that cameras and phones write and lincir cannot decode (no well-kept pure-Rust
+/// decoder): found in a walked folder, they are counted, so that a user is told what was left out
+/// (an iPhone library is mostly HEIC) instead of finding fewer photos than they have.
+pub const UNSUPPORTED_PHOTO_EXTENSIONS: &[&str] =
+    &["heic", "heif", "avif", "jxl", "dng", "cr2", "cr3", "nef", "arw", "orf", "rw2", "raf", "srw", "pef"];
+
+/// The image files of a walk, and the photos it passed over by format.
+#[derive(Debug, Default)]
+pub struct ImageWalk {
+    pub images: Vec<PathBuf>,
+    /// Lower-case extension -> files found with it (one of [`UNSUPPORTED_PHOTO_EXTENSIONS`]).
+    pub unsupported: BTreeMap<String, usize>,
+}
+
 /// Expands files and directories into image files: files are kept as given (whatever their
 /// extension), directories are walked recursively in sorted order keeping image extensions.
 pub fn collect_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+    Ok(walk_images(inputs)?.images)
+}
+
+/// [`collect_image_paths`], also counting the photos in formats lincir cannot read.
+pub fn walk_images(inputs: &[PathBuf]) -> Result<ImageWalk> {
+    let mut walk = ImageWalk::default();
     for p in inputs {
         if p.is_dir() {
-            walk_sorted(p, &mut out)?;
+            walk_sorted(p, &mut walk)?;
         } else if p.is_file() {
-            out.push(p.clone());
+            walk.images.push(p.clone());
         } else {
             return Err(Error::file(p, "no such file or directory"));
         }
     }
-    Ok(out)
+    Ok(walk)
 }
 
-fn walk_sorted(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn walk_sorted(dir: &Path, out: &mut ImageWalk) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::file(dir, format!("cannot list directory: {e}")))?
         .map(|e| e.map(|e| e.path()))
@@ -44,10 +64,28 @@ fn walk_sorted(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         if p.is_dir() {
             walk_sorted(&p, out)?;
         } else if is_image_file(&p) {
-            out.push(p);
+            out.images.push(p);
+        } else if let Some(ext) = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) {
+            if UNSUPPORTED_PHOTO_EXTENSIONS.contains(&ext.as_str()) {
+                *out.unsupported.entry(ext).or_default() += 1;
+            }
         }
     }
     Ok(())
+}
+
+/// "3 .heic, 1 .cr2" for a walk's unsupported photos, or None when there are none.
+pub fn describe_unsupported(unsupported: &BTreeMap<String, usize>) -> Option<String> {
+    let mut by_count: Vec<(&String, &usize)> = unsupported.iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let parts: Vec<String> = by_count.iter().map(|(ext, n)| format!("{n} .{ext}")).collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "not read: {} (formats lincir cannot decode; it reads {}): convert them to JPEG to search them, for example with `heif-convert` or `darktable-cli`",
+            parts.join(", "),
+            IMAGE_EXTENSIONS.join(", ")
+        )
+    })
 }
 
 /// Embeds texts with the text tower, `batch_size` at a time, each batch padded to its longest.

@@ -254,6 +254,9 @@ pub struct BuildReport {
     pub failed: Vec<(String, String)>,
     pub compacted: bool,
     pub total: usize,
+    /// Photos under the folder in formats lincir cannot decode (HEIC, RAW, ...), by extension:
+    /// not indexed, and said so.
+    pub unsupported: std::collections::BTreeMap<String, usize>,
 }
 
 /// Indexes the images under `images` into `dir`, reusing every unchanged image's vector.
@@ -299,8 +302,9 @@ pub fn build(
         }
     };
 
-    let files = crate::embed::collect_image_paths(std::slice::from_ref(&root))?;
-    let mut report = BuildReport::default();
+    let walk = crate::embed::walk_images(std::slice::from_ref(&root))?;
+    let files = walk.images;
+    let mut report = BuildReport { unsupported: walk.unsupported, ..Default::default() };
     let old: HashMap<String, Entry> = meta.entries.drain(..).map(|e| (e.path.clone(), e)).collect();
     let mut kept = Vec::new();
     let mut todo = Vec::new();
