@@ -87,7 +87,29 @@ fn main() {
         Command::ConvertPhi(args) => convert::run(args),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        let message = format!("{e:#}");
+        eprintln!("error: {message}{}", out_of_memory_hint(&message));
         std::process::exit(1);
+    }
+}
+
+/// What to do when the GPU ran out of memory (the driver's and cuBLAS's own words say only that
+/// it did).
+fn out_of_memory_hint(message: &str) -> &'static str {
+    if ["CUDA_ERROR_OUT_OF_MEMORY", "CUBLAS_STATUS_ALLOC_FAILED"].iter().any(|m| message.contains(m)) {
+        " (the GPU's memory is full: a smaller --batch-size needs less, and so does --dtype bf16 where the run is f32)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_gpu_out_of_memory_error_says_what_to_change() {
+        let cuda = r#"DriverError(CUDA_ERROR_OUT_OF_MEMORY, "out of memory")"#;
+        assert!(super::out_of_memory_hint(cuda).contains("--batch-size"));
+        assert!(super::out_of_memory_hint("cublas: CUBLAS_STATUS_ALLOC_FAILED").contains("--batch-size"));
+        assert_eq!(super::out_of_memory_hint("captions.txt: no such file or directory"), "");
     }
 }
