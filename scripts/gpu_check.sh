@@ -14,10 +14,10 @@
 # device time in all: the binaries travel xz-compressed (gpu-bin/*.xz, unpacked here), the shapes
 # world (47 MB) in a later call, and the work is cut into calls made one after another while the
 # machine is warm (SECTIONS: a regex of the sections to run; SKIP: of those to leave out):
-#   1. carry ["gpu-bin"]   SKIP='shapes|fused|encode|index'  parity, the SMP step, the fused
+#   1. carry ["gpu-bin"]   SKIP='shapes|fused|encode|index|autograd'  parity, the SMP step, the fused
 #                          kernels' parity, training throughput (about 6 minutes, estimated)
-#   2. (no carry)          SECTIONS='^(encode|index)'        image throughput, index end to end,
-#                                                            search latency
+#   2. (no carry)          SECTIONS='^(encode|index|autograd)'  image throughput, index end to end,
+#                                                            search latency, training through autograd
 #   3. carry ["gpu-data"]  SECTIONS='^shapes'                the shapes world, resuming on the GPU
 #   4. if 4 minutes are left: SECTIONS=fused                 everything again through the fused
 #                          kernels (LINCIR_CUDA_FUSED=1), the bigG/14 bf16 step first
@@ -70,7 +70,7 @@ selected() {
 # Whether a selected section needs the random models of step 3.
 needs_models() {
   local n
-  for n in parity train_lincir_ train_torch_ fused_train_lincir_ encode_lincir_ encode_torch_ fused_encode_lincir_ index_rate index_search_; do
+  for n in parity train_lincir_ train_torch_ fused_train_lincir_ encode_lincir_ encode_torch_ fused_encode_lincir_ index_rate index_search_ autograd_train_lincir_; do
     selected $n && return 0
   done
   return 1
@@ -129,7 +129,10 @@ summarize() {
 import glob, json, os, sys
 out, final = sys.argv[1], sys.argv[2]
 summary = {"sections": [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]}
-for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+# The numbers of earlier calls on this machine too (their folders beside this one), this call's
+# last: the ratios can pair a number of this call with one of an earlier call.
+earlier = [d for d in sorted(glob.glob(os.path.join(os.path.dirname(out), "details-*"))) if d != out]
+for f in [f for d in earlier + [out] for f in sorted(glob.glob(os.path.join(d, "*.json")))]:
     name = os.path.basename(f)[:-5]
     if name == "gpu_check":
         continue
@@ -161,6 +164,11 @@ for k, v in summary.items():
             t = summary.get(f"train_torch_{size}_{p}", {})
             if t.get("samples_per_s_padded_to_77"):
                 ratios.append(f"| {size} lincir {dt} / original {p} (batch {t.get('batch_size')}) | {v.get('samples_per_s', 0) / t['samples_per_s_padded_to_77']:.2f}x |")
+for k, v in summary.items():
+    if k.startswith("train_lincir_autograd_"):
+        taped = summary.get("train_lincir_" + k[len("train_lincir_autograd_"):], {})
+        if taped.get("samples_per_s") and v.get("samples_per_s"):
+            ratios.append(f"| {k[len('train_lincir_autograd_'):]} hand-written backward / candle's autograd | {taped['samples_per_s'] / v['samples_per_s']:.2f}x |")
 if ratios:
     lines += ["", "| training ratio | |", "|---|---|"] + ratios
 lines += ["", "| encoding | images/s | texts/s |", "|---|---|---|"]
@@ -372,6 +380,11 @@ for dt in f32 bf16; do
   section "index_search_$dt" 120 "$BIN" bench search --model "$W/models/$SIZE_VL" --device "$DEV" --dtype $dt \
     --entries "$N_SEARCH" --queries 100 --out "$OUT/search_lincir_$dt.json"
 done
+
+# 8c. The training step through candle's autograd instead of the text encoder's hand-written
+#     backward (LINCIR_TAPED=0; nn/taped.rs), for the first text tower in bf16: what it gains.
+section "autograd_train_lincir_${SIZE_TEXT[0]}" 300 env LINCIR_TAPED=0 "$BIN" bench train --model "$W/models/${SIZE_TEXT[0]}" \
+  --device "$DEV" --dtype bf16 --batch-size "$BATCH_TRAIN" --steps "$STEPS" --out "$OUT/train_lincir_autograd_${SIZE_TEXT[0]}_bf16.json"
 
 # 9. The shapes world end to end on the device: train 1,000 x 64, then evaluate on CIRR val.
 # The shapes world, unpacked once from what scripts/package_gpu_check.sh carried.

@@ -16,6 +16,8 @@ use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
 use crate::Result;
 
+mod taped;
+
 /// Whether the forward pass must be differentiable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grad {
@@ -26,12 +28,14 @@ pub enum Grad {
 /// y = x Wᵀ + b over the last dimension, computed as one 2-D matrix product over all leading
 /// dimensions (candle_nn::Linear broadcasts the weight into a batch of small products instead,
 /// which is several times slower for short text sequences).
+#[derive(Clone)]
 pub struct Linear {
     weight: Weight,
 }
 
 /// A layer's frozen weight and bias: packed for the CPU's micro-kernel (f32 on AVX2 CPUs without
 /// a loaded BLAS, and bf16), else a tensor `[input, output]` for candle, the BLAS, or the GPU.
+#[derive(Clone)]
 enum Weight {
     Tensor { weight_t: Tensor, bias: Option<Tensor> },
     Packed(PackedMatmul),
@@ -221,6 +225,19 @@ impl Linear {
         })
     }
 
+    /// The input gradient of [`Self::forward`] (the weight is frozen: it gets none), `g` being
+    /// the output's gradient.
+    ///
+    /// # Shapes
+    /// g: [rows, output] -> [rows, input]
+    pub(super) fn input_grad(&self, g: &Tensor) -> Result<Tensor> {
+        Ok(match &self.weight {
+            Weight::Tensor { weight_t, .. } if weight_t.dtype() != g.dtype() => g.matmul(&weight_t.to_dtype(g.dtype())?.t()?)?,
+            Weight::Tensor { weight_t, .. } => g.matmul(&weight_t.t()?)?,
+            Weight::Packed(op) => g.contiguous()?.apply_op1_no_bwd(&PackedMatmulBackward(op.clone()))?,
+        })
+    }
+
     /// The packed weight and bias, where the layer has them.
     fn packed(&self) -> Option<PackedMatmul> {
         match &self.weight {
@@ -319,6 +336,7 @@ impl CustomOp1 for SoftmaxOp {
     }
 }
 
+#[derive(Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -344,6 +362,8 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
         Ok(match grad {
             // The fused kernel needs contiguous input.
+            // candle's fused kernel has no f64 (which only tests use).
+            Grad::No if x.dtype() == candle_core::DType::F64 => candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)?,
             Grad::No => candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)?,
             Grad::Yes => super::ops::layer_norm(x, &self.weight, &self.bias, self.eps)?,
         })
@@ -372,6 +392,7 @@ pub fn activate(x: &Tensor, act: Activation, grad: Grad) -> Result<Tensor> {
 /// the real tokens of every sequence, one after the other. The linear layers (most of the work)
 /// run on those rows only; attention scatters them to the padded [batch, longest] layout it needs
 /// and gathers them back. Exact: each sequence sees only its own tokens, as with padding.
+#[derive(Clone)]
 pub struct Packing {
     lengths: Vec<usize>,
     batch: usize,
@@ -387,6 +408,9 @@ pub struct Packing {
     last_mask: Tensor,
     /// [longest, longest] additive causal mask.
     causal: Tensor,
+    /// [batch * longest, 1]: 1 at a sequence's tokens, 0 at its padding (the hand-written
+    /// backward zeroes the padding's gradient with it).
+    real: Tensor,
 }
 
 impl Packing {
@@ -400,11 +424,13 @@ impl Packing {
         let mut to_packed = Vec::with_capacity(lengths.iter().sum());
         let mut last_rows = Vec::with_capacity(batch);
         let mut last_mask = vec![f32::NEG_INFINITY; batch * longest];
+        let mut real = vec![0f32; batch * longest];
         for (i, &len) in lengths.iter().enumerate() {
             for j in 0..len {
                 to_padded[i * longest + j] = to_packed.len() as u32;
                 to_packed.push((i * longest + j) as u32);
                 last_mask[i * longest + j] = 0.0;
+                real[i * longest + j] = 1.0;
             }
             last_rows.push(to_packed.len() as u32 - 1);
         }
@@ -420,6 +446,7 @@ impl Packing {
             last_rows: Tensor::from_vec(last_rows, batch, device)?,
             last_mask: Tensor::from_vec(last_mask, (batch, 1, 1, longest), device)?.to_dtype(dtype)?,
             causal: Tensor::from_vec(causal, (longest, longest), device)?.to_dtype(dtype)?,
+            real: Tensor::from_vec(real, (batch * longest, 1), device)?.to_dtype(dtype)?,
         })
     }
 
@@ -437,6 +464,7 @@ impl Packing {
     }
 }
 
+#[derive(Clone)]
 struct Attention {
     /// q, k and v projections fused into one product: [hidden] -> [3 * hidden].
     qkv: Linear,
@@ -543,6 +571,7 @@ fn softmax(scores: &Tensor, grad: Grad) -> Result<Tensor> {
     })
 }
 
+#[derive(Clone)]
 struct EncoderLayer {
     attn: Attention,
     ln1: LayerNorm,
@@ -622,9 +651,27 @@ fn fused_layers_enabled() -> bool {
     std::env::var("LINCIR_FUSED_LAYERS").map_or(true, |v| v != "0")
 }
 
+/// Whether a differentiable pass outside the CPU's fused layers runs the hand-written backward
+/// (`taped.rs`): unless `LINCIR_TAPED=0` (a diagnostic: candle's autograd instead).
+fn taped_enabled() -> bool {
+    std::env::var("LINCIR_TAPED").map_or(true, |v| v != "0")
+}
+
+/// How the text encoder runs over packed sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Each layer one fused op with its own backward (the CPU in f32, `causal_layer.rs`).
+    Fused,
+    /// The encoder one node of candle's graph with a hand-written backward (`taped.rs`): the
+    /// GPU's training path.
+    Taped,
+    /// candle's ops, and its autograd when differentiable.
+    Graph,
+}
+
 /// A pre-LayerNorm transformer encoder (`{prefix}.layers.{i}`).
 pub struct Encoder {
-    layers: Vec<EncoderLayer>,
+    layers: Arc<[EncoderLayer]>,
 }
 
 impl Encoder {
@@ -642,28 +689,41 @@ impl Encoder {
     /// x: [tokens, hidden] -> [batch, hidden]
     pub fn forward_packed_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
         let fused = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && fused_layers_enabled();
-        self.forward_packed_last_with(x, p, grad, fused)
+        let path = if fused && self.layers.iter().all(|l| l.causal.is_some()) {
+            Path::Fused
+        } else if grad == Grad::Yes && taped_enabled() && taped::applies(&self.layers) {
+            Path::Taped
+        } else {
+            Path::Graph
+        };
+        self.forward_packed_last_via(x, p, grad, path)
     }
 
-    /// [`Self::forward_packed_last`], through the fused layers where `fused` and every layer has one.
-    fn forward_packed_last_with(&self, x: &Tensor, p: &Packing, grad: Grad, fused: bool) -> Result<Tensor> {
+    /// [`Self::forward_packed_last`] along `path` (Fused needs every layer's fused weights, Taped
+    /// a differentiable pass).
+    fn forward_packed_last_via(&self, x: &Tensor, p: &Packing, grad: Grad, path: Path) -> Result<Tensor> {
         let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
-        if fused {
-            if let Some(layers) = self.layers.iter().map(|l| l.causal.clone()).collect::<Option<Vec<_>>>() {
+        match path {
+            Path::Fused => {
+                let layers = self.layers.iter().map(|l| l.causal.clone()).collect::<Option<Vec<_>>>();
+                let layers = layers.ok_or_else(|| crate::Error::Invalid("a layer without fused weights".into()))?;
                 let mut x = x.contiguous()?;
                 let n = layers.len();
                 for (i, weights) in layers.into_iter().enumerate() {
                     let op = CausalLayerOp::new(weights, &p.lengths, i + 1 == n, grad == Grad::Yes);
                     x = if grad == Grad::Yes { x.apply_op1(op)? } else { x.apply_op1_no_bwd(&op)? };
                 }
-                return Ok(x);
+                Ok(x)
+            }
+            Path::Taped => taped::forward_packed_last(&self.layers, x, p),
+            Path::Graph => {
+                let mut x = x.clone();
+                for layer in rest {
+                    x = layer.forward_packed(&x, p, grad)?;
+                }
+                last.forward_last(&x, p, grad)
             }
         }
-        let mut x = x.clone();
-        for layer in rest {
-            x = layer.forward_packed(&x, p, grad)?;
-        }
-        last.forward_last(&x, p, grad)
     }
 
     /// Unmasked encoder returning only the first token (the last layer computes nothing else:
@@ -707,7 +767,8 @@ mod tests {
         let r = Tensor::randn(0f32, 1.0, (lengths.len(), h), &Device::Cpu).unwrap();
         let p = Packing::new(&lengths, DType::F32, &Device::Cpu).unwrap();
         let run = |fused| {
-            let y = encoder.forward_packed_last_with(x.as_tensor(), &p, Grad::Yes, fused).unwrap();
+            let path = if fused { Path::Fused } else { Path::Graph };
+            let y = encoder.forward_packed_last_via(x.as_tensor(), &p, Grad::Yes, path).unwrap();
             let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
             (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
         };
@@ -721,10 +782,47 @@ mod tests {
         // Every row of every sequence reaches the output through attention: no gradient is zero.
         assert!(g1.chunks(h).all(|row| row.iter().any(|v| *v != 0.0)));
         // Inference (no kept activations) gives the training path's values.
-        let y3 = encoder.forward_packed_last_with(x.as_tensor(), &p, Grad::No, true).unwrap();
-        let y4 = encoder.forward_packed_last_with(x.as_tensor(), &p, Grad::No, false).unwrap();
+        let y3 = encoder.forward_packed_last_via(x.as_tensor(), &p, Grad::No, Path::Fused).unwrap();
+        let y4 = encoder.forward_packed_last_via(x.as_tensor(), &p, Grad::No, Path::Graph).unwrap();
         let (y3, y4) = (y3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y4.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         assert_eq!(y3, y1);
         assert!(rel(&y3, &y4) < 1e-5, "inference values differ by {}", rel(&y3, &y4));
+    }
+
+    /// The hand-written backward (the GPU's training path) against candle's autograd of the same
+    /// layers: values and the input gradient on ragged sequences, in f64 (the weights as tensors
+    /// and the backward's ops composed of candle's, as on a GPU without the fused kernels), f32
+    /// (packed weights and the CPU's fused backward ops, where the CPU has them) and f16.
+    #[test]
+    fn the_hand_written_backward_matches_candles_autograd() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clip-a");
+        let cfg = super::super::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+        let lengths = [3, 1, 7, 5];
+        let rows: usize = lengths.iter().sum();
+        let h = cfg.text.tower.hidden_size;
+        let x64 = Tensor::randn(0f64, 1.0, (rows, h), &Device::Cpu).unwrap();
+        let r64 = Tensor::randn(0f64, 1.0, (lengths.len(), h), &Device::Cpu).unwrap();
+        for (dtype, tolerance) in [(DType::F64, 1e-5), (DType::F32, 1e-5), (DType::F16, 2e-2)] {
+            let w = Weights::from_dir(&dir, dtype, &Device::Cpu).unwrap();
+            let encoder = Encoder::load(&w, "text_model.encoder", &cfg.text.tower).unwrap();
+            assert!(taped::applies(&encoder.layers));
+            let x = Var::from_tensor(&x64.to_dtype(dtype).unwrap()).unwrap();
+            let r = r64.to_dtype(dtype).unwrap();
+            let p = Packing::new(&lengths, dtype, &Device::Cpu).unwrap();
+            let run = |path| {
+                let y = encoder.forward_packed_last_via(x.as_tensor(), &p, Grad::Yes, path).unwrap();
+                let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                (f64s(&y), f64s(g.get(x.as_tensor()).unwrap()))
+            };
+            let ((y1, g1), (y2, g2)) = (run(Path::Taped), run(Path::Graph));
+            let rel = |a: &[f64], b: &[f64]| {
+                let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+                a.iter().zip(b).fold(0f64, |m, (a, b)| m.max((a - b).abs())) / scale
+            };
+            assert!(rel(&y1, &y2) < tolerance, "{dtype:?}: values differ by {}", rel(&y1, &y2));
+            assert!(rel(&g1, &g2) < tolerance, "{dtype:?}: input gradients differ by {}", rel(&g1, &g2));
+            assert!(g1.chunks(h).all(|row| row.iter().any(|v| *v != 0.0)), "{dtype:?}: a row without gradient");
+        }
     }
 }

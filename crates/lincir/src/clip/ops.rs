@@ -339,6 +339,80 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     Ok(x.contiguous()?.apply_op1(ActOp(Act::GeluErf))?)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Input gradients as functions, for the text encoder's hand-written backward (`nn/taped.rs`):
+// the fused kernels where they apply (the CPU's in f32, the GPU's with `LINCIR_CUDA_FUSED=1`),
+// else candle's ops with f32 arithmetic. No graph is built: the caller is the backward pass.
+
+/// The input gradient of [`layer_norm`] at `x`, `g` being its output's gradient.
+///
+/// # Shapes
+/// x, g: [..., w]; weight: [w] -> [..., w]
+pub fn layer_norm_backward(x: &Tensor, g: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_ops::applies(x) {
+        return super::cuda_ops::layer_norm_backward(x, g, weight, eps);
+    }
+    if fast_path(x) && fast_path(g) {
+        let back = LayerNormBackward { weight: weight.to_dtype(candle_core::DType::F32)?.to_vec1()?, eps: eps as f32 };
+        return Ok(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &back)?);
+    }
+    let f32 = candle_core::DType::F32;
+    let (x32, g32, w) = (x.to_dtype(f32)?, g.to_dtype(f32)?, weight.to_dtype(f32)?);
+    let centred = x32.broadcast_sub(&x32.mean_keepdim(D::Minus1)?)?;
+    let inv_std = (centred.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+    let x_hat = centred.broadcast_mul(&inv_std)?;
+    let gw = g32.broadcast_mul(&w)?;
+    let dx = gw
+        .broadcast_sub(&gw.mean_keepdim(D::Minus1)?)?
+        .sub(&x_hat.broadcast_mul(&(&gw * &x_hat)?.mean_keepdim(D::Minus1)?)?)?
+        .broadcast_mul(&inv_std)?;
+    Ok(dx.to_dtype(x.dtype())?)
+}
+
+/// The input gradient of a softmax over the last dimension, from its output `y` and the output's
+/// gradient `g`: y (g - Σ y g).
+pub fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_ops::applies(y) {
+        return super::cuda_ops::softmax_backward(y, g);
+    }
+    if fast_path(y) && fast_path(g) {
+        return Ok(y.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBackward)?);
+    }
+    let f32 = candle_core::DType::F32;
+    let (y32, g32) = (y.to_dtype(f32)?, g.to_dtype(f32)?);
+    let dot = (&y32 * &g32)?.sum_keepdim(D::Minus1)?;
+    Ok((y32 * g32.broadcast_sub(&dot)?)?.to_dtype(y.dtype())?)
+}
+
+/// The input gradient of the activation at `x`, `g` being its output's gradient.
+pub fn activation_backward(act: Act, x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if super::cuda_ops::applies(x) {
+        return super::cuda_ops::activation_backward(act, x, g);
+    }
+    if fast_path(x) && fast_path(g) {
+        return Ok(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ActBackward(act))?);
+    }
+    let f32 = candle_core::DType::F32;
+    let x32 = x.to_dtype(f32)?;
+    let derivative = match act {
+        // s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
+        Act::QuickGelu => {
+            let s = candle_nn::ops::sigmoid(&(&x32 * 1.702)?)?;
+            (((&x32 * 1.702)? * s.affine(-1.0, 1.0)?)? + 1.0)?.mul(&s)?
+        }
+        // Φ(x) + x φ(x)
+        Act::GeluErf => {
+            let cdf = ((&x32 / std::f64::consts::SQRT_2)?.erf()? + 1.0)? * 0.5;
+            let pdf = (x32.sqr()? * -0.5)?.exp()? * (1.0 / (2.0 * std::f64::consts::PI).sqrt());
+            (cdf? + (&x32 * pdf?)?)?
+        }
+    };
+    Ok((derivative * g.to_dtype(f32)?)?.to_dtype(x.dtype())?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
