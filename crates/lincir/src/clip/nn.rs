@@ -231,10 +231,11 @@ impl Linear {
     /// # Shapes
     /// g: [rows, output] -> [rows, input]
     pub(super) fn input_grad(&self, g: &Tensor) -> Result<Tensor> {
+        let g = g.contiguous()?;
         Ok(match &self.weight {
             Weight::Tensor { weight_t, .. } if weight_t.dtype() != g.dtype() => g.matmul(&weight_t.to_dtype(g.dtype())?.t()?)?,
             Weight::Tensor { weight_t, .. } => g.matmul(&weight_t.t()?)?,
-            Weight::Packed(op) => g.contiguous()?.apply_op1_no_bwd(&PackedMatmulBackward(op.clone()))?,
+            Weight::Packed(op) => g.apply_op1_no_bwd(&PackedMatmulBackward(op.clone()))?,
         })
     }
 

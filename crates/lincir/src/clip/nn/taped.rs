@@ -186,10 +186,11 @@ impl EncoderLayer {
         let rows = t.x.dim(0)?;
         let dx1 = self.feed_forward_backward(&t.x1, &t.u, dy)?; // [b, h]
         let dctx = a.out.input_grad(&dx1)?.reshape((b * n, 1, d))?;
-        let dv = batched::matmul(&t.probs.t()?, &dctx)?; // [b*n, s, d]
+        // (The [b*n, s, 1] transposes are copied: tiny, and the plainest layout for cuBLAS.)
+        let dv = batched::matmul(&t.probs.t()?.contiguous()?, &dctx)?; // [b*n, s, d]
         let dscores = ops::softmax_backward(&t.probs, &batched::matmul(&dctx, &t.v.t()?)?)?; // [b*n, 1, s]
         let dq = (batched::matmul(&dscores, &t.k)? * (d as f64).powf(-0.5))?.reshape((b, n * d))?;
-        let dk = batched::matmul(&dscores.t()?, &t.q)?; // [b*n, s, d]
+        let dk = batched::matmul(&dscores.t()?.contiguous()?, &t.q)?; // [b*n, s, d]
         let dkv = Tensor::stack(&[dk, dv], 0)?.reshape((2, b, n, s, d))?.permute((1, 3, 0, 2, 4))?.contiguous()?;
         let dkv = dkv.reshape((b * s, 2 * n * d))?.index_select(&p.to_packed, 0)?; // [tokens, 2h]
         // q was read at each sequence's last row only; so was the residual.
