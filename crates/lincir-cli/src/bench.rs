@@ -267,6 +267,7 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
         "device": lincir::device::name(&clip.device),
         "batch_size": args.batch_size,
         "dtype": lincir::device::dtype_name(clip.dtype()),
+        "text_backward": text.training_path(),
         "samples_per_s": median,
         "steps_timed": rates.len(),
         "gflop_per_sample": flop_per_sample / 1e9,

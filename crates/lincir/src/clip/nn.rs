@@ -689,15 +689,29 @@ impl Encoder {
     /// # Shapes
     /// x: [tokens, hidden] -> [batch, hidden]
     pub fn forward_packed_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
-        let fused = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && fused_layers_enabled();
-        let path = if fused && self.layers.iter().all(|l| l.causal.is_some()) {
+        self.forward_packed_last_via(x, p, grad, self.path(x.device(), x.dtype(), grad))
+    }
+
+    /// The path [`Self::forward_packed_last`] takes for input of this device and dtype.
+    fn path(&self, device: &candle_core::Device, dtype: candle_core::DType, grad: Grad) -> Path {
+        let fused = device.is_cpu() && dtype == candle_core::DType::F32 && fused_layers_enabled();
+        if fused && self.layers.iter().all(|l| l.causal.is_some()) {
             Path::Fused
         } else if grad == Grad::Yes && taped_enabled() && taped::applies(&self.layers) {
             Path::Taped
         } else {
             Path::Graph
-        };
-        self.forward_packed_last_via(x, p, grad, path)
+        }
+    }
+
+    /// How training differentiates this encoder for input of this device and dtype, in words
+    /// (for reports).
+    pub fn training_path(&self, device: &candle_core::Device, dtype: candle_core::DType) -> &'static str {
+        match self.path(device, dtype, Grad::Yes) {
+            Path::Fused => "fused layers",
+            Path::Taped => "hand-written backward",
+            Path::Graph => "candle's autograd",
+        }
     }
 
     /// [`Self::forward_packed_last`] along `path` (Fused needs every layer's fused weights, Taped

@@ -47,6 +47,13 @@ impl TextTower {
         self.cfg.max_position_embeddings
     }
 
+    /// How training differentiates the encoder here, in words (for reports): "fused layers",
+    /// "hand-written backward" or "candle's autograd".
+    pub fn training_path(&self) -> &'static str {
+        // The activations' dtype is the token embeddings'.
+        self.encoder.training_path(self.token_embedding.device(), self.token_embedding.dtype())
+    }
+
     /// Embeds token ids (one padded row per sentence; see [`super::tokenizer::pad_batch`]).
     ///
     /// # Shapes
