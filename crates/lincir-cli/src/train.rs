@@ -129,7 +129,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let corpus = Corpus::open(&captions, &args.text_field)?;
     println!(
-        "training phi ({} -> {} -> {}, {} parameters) on {} caption file(s), batch {} x {}, {} steps",
+        "training phi ({} -> {} -> {}, {} parameters) on {} caption file(s), batch {} x {}, {} steps (text tower gradients: {})",
         cfg.phi.input_dim,
         cfg.phi.hidden_dim,
         cfg.phi.output_dim,
@@ -137,7 +137,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         corpus.sources.len(),
         args.batch_size,
         args.grad_accum,
-        args.max_steps
+        args.max_steps,
+        text.training_path()
     );
     let pb = progress::bar(args.max_steps as usize, "steps");
     let started = std::time::Instant::now();
