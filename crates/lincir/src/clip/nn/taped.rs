@@ -54,7 +54,10 @@ pub(super) fn forward_packed_last(layers: &Arc<[EncoderLayer]>, x: &Tensor, p: &
         tapes.push(tape);
         h = y;
     }
-    let op = TapedEncoder { layers: layers.clone(), packing: p.clone(), output: h.copy()?, tapes: Mutex::new(Some(tapes)) };
+    // The node hands over a copy of `output`'s storage as its own: contiguous from the start,
+    // the storage's first values are the output's, in order.
+    let output = if h.is_contiguous() && h.layout().start_offset() == 0 { h } else { h.affine(1.0, 0.0)? };
+    let op = TapedEncoder { layers: layers.clone(), packing: p.clone(), output, tapes: Mutex::new(Some(tapes)) };
     Ok(x.apply_op1(op)?)
 }
 
@@ -63,7 +66,7 @@ pub(super) fn forward_packed_last(layers: &Arc<[EncoderLayer]>, x: &Tensor, p: &
 struct TapedEncoder {
     layers: Arc<[EncoderLayer]>,
     packing: Packing,
-    /// The encoder's output, in storage of its own.
+    /// The encoder's output, contiguous from the start of its storage.
     output: Tensor,
     /// Taken by the backward pass (which frees each layer's as it goes).
     tapes: Mutex<Option<Vec<Tape>>>,
