@@ -70,7 +70,7 @@ selected() {
 # Whether a selected section needs the random models of step 3.
 needs_models() {
   local n
-  for n in parity train_lincir_ train_torch_ fused_train_lincir_ encode_lincir_ encode_torch_ fused_encode_lincir_ index_rate index_search_ autograd_train_lincir_; do
+  for n in parity fused_parity train_lincir_ train_torch_ fused_train_lincir_ encode_lincir_ encode_torch_ fused_encode_lincir_ index_rate index_search_ autograd_train_lincir_; do
     selected $n && return 0
   done
   return 1
@@ -294,6 +294,22 @@ fused_sanitizer() {
   done
 }
 export -f fused_sanitizer
+# Embedding parity again with LINCIR_CUDA_FUSED=1 (the fused activation, and in bf16 the products
+# whose epilogue adds the bias), against the same transformers embeddings.
+fused_parity() {
+  local m="$W/models/$SIZE_VL" d="$W/parity" dt kind
+  [ -f "$d/transformers.safetensors" ] || parity || return 1  # (a fresh machine: the plain run first)
+  for dt in bf16 f32; do
+    LINCIR_CUDA_FUSED=1 "$BIN" embed --model "$m" --device "$DEV" --dtype $dt --texts "$d/texts.txt" --out "$d/fused_text_$dt.safetensors" || return 1
+    LINCIR_CUDA_FUSED=1 "$BIN" embed --model "$m" --device "$DEV" --dtype $dt --images "$d/images" --out "$d/fused_image_$dt.safetensors" || return 1
+    for kind in text image; do
+      "$PY" scripts/gpu_parity.py compare "$d/fused_${kind}_$dt.safetensors:embeddings" "$d/transformers.safetensors:$kind" >> "$OUT/parity.jsonl"
+    done
+  done
+  cat "$OUT/parity.jsonl"
+}
+export -f fused_parity
+section fused_parity 180 fused_parity
 fused_step_parity() {
   LINCIR_CUDA_FUSED=1 LINCIR_FIXTURES="$PWD/crates/lincir/tests/fixtures" LINCIR_SMP_FIXTURE="$W/smp" LINCIR_TEST_DEVICE="$DEV" \
     "$STEP_TEST" --nocapture --test-threads 1 2>&1 | tee "$OUT/fused_step_parity.txt"

@@ -5,6 +5,9 @@
 //! compositions (about 8 kernels forward and 20 backward per layer norm, 5 and 8 per softmax, 3
 //! and 6 per activation, each a pass over memory).
 //!
+//! Also, for products without a gradient in bf16/f16, `linear_bias`: the product and its bias in
+//! one cuBLASLt call.
+//!
 //! **Off unless `LINCIR_CUDA_FUSED=1`** until the GPU check (`scripts/gpu_check.sh`, docs/GPU.md)
 //! has measured them on a GPU: the kernels are tested on the CPU through an emulation of CUDA's
 //! thread model (`scripts/check_cuda_kernels.sh`), and compiled by nvcc in every CUDA build, but
@@ -13,6 +16,7 @@
 use std::sync::OnceLock;
 
 use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
 use candle_core::{CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor, WithDType};
@@ -367,6 +371,130 @@ gpu_op2!(ActBackward);
 pub fn activation(x: &Tensor, act: Act, grad: bool) -> Result<Tensor> {
     let x = x.contiguous()?;
     Ok(if grad { x.apply_op1(ActOp(act))? } else { x.apply_op1_no_bwd(&ActOp(act))? })
+}
+
+// ---------------------------------------------------------------------------------------------
+// y = x W + b in one cuBLASLt call (the bias added by the product's epilogue), bf16 and f16.
+
+/// One cuBLASLt handle (and its workspace) per GPU, made on first use. Its workspace is shared by
+/// the threads using that GPU: `serve` lets one query at a time use it (`Searcher::search`), the
+/// other commands compute on one thread.
+fn blas_lt(dev: &CudaDevice) -> candle_core::Result<std::sync::Arc<CudaBlasLT>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static HANDLES: OnceLock<Mutex<HashMap<usize, Arc<CudaBlasLT>>>> = OnceLock::new();
+    let mut handles = HANDLES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    let ordinal = dev.cuda_stream().context().ordinal();
+    if let Some(h) = handles.get(&ordinal) {
+        return Ok(h.clone());
+    }
+    let handle = Arc::new(CudaBlasLT::new(dev.cuda_stream()).map_err(|e| candle_core::Error::Cuda(Box::new(e)))?);
+    handles.insert(ordinal, handle.clone());
+    Ok(handle)
+}
+
+/// `x [rows, in] · weight_t [in, out] + bias [out]`, frozen weight and bias, no gradient.
+struct LinearBiasOp {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl LinearBiasOp {
+    /// y = x w + b for contiguous views, x being [rows, inputs] and w [inputs, outputs].
+    fn run<T: DeviceRepr + WithDType>(
+        x: &CudaView<T>,
+        w: &CudaView<T>,
+        b: &CudaView<T>,
+        (rows, inputs, outputs): (usize, usize, usize),
+        dev: &CudaDevice,
+    ) -> candle_core::Result<CudaSlice<T>>
+    where
+        CudaBlasLT: Matmul<T>,
+    {
+        // SAFETY: the product below writes every value.
+        let mut y = unsafe { dev.alloc::<T>(rows * outputs)? };
+        if rows == 0 {
+            return Ok(y);
+        }
+        // cuBLASLt is column-major: the row-major y [rows, out] = x W is, column-major,
+        // yᵀ [out, rows] = Wᵀ [out, in] · xᵀ [in, rows], each operand read as stored; the bias runs
+        // along yᵀ's rows (one value per output feature).
+        let cfg = MatmulConfig {
+            transa: false,
+            transb: false,
+            transc: false,
+            m: outputs as u64,
+            n: rows as u64,
+            k: inputs as u64,
+            alpha: 1.0,
+            lda: outputs as i64,
+            ldb: inputs as i64,
+            beta: 0.0,
+            ldc: outputs as i64,
+            stride_a: None,
+            stride_b: None,
+            stride_c: None,
+            stride_bias: None,
+            batch_size: None,
+        };
+        // SAFETY: the views hold the shapes the caller checked, y holds rows x outputs.
+        unsafe { blas_lt(dev)?.matmul(cfg, w, x, &mut y, Some(b), None) }.map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+        Ok(y)
+    }
+}
+
+impl CustomOp1 for LinearBiasOp {
+    fn name(&self) -> &'static str {
+        "cuda-linear-bias"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        gpu_only("cuda-linear-bias")
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        const NAME: &str = "cuda-linear-bias";
+        let dev = s.device().clone();
+        let (ws, wl) = self.weight_t.storage_and_layout();
+        let (bs, bl) = self.bias.storage_and_layout();
+        let (Storage::Cuda(ws), Storage::Cuda(bs)) = (&*ws, &*bs) else { candle_core::bail!("{NAME}: weight or bias not on the GPU") };
+        let (rows, inputs) = l.shape().dims2()?;
+        let (w_inputs, outputs) = wl.shape().dims2()?;
+        if w_inputs != inputs || bl.shape().elem_count() != outputs {
+            candle_core::bail!("{NAME}: x {:?}, weight {:?}, bias {:?}", l.shape(), wl.shape(), bl.shape());
+        }
+        let dims = (rows, inputs, outputs);
+        let slice = match (&s.slice, &ws.slice, &bs.slice) {
+            (CudaStorageSlice::BF16(x), CudaStorageSlice::BF16(w), CudaStorageSlice::BF16(b)) => {
+                CudaStorageSlice::BF16(Self::run(&view(x, l, NAME)?, &view(w, wl, NAME)?, &view(b, bl, NAME)?, dims, &dev)?)
+            }
+            (CudaStorageSlice::F16(x), CudaStorageSlice::F16(w), CudaStorageSlice::F16(b)) => {
+                CudaStorageSlice::F16(Self::run(&view(x, l, NAME)?, &view(w, wl, NAME)?, &view(b, bl, NAME)?, dims, &dev)?)
+            }
+            _ => candle_core::bail!("{NAME}: bf16 or f16 of one dtype only"),
+        };
+        Ok((CudaStorage { slice, device: dev }, Shape::from((rows, outputs))))
+    }
+}
+
+/// Prints `message` on stderr the first time only (a fallback taken for the rest of the run).
+pub fn warn_once(message: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| eprintln!("warning: {message}"));
+}
+
+/// Whether `x · weight_t + bias` goes through [`linear_bias`]: the fused GPU ops enabled, and x,
+/// the weight and the bias on the GPU in bf16 or f16 alike (in f32 cuBLASLt's product would
+/// round through TF32; f32 stays on cuBLAS), and no gradient to carry.
+pub fn linear_bias_applies(x: &Tensor, weight_t: &Tensor, bias: &Tensor) -> bool {
+    applies(x) && matches!(x.dtype(), DType::BF16 | DType::F16) && weight_t.dtype() == x.dtype() && bias.dtype() == x.dtype() && !x.track_op()
+}
+
+/// `x [rows, in] · weight_t [in, out] + bias [out]` in one cuBLASLt product whose epilogue adds
+/// the bias (candle's product and a broadcast addition are two passes over the output).
+pub fn linear_bias(x: &Tensor, weight_t: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let op = LinearBiasOp { weight_t: weight_t.contiguous()?, bias: bias.contiguous()? };
+    Ok(x.contiguous()?.apply_op1_no_bwd(&op)?)
 }
 
 #[cfg(test)]

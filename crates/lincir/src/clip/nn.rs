@@ -273,6 +273,15 @@ impl Linear {
         } else {
             std::borrow::Cow::Borrowed(weight_t)
         };
+        // On a GPU in bf16/f16 with the fused ops on: the bias added by the product's epilogue.
+        // Where cuBLASLt refuses the product (it names no algorithm for some shapes), cuBLAS below.
+        #[cfg(feature = "cuda")]
+        if let Some(b) = bias.as_ref().filter(|b| super::cuda_ops::linear_bias_applies(&x2, &weight_t, b)) {
+            match super::cuda_ops::linear_bias(&x2, &weight_t, b) {
+                Ok(y) => return Ok(y.reshape(out)?),
+                Err(e) => super::cuda_ops::warn_once(&format!("cuBLASLt's product with bias failed ({e}); using cuBLAS and a separate bias addition")),
+            }
+        }
         let own_kernel = cpu_f32 && blas::active().is_some() && rows > BLAS_MIN_ROWS;
         let y = if own_kernel || (x2.track_op() && (x2.device().is_cpu() || cfg!(feature = "cuda"))) {
             x2.apply_op1(FrozenMatmul { weight_t: weight_t.into_owned() })?
