@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
 # 1. Everything but the final link (the library needs no driver to compile). `--workspace` so
 #    that dependencies get the same features as in step 3 and are not compiled twice.
 mkdir -p "$LINCIR_CUDA_STUBS"
-cargo build --release --features cuda --workspace --lib "$@"
+cargo build --release --features "$LINCIR_CUDA_FEATURES" --workspace --lib "$@"
 
 # 2. A link-time stub of the driver library: the driver functions cudarc's objects call, each
 #    returning an error. The real libcuda.so.1 replaces it when the program runs (same soname).
@@ -29,5 +29,5 @@ if [ ! -f "$stub" ] || [ "$rlib" -nt "$stub" ]; then
 fi
 
 # 3. The binary.
-cargo build --release --features cuda -p lincir-cli "$@"
+cargo build --release --features "$LINCIR_CUDA_FEATURES" -p lincir-cli "$@"
 echo "built $CARGO_TARGET_DIR/release/lincir"
