@@ -285,10 +285,17 @@ export -f cuda_ops
 # The same tests under compute-sanitizer, where the machine has it: out-of-bounds accesses
 # (memcheck) and shared-memory races (racecheck: the kernels' reductions).
 fused_sanitizer() {
-  command -v compute-sanitizer > /dev/null || { echo "no compute-sanitizer here"; return 3; }
+  local sanitizer d
+  sanitizer=$(command -v compute-sanitizer)
+  # (Not always on the PATH: the CUDA toolkit's folders.)
+  for d in /usr/local/cuda/bin /usr/local/cuda-*/bin /opt/nvidia/*/bin /usr/local/cuda/compute-sanitizer; do
+    [ -n "$sanitizer" ] && break
+    [ -x "$d/compute-sanitizer" ] && sanitizer="$d/compute-sanitizer"
+  done
+  [ -n "$sanitizer" ] || { echo "no compute-sanitizer here"; return 3; }
   local tool
   for tool in memcheck racecheck; do
-    LINCIR_TEST_DEVICE="$DEV" compute-sanitizer --tool $tool --error-exitcode 9 "$OPS_TEST" --test-threads 1 2>&1 | tail -20 \
+    LINCIR_TEST_DEVICE="$DEV" "$sanitizer" --tool $tool --error-exitcode 9 "$OPS_TEST" --test-threads 1 2>&1 | tail -20 \
       | tee -a "$OUT/fused_sanitizer.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || return 1
   done
