@@ -162,17 +162,12 @@ fn encode(args: EncodeArgs) -> Result<()> {
         }
         images_per_s = Some((b * args.image_batches) as f64 / secs);
     }
-    let photo = preprocess::Rgb8 {
-        width: 640,
-        height: 480,
-        data: (0..640 * 480 * 3).map(|i| ((i * 7919) % 251) as u8).collect(),
-    };
-    let t = Instant::now();
-    let reps = 20;
-    for _ in 0..reps {
-        std::hint::black_box(preprocess::pixels(&photo, &clip.preprocess));
-    }
-    let preprocess_per_s = reps as f64 / t.elapsed().as_secs_f64();
+    let preprocess_per_s = preprocess_rate(&clip.preprocess, (640, 480), 1, false)?;
+    // What feeds the tower from files (on a GPU, CPU threads decode while it computes): JPEG
+    // decoding and preprocessing on every thread, at a benchmark image's size and a phone photo's.
+    let threads = rayon::current_num_threads();
+    let feed_small = preprocess_rate(&clip.preprocess, (640, 480), threads, true)?;
+    let feed_photo = preprocess_rate(&clip.preprocess, (4032, 3024), threads, true)?;
     let text_gflops = text_flops / text_secs / 1e9;
     let image_gflops = images_per_s.map(|v| v * clip.config.vision.forward_flops() / 1e9);
     let peak = clip.device.is_cpu().then(|| crate::bench_matmul::fma_peak_gflops(rayon::current_num_threads()));
@@ -190,6 +185,9 @@ fn encode(args: EncodeArgs) -> Result<()> {
         "mean_tokens_per_text": tokens as f64 / texts.len() as f64,
         "images_per_s": images_per_s,
         "preprocess_640x480_per_s_one_thread": preprocess_per_s,
+        "decode_preprocess_jpeg_640x480_per_s": feed_small,
+        "decode_preprocess_jpeg_4032x3024_per_s": feed_photo,
+        "jpeg_simd": cfg!(feature = "jpeg-simd"),
         "cpu_features": lincir::device::cpu_features(),
         "matmul": lincir::clip::blas::describe(),
         "text_gflops": text_gflops,
@@ -205,6 +203,8 @@ fn encode(args: EncodeArgs) -> Result<()> {
         println!("{:<44} {:>12.2}", "images/s (vision tower)", v);
     }
     println!("{:<44} {:>12.1}", "preprocess 640x480 -> crop, images/s (1 thread)", preprocess_per_s);
+    println!("{:<44} {:>12.1}", format!("decode+preprocess JPEG 640x480 ({threads} threads)"), feed_small);
+    println!("{:<44} {:>12.1}", format!("decode+preprocess JPEG 4032x3024 ({threads} threads)"), feed_photo);
     println!("{:<44} {:>12.1}", "text tower GFLOP/s (useful work)", text_gflops);
     if let Some(v) = image_gflops {
         println!("{:<44} {:>12.1}", "vision tower GFLOP/s", v);
@@ -281,6 +281,41 @@ fn train_step(args: TrainBenchArgs) -> Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Images/s of preprocessing a photo-like picture of `size` on `threads` threads at once, from a
+/// quality-90 JPEG (decoding included) when `from_jpeg`, else from its pixels.
+fn preprocess_rate(cfg: &preprocess::PreprocessConfig, (w, h): (usize, usize), threads: usize, from_jpeg: bool) -> Result<f64> {
+    use rayon::prelude::*;
+    // Smooth colour fields and mild texture: about what a camera's JPEG costs to decode.
+    let data: Vec<u8> = (0..w * h)
+        .flat_map(|i| {
+            let (x, y) = ((i % w) as f32, (i / w) as f32);
+            let grain = ((i * 7919) % 13) as f32;
+            [128.0 + 100.0 * (x / 300.0).sin() + grain, 128.0 + 100.0 * (y / 200.0).cos() + grain, 128.0 + 80.0 * ((x + y) / 500.0).sin() + grain]
+        })
+        .map(|v| v.clamp(0.0, 255.0) as u8)
+        .collect();
+    let mut jpeg = Vec::new();
+    if from_jpeg {
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode(&data, w as u32, h as u32, image::ExtendedColorType::Rgb8)?;
+    }
+    let photo = preprocess::Rgb8 { width: w, height: h, data };
+    let one = || -> Result<()> {
+        let decoded = if from_jpeg { Some(preprocess::decode_rgb8(&jpeg, "bench.jpg")?) } else { None };
+        std::hint::black_box(preprocess::pixels(decoded.as_ref().unwrap_or(&photo), cfg));
+        Ok(())
+    };
+    one()?; // warm-up
+    // About a second of work: four rounds of one image per thread, more for small images.
+    let reps = threads * if w * h > 2_000_000 { 4 } else { 40 };
+    let t = Instant::now();
+    if threads > 1 {
+        (0..reps).into_par_iter().try_for_each(|_| one())?;
+    } else {
+        (0..reps).try_for_each(|_| one())?;
+    }
+    Ok(reps as f64 / t.elapsed().as_secs_f64())
 }
 
 /// Builds a synthetic index (random unit vectors, random norms) and times composed queries with

@@ -437,4 +437,7 @@ fn bench_train_and_encode_write_consistent_json() {
     let r = json(&out);
     assert!(r["texts_per_s"].as_f64().unwrap() > 0.0 && r["images_per_s"].as_f64().unwrap() > 0.0, "{r}");
     assert_eq!(r["dtype"], "f32");
+    // What feeds the tower from JPEG files: a phone photo costs far more than a small image.
+    let (small, photo) = (r["decode_preprocess_jpeg_640x480_per_s"].as_f64().unwrap(), r["decode_preprocess_jpeg_4032x3024_per_s"].as_f64().unwrap());
+    assert!(photo > 0.0 && small > 5.0 * photo, "{r}");
 }
