@@ -171,20 +171,21 @@ for k, v in summary.items():
             ratios.append(f"| {k[len('train_lincir_autograd_'):]} hand-written backward / candle's autograd | {taped['samples_per_s'] / v['samples_per_s']:.2f}x |")
 if ratios:
     lines += ["", "| training ratio | |", "|---|---|"] + ratios
-lines += ["", "| encoding | images/s | texts/s |", "|---|---|---|"]
+lines += ["", "| encoding | images/s | texts/s | CPU threads' JPEG decode+preprocess/s (640x480 / 12 MP) |", "|---|---|---|---|"]
 for k, v in summary.items():
     if k.startswith("encode_"):
-        lines.append(f"| {k} | {v.get('images_per_s') or 0:.1f} | {v.get('texts_per_s') or 0:.1f} |")
+        feed = f"{v.get('decode_preprocess_jpeg_640x480_per_s') or 0:.0f} / {v.get('decode_preprocess_jpeg_4032x3024_per_s') or 0:.1f}" if k.startswith("encode_lincir") else ""
+        lines.append(f"| {k} | {v.get('images_per_s') or 0:.1f} | {v.get('texts_per_s') or 0:.1f} | {feed} |")
 ref = summary.get("encode_torch_fp16") or summary.get("encode_torch_f32") or {}
 for k, v in summary.items():
     if k.startswith("encode_lincir") and ref.get("images_per_s") and v.get("images_per_s"):
-        lines.append(f"| {k} / transformers {ref.get('dtype')} | {v['images_per_s'] / ref['images_per_s']:.2f}x | |")
+        lines.append(f"| {k} / transformers {ref.get('dtype')} | {v['images_per_s'] / ref['images_per_s']:.2f}x | | |")
 if "index_rate" in summary:
     r = summary["index_rate"]
-    lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | |")
+    lines.append(f"| index end to end | {(r.get('added', 0) + r.get('updated', 0)) / max(r.get('seconds', 1), 1e-9):.1f} | | |")
 for k, v in summary.items():
     if k.startswith("search_lincir"):
-        lines.append(f"| {k}: p50 ms total / query encoding / ranking | {v.get('total_ms_p50', 0):.2f} / {v.get('encode_ms_p50', 0):.2f} / {v.get('rank_ms_p50', 0):.2f} | |")
+        lines.append(f"| {k}: p50 ms total / query encoding / ranking | {v.get('total_ms_p50', 0):.2f} / {v.get('encode_ms_p50', 0):.2f} / {v.get('rank_ms_p50', 0):.2f} | | |")
 for r in summary["resume"]:
     lines.append(f"\nresumed {r['dtype']}: bit-identical {r['bit_identical']}, max abs diff {r['max_abs_diff']:.2e}")
 for dt in ("f32", "bf16", "fused_bf16"):
