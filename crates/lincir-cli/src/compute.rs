@@ -50,3 +50,13 @@ impl ComputeArgs {
         Ok(LoadOptions { towers, dtype, device })
     }
 }
+
+/// `--batch-size` when it is not given: what keeps the device busy. 32 images or texts keep a
+/// CPU's caches warm; a GPU needs hundreds in flight (the GPU check times ViT-L/14 at 256).
+pub fn default_batch_size(device: &candle_core::Device) -> usize {
+    if device.is_cpu() {
+        32
+    } else {
+        256
+    }
+}

@@ -25,17 +25,18 @@ pub struct EmbedArgs {
     /// Output safetensors file: tensor `embeddings` [N, projection_dim] f32, metadata `names`.
     #[arg(long)]
     out: PathBuf,
-    /// Texts or images per forward pass.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Texts or images per forward pass (default: 32 on the CPU, 256 on a GPU).
+    #[arg(long)]
+    batch_size: Option<usize>,
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
-    if args.batch_size == 0 {
+    if args.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
     }
     let towers = if args.texts.is_some() { Towers::Text } else { Towers::Vision };
     let clip = Clip::load(&args.model, &args.compute.load_options(towers)?)?;
+    let batch_size = args.batch_size.unwrap_or_else(|| crate::compute::default_batch_size(&clip.device));
     let started = std::time::Instant::now();
     let (embeddings, names, kind) = if let Some(path) = &args.texts {
         let texts = embed::read_text_lines(path)?;
@@ -43,7 +44,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             bail!("{}: no texts (the file is empty)", path.display());
         }
         let pb = progress::bar(texts.len(), "texts");
-        let e = embed::embed_texts(&clip, &texts, args.batch_size, &|n| pb.inc(n as u64))?;
+        let e = embed::embed_texts(&clip, &texts, batch_size, &|n| pb.inc(n as u64))?;
         pb.finish_and_clear();
         let names: Vec<usize> = (1..=texts.len()).collect();
         (e, serde_json::json!(names), "text")
@@ -61,7 +62,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             eprintln!("{note}");
         }
         let pb = progress::bar(paths.len(), "images");
-        let e = embed::embed_image_files(&clip, &paths, args.batch_size, &|n| pb.inc(n as u64))?;
+        let e = embed::embed_image_files(&clip, &paths, batch_size, &|n| pb.inc(n as u64))?;
         pb.finish_and_clear();
         let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         (e, serde_json::json!(names), "image")

@@ -39,9 +39,9 @@ pub struct ModelArgs {
     /// sum (repeatable).
     #[arg(long, value_enum)]
     pub baseline: Vec<Baseline>,
-    /// Images or queries per forward pass.
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    /// Images or queries per forward pass (default: 32 on the CPU, 256 on a GPU).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Where gallery embeddings are cached (default: $LINCIR_CACHE, else ~/.cache/lincir).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
@@ -112,7 +112,7 @@ pub fn load_methods(specs: &[String], clip: &Clip) -> Result<Vec<(Method, Mapper
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Loaded> {
-        if self.batch_size == 0 {
+        if self.batch_size == Some(0) {
             bail!("--batch-size must be at least 1");
         }
         let clip = Clip::load(&self.model, &self.compute.load_options(lincir::clip::Towers::Both)?)?;
@@ -155,7 +155,7 @@ impl Loaded {
             method: run.method,
             mode: run.mode,
             cache,
-            batch_size: args.batch_size,
+            batch_size: args.batch_size.unwrap_or_else(|| crate::compute::default_batch_size(&self.clip.device)),
             bad_images: args.bad_images(),
             on_progress,
             cached: Default::default(),

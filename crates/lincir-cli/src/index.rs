@@ -21,8 +21,9 @@ pub struct IndexArgs {
     /// The index folder (created, or updated: only new and changed images are embedded).
     #[arg(long)]
     out: PathBuf,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Images per forward pass (default: 32 on the CPU, 256 on a GPU).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Leave unreadable images out (listed) instead of stopping with an error.
     #[arg(long)]
     skip_bad_images: bool,
@@ -32,10 +33,14 @@ pub struct IndexArgs {
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
+    if args.batch_size == Some(0) {
+        anyhow::bail!("--batch-size must be at least 1");
+    }
     let clip = Clip::load(&args.model, &args.compute.load_options(Towers::Vision)?)?;
     let started = std::time::Instant::now();
     let pb = progress::bar(0, "images");
-    let r = lincir::index::build(&clip, &args.images, &args.out, args.batch_size, args.skip_bad_images, &|done, total| {
+    let batch_size = args.batch_size.unwrap_or_else(|| crate::compute::default_batch_size(&clip.device));
+    let r = lincir::index::build(&clip, &args.images, &args.out, batch_size, args.skip_bad_images, &|done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })?;
