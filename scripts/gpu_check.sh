@@ -203,6 +203,7 @@ PYEOF
 env_info() {
   nvidia-smi || true
   "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH (the Python environment's nvidia/*/lib folders first)"
   ldd "$BIN" | grep -E "cuda|cublas|curand|nvrtc|not found"
   "$BIN" --version
 }
