@@ -136,7 +136,6 @@ pub fn resize_rgb8_window(
 ) -> Vec<u8> {
     assert_eq!(src.len(), w * h * 3, "rgb buffer size");
     assert!(cols.end <= out_w && rows.end <= out_h, "window outside the output");
-    let win_w = cols.len();
     // Input rows the vertical pass reads (all of them when there is no vertical pass).
     let vert = (out_h != h).then(|| coefficients(h, out_h, filter, rows.clone()));
     let in_rows = match &vert {
@@ -147,46 +146,56 @@ pub fn resize_rgb8_window(
         }
         None => rows.clone(),
     };
-    // Horizontal pass over the needed input rows, only the window's columns.
-    let img = if out_w != w {
-        let horiz = coefficients(w, out_w, filter, cols.clone());
-        horizontal_pass(src, w, in_rows.clone(), &horiz)
-    } else {
-        let mut img = vec![0u8; win_w * in_rows.len() * 3];
-        for (y, sy) in in_rows.clone().enumerate() {
-            img[y * win_w * 3..(y + 1) * win_w * 3].copy_from_slice(&src[(sy * w + cols.start) * 3..(sy * w + cols.end) * 3]);
-        }
-        img
-    };
-    let Some(vert) = vert else { return img };
-    vertical_pass(&img, win_w * 3, in_rows.start, &vert)
+    let horiz = (out_w != w).then(|| coefficients(w, out_w, filter, cols.clone()));
+    passes(src, w, cols, in_rows, horiz.as_ref(), vert.as_ref())
 }
 
 // The passes' sums are of 32-bit integers that cannot overflow (8-bit values times 22-bit
 // coefficients summing to about 2^22), so any order of summation gives Pillow's result exactly:
 // the loops below are written in the order that vectorises (AVX2 where the CPU has it).
 
-/// Each needed input row resampled horizontally to the coefficients' output columns.
-///
-/// # Shapes
-/// src: [h][w][3] -> [rows.len()][outputs][3]
-fn horizontal_pass(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &Coefficients) -> Vec<u8> {
+/// The horizontal pass over the input rows `in_rows`, only the window's columns `cols` (a copy
+/// of them without `horiz`), then the vertical pass (none without `vert`).
+fn passes(src: &[u8], w: usize, cols: std::ops::Range<usize>, in_rows: std::ops::Range<usize>, horiz: Option<&Coefficients>, vert: Option<&Coefficients>) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2.
-        return unsafe { horizontal_pass_avx2(src, w, rows, c) };
+        return unsafe { passes_avx2(src, w, cols, in_rows, horiz, vert) };
     }
-    horizontal_pass_any(src, w, rows, c)
+    passes_any(src, w, cols, in_rows, horiz, vert)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn horizontal_pass_avx2(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &Coefficients) -> Vec<u8> {
-    horizontal_pass_any(src, w, rows, c)
+unsafe fn passes_avx2(src: &[u8], w: usize, cols: std::ops::Range<usize>, in_rows: std::ops::Range<usize>, horiz: Option<&Coefficients>, vert: Option<&Coefficients>) -> Vec<u8> {
+    passes_any(src, w, cols, in_rows, horiz, vert)
 }
 
 #[inline(always)]
-fn horizontal_pass_any(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &Coefficients) -> Vec<u8> {
+fn passes_any(src: &[u8], w: usize, cols: std::ops::Range<usize>, in_rows: std::ops::Range<usize>, horiz: Option<&Coefficients>, vert: Option<&Coefficients>) -> Vec<u8> {
+    let win_w = cols.len();
+    let img = match horiz {
+        Some(c) => horizontal_pass(src, w, in_rows.clone(), c),
+        None => {
+            let mut img = vec![0u8; win_w * in_rows.len() * 3];
+            for (y, sy) in in_rows.clone().enumerate() {
+                img[y * win_w * 3..(y + 1) * win_w * 3].copy_from_slice(&src[(sy * w + cols.start) * 3..(sy * w + cols.end) * 3]);
+            }
+            img
+        }
+    };
+    match vert {
+        Some(c) => vertical_pass(&img, win_w * 3, in_rows.start, c),
+        None => img,
+    }
+}
+
+/// Each needed input row resampled horizontally to the coefficients' output columns.
+///
+/// # Shapes
+/// src: [h][w][3] -> [rows.len()][outputs][3]
+#[inline(always)]
+fn horizontal_pass(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &Coefficients) -> Vec<u8> {
     let outputs = c.bounds.len();
     let mut img = vec![0u8; outputs * rows.len() * 3];
     // One input row at a time as three planes of i32: each output value is then a contiguous
@@ -213,23 +222,8 @@ fn horizontal_pass_any(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &C
 
 /// The horizontally resampled rows (`stride` bytes each, the first being input row `first_row`)
 /// resampled vertically.
-fn vertical_pass(img: &[u8], stride: usize, first_row: usize, c: &Coefficients) -> Vec<u8> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { vertical_pass_avx2(img, stride, first_row, c) };
-    }
-    vertical_pass_any(img, stride, first_row, c)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn vertical_pass_avx2(img: &[u8], stride: usize, first_row: usize, c: &Coefficients) -> Vec<u8> {
-    vertical_pass_any(img, stride, first_row, c)
-}
-
 #[inline(always)]
-fn vertical_pass_any(img: &[u8], stride: usize, first_row: usize, c: &Coefficients) -> Vec<u8> {
+fn vertical_pass(img: &[u8], stride: usize, first_row: usize, c: &Coefficients) -> Vec<u8> {
     let mut out = vec![0u8; stride * c.bounds.len()];
     let mut acc = vec![0i32; stride];
     for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
