@@ -211,15 +211,14 @@ impl Kernel1 for LayerNormOp {
 
 impl LayerNormOp {
     fn backward(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
-        let back = LayerNormBackward { weight: self.weight.clone(), eps: self.eps };
-        x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &back)
+        layer_norm_backward(x, grad, &self.weight, self.eps as f64)
     }
 }
 
 /// The input gradient of [`layer_norm`] at `x`, `g` being its output's gradient (one kernel).
-pub fn layer_norm_backward(x: &Tensor, g: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+pub fn layer_norm_backward(x: &Tensor, g: &Tensor, weight: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     let back = LayerNormBackward { weight: weight.to_dtype(DType::F32)?.contiguous()?, eps: eps as f32 };
-    Ok(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &back)?)
+    x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &back)
 }
 
 gpu_op1!(LayerNormOp);
@@ -272,14 +271,14 @@ impl Kernel1 for SoftmaxOp {
 
 impl SoftmaxOp {
     fn backward(&self, _x: &Tensor, y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
-        y.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward)
+        softmax_backward(y, grad)
     }
 }
 
 /// The input gradient of a softmax over the last dimension from its output `y` and the output's
 /// gradient `g` (one kernel).
-pub fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
-    Ok(y.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBackward)?)
+pub fn softmax_backward(y: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    y.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBackward)
 }
 
 gpu_op1!(SoftmaxOp);
@@ -340,13 +339,13 @@ impl Kernel1 for ActOp {
 
 impl ActOp {
     fn backward(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Tensor> {
-        x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &ActBackward(self.0))
+        activation_backward(self.0, x, grad)
     }
 }
 
 /// The input gradient of the activation at `x`, `g` being its output's gradient (one kernel).
-pub fn activation_backward(act: Act, x: &Tensor, g: &Tensor) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ActBackward(act))?)
+pub fn activation_backward(act: Act, x: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ActBackward(act))
 }
 
 gpu_op1!(ActOp);

@@ -351,7 +351,7 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 pub fn layer_norm_backward(x: &Tensor, g: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::cuda_ops::applies(x) {
-        return super::cuda_ops::layer_norm_backward(x, g, weight, eps);
+        return Ok(super::cuda_ops::layer_norm_backward(x, g, weight, eps)?);
     }
     if fast_path(x) && fast_path(g) {
         let back = LayerNormBackward { weight: weight.to_dtype(candle_core::DType::F32)?.to_vec1()?, eps: eps as f32 };
@@ -375,7 +375,7 @@ pub fn layer_norm_backward(x: &Tensor, g: &Tensor, weight: &Tensor, eps: f64) ->
 pub fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::cuda_ops::applies(y) {
-        return super::cuda_ops::softmax_backward(y, g);
+        return Ok(super::cuda_ops::softmax_backward(y, g)?);
     }
     if fast_path(y) && fast_path(g) {
         return Ok(y.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &SoftmaxBackward)?);
@@ -390,7 +390,7 @@ pub fn softmax_backward(y: &Tensor, g: &Tensor) -> Result<Tensor> {
 pub fn activation_backward(act: Act, x: &Tensor, g: &Tensor) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
     if super::cuda_ops::applies(x) {
-        return super::cuda_ops::activation_backward(act, x, g);
+        return Ok(super::cuda_ops::activation_backward(act, x, g)?);
     }
     if fast_path(x) && fast_path(g) {
         return Ok(x.contiguous()?.apply_op2_no_bwd(&g.contiguous()?, &ActBackward(act))?);
