@@ -548,12 +548,7 @@ impl Attention {
     /// # Shapes
     /// x: [tokens, hidden] -> [tokens, hidden]
     fn forward_packed(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
-        let (b, s, n, d) = (p.batch, p.longest, self.heads, self.head_dim);
-        let (q, k, v) = self.padded_heads(&self.qkv.forward(x)?, p)?;
-        let scores = batched::matmul(&q, &k.t()?)?.broadcast_add(&p.causal)?; // [b*n, s, s]
-        let ctx = batched::matmul(&softmax(&scores, grad)?, &v)?; // [b*n, s, d]
-        let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b * s, n * d))?.index_select(&p.to_packed, 0)?;
-        self.out.forward(&ctx)
+        self.out.forward(&self.attend_packed(x, p, grad)?.ctx)
     }
 
     /// Attention output at each sequence's last token only (what pooling reads).
@@ -561,6 +556,23 @@ impl Attention {
     /// # Shapes
     /// x: [tokens, hidden] -> [batch, hidden]
     fn forward_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Tensor> {
+        self.out.forward(&self.attend_last(x, p, grad)?.ctx)
+    }
+
+    /// [`Self::forward_packed`] before the output projection, with what it computed on the way.
+    fn attend_packed(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Attended> {
+        let (b, s, n, d) = (p.batch, p.longest, self.heads, self.head_dim);
+        let (q, k, v) = self.padded_heads(&self.qkv.forward(x)?, p)?;
+        let scores = batched::matmul(&q, &k.t()?)?.broadcast_add(&p.causal)?; // [b*n, s, s]
+        let probs = softmax(&scores, grad)?;
+        let ctx = batched::matmul(&probs, &v)?; // [b*n, s, d]
+        let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b * s, n * d))?.index_select(&p.to_packed, 0)?;
+        Ok(Attended { ctx, q, k, v, probs })
+    }
+
+    /// [`Self::forward_last`] before the output projection, with what it computed on the way (q
+    /// at each sequence's last token only).
+    fn attend_last(&self, x: &Tensor, p: &Packing, grad: Grad) -> Result<Attended> {
         let (b, s, n, d) = (p.batch, p.longest, self.heads, self.head_dim);
         let qkv = self.qkv.forward(x)?; // [tokens, 3h]
         let (_, k, v) = self.padded_heads(&qkv, p)?;
@@ -569,8 +581,22 @@ impl Attention {
         let scores = batched::matmul(&q, &k.t()?)?.reshape((b, n, 1, s))?.broadcast_add(&p.last_mask)?; // [b, n, 1, s]
         let probs = softmax(&scores.reshape((b * n, 1, s))?, grad)?;
         let ctx = probs.matmul(&v)?.reshape((b, n * d))?;
-        self.out.forward(&ctx)
+        Ok(Attended { ctx, q, k, v, probs })
     }
+}
+
+/// Packed causal attention before its output projection, and what it computed on the way (what
+/// the hand-written backward of `taped.rs` reads).
+struct Attended {
+    /// [tokens, hidden], or [batch, hidden] for each sequence's last token.
+    ctx: Tensor,
+    /// q (scaled), k and v in the per-head layout [batch * heads, longest, head_dim] (q:
+    /// [batch * heads, 1, head_dim] at the last token only).
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    /// [batch * heads, queries, longest]
+    probs: Tensor,
 }
 
 fn softmax(scores: &Tensor, grad: Grad) -> Result<Tensor> {
@@ -634,8 +660,14 @@ impl EncoderLayer {
 
     /// x + mlp(ln2(x))
     fn feed_forward(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
-        let y = self.fc2.forward(&activate(&self.fc1.forward(&self.ln2.forward(x, grad)?)?, self.act, grad)?)?;
-        Ok((x + y)?)
+        Ok(self.feed_forward_keeping(x, grad)?.0)
+    }
+
+    /// [`Self::feed_forward`], and fc1's output (what the activation's derivative reads).
+    fn feed_forward_keeping(&self, x: &Tensor, grad: Grad) -> Result<(Tensor, Tensor)> {
+        let u = self.fc1.forward(&self.ln2.forward(x, grad)?)?;
+        let y = self.fc2.forward(&activate(&u, self.act, grad)?)?;
+        Ok(((x + y)?, u))
     }
 
     /// # Shapes

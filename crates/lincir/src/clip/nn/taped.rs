@@ -18,7 +18,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use super::super::batched;
 use super::super::ops::{self, Act};
-use super::{activate, softmax, EncoderLayer, Grad, Packing};
+use super::{EncoderLayer, Grad, Packing};
 use crate::Result;
 
 /// Whether every layer has a hand-written backward (its activation has a derivative kernel).
@@ -109,14 +109,7 @@ impl EncoderLayer {
         Act::of(self.act).ok_or_else(|| crate::Error::Invalid(format!("no hand-written backward for {:?}", self.act)))
     }
 
-    /// x1 + fc2(act(fc1(ln2(x1)))), and fc1's output.
-    fn feed_forward_taped(&self, x1: &Tensor) -> Result<(Tensor, Tensor)> {
-        let u = self.fc1.forward(&self.ln2.forward(x1, Grad::No)?)?;
-        let y = (x1 + self.fc2.forward(&activate(&u, self.act, Grad::No)?)?)?;
-        Ok((y, u))
-    }
-
-    /// The gradient at x1 of [`Self::feed_forward_taped`], `dy` being its output's.
+    /// The gradient at x1 of [`Self::feed_forward_keeping`], `dy` being its output's.
     fn feed_forward_backward(&self, x1: &Tensor, u: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let du = ops::activation_backward(self.act()?, u, &self.fc2.input_grad(dy)?)?;
         let dh2 = self.fc1.input_grad(&du)?;
@@ -126,15 +119,10 @@ impl EncoderLayer {
     /// # Shapes
     /// x: [tokens, hidden] -> [tokens, hidden]
     fn forward_taped(&self, x: &Tensor, p: &Packing) -> Result<(Tensor, Tape)> {
-        let a = &self.attn;
-        let (b, s, n, d) = (p.batch, p.longest, a.heads, a.head_dim);
-        let (q, k, v) = a.padded_heads(&a.qkv.forward(&self.ln1.forward(x, Grad::No)?)?, p)?;
-        let probs = softmax(&batched::matmul(&q, &k.t()?)?.broadcast_add(&p.causal)?, Grad::No)?; // [b*n, s, s]
-        let ctx = batched::matmul(&probs, &v)?; // [b*n, s, d]
-        let ctx = ctx.reshape((b, n, s, d))?.transpose(1, 2)?.reshape((b * s, n * d))?.index_select(&p.to_packed, 0)?;
-        let x1 = (x + a.out.forward(&ctx)?)?;
-        let (y, u) = self.feed_forward_taped(&x1)?;
-        Ok((y, Tape { x: x.clone(), q, k, v, probs, x1, u }))
+        let at = self.attn.attend_packed(&self.ln1.forward(x, Grad::No)?, p, Grad::No)?;
+        let x1 = (x + self.attn.out.forward(&at.ctx)?)?;
+        let (y, u) = self.feed_forward_keeping(&x1, Grad::No)?;
+        Ok((y, Tape { x: x.clone(), q: at.q, k: at.k, v: at.v, probs: at.probs, x1, u }))
     }
 
     /// The layer's output at each sequence's last token only.
@@ -142,17 +130,10 @@ impl EncoderLayer {
     /// # Shapes
     /// x: [tokens, hidden] -> [batch, hidden]
     fn forward_last_taped(&self, x: &Tensor, p: &Packing) -> Result<(Tensor, Tape)> {
-        let a = &self.attn;
-        let (b, s, n, d) = (p.batch, p.longest, a.heads, a.head_dim);
-        let qkv = a.qkv.forward(&self.ln1.forward(x, Grad::No)?)?; // [tokens, 3h]
-        let (_, k, v) = a.padded_heads(&qkv, p)?;
-        let q = (p.last(&qkv)?.narrow(1, 0, n * d)? * (d as f64).powf(-0.5))?.reshape((b * n, 1, d))?;
-        let scores = batched::matmul(&q, &k.t()?)?.reshape((b, n, 1, s))?.broadcast_add(&p.last_mask)?;
-        let probs = softmax(&scores.reshape((b * n, 1, s))?, Grad::No)?;
-        let ctx = batched::matmul(&probs, &v)?.reshape((b, n * d))?;
-        let x1 = (p.last(x)? + a.out.forward(&ctx)?)?;
-        let (y, u) = self.feed_forward_taped(&x1)?;
-        Ok((y, Tape { x: x.clone(), q, k, v, probs, x1, u }))
+        let at = self.attn.attend_last(&self.ln1.forward(x, Grad::No)?, p, Grad::No)?;
+        let x1 = (p.last(x)? + self.attn.out.forward(&at.ctx)?)?;
+        let (y, u) = self.feed_forward_keeping(&x1, Grad::No)?;
+        Ok((y, Tape { x: x.clone(), q: at.q, k: at.k, v: at.v, probs: at.probs, x1, u }))
     }
 
     /// The input gradient of [`Self::forward_taped`], `dy` being its output's.
