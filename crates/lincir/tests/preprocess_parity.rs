@@ -73,3 +73,45 @@ fn unreadable_images_are_errors_naming_the_file() {
     let e = load_rgb8(&dir.path().join("missing.png")).unwrap_err().to_string();
     assert!(e.contains("missing.png"), "{e}");
 }
+
+/// Pillow 13's resampling, pass order included (`scripts/make_resize_order_fixtures.py`): random
+/// resizes of a synthetic image, every filter, half of them in the vertical-first order, and a
+/// tall picture through CLIPImageProcessorPil. Bit-exact. The vertical-first cases also show the
+/// test can fail: running them horizontal pass first (two single-axis resizes) differs.
+#[test]
+fn resizes_match_pillow_13_in_both_pass_orders() {
+    use lincir::clip::resample::{resize_rgb8, vertical_first, Filter};
+    let dir = fixtures().join("resize_order");
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let synthetic = |w: usize, h: usize| -> Vec<u8> { (0..(w * h * 3) as u64).map(|i| ((i * 2654435761) >> 13) as u8).collect() };
+    let (mut tall, mut order_matters) = (0, 0);
+    for case in meta["cases"].as_array().unwrap() {
+        let get = |k: &str| case[k].as_u64().unwrap() as usize;
+        let (w, h, ow, oh) = (get("w"), get("h"), get("out_w"), get("out_h"));
+        let filter = Filter::from_pil_code(get("filter") as u64).unwrap();
+        let name = case["name"].as_str().unwrap();
+        let want = expected[name].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+        assert_eq!(vertical_first(w, h, ow, oh), case["vertical_first"].as_bool().unwrap(), "{name}");
+        let src = synthetic(w, h);
+        assert!(resize_rgb8(&src, w, h, ow, oh, filter) == want, "{name}: {w}x{h} -> {ow}x{oh} {filter:?} differs from Pillow");
+        if vertical_first(w, h, ow, oh) {
+            tall += 1;
+            let horizontal_first = resize_rgb8(&resize_rgb8(&src, w, h, ow, h, filter), ow, h, ow, oh, filter);
+            order_matters += usize::from(horizontal_first != want);
+        }
+    }
+    println!("{tall} vertical-first resizes, {order_matters} of them differ when run horizontal pass first");
+    assert!(tall >= 10 && order_matters >= tall / 2, "{order_matters} of {tall}");
+
+    let name = "tall_240x560.jpg";
+    let img = load_rgb8(&dir.join(name)).unwrap();
+    let got = pixels(&img, &PreprocessConfig::clip_default(224));
+    let want = expected[name].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let plane = 224 * 224;
+    let worst = got.iter().zip(&want).enumerate().fold(0f32, |m, (i, (&g, &r))| {
+        let c = i / plane;
+        m.max(((g * CLIP_STD[c] + CLIP_MEAN[c]) * 255.0 - r as f32).abs())
+    });
+    assert!(worst <= 1e-3, "{name}: differs by {worst} steps of 1/255");
+}

@@ -1,7 +1,8 @@
 //! Pillow's resampling of 8-bit images (`Image.resize` with a convolution filter), reproduced
-//! bit for bit: separable, horizontal pass then vertical pass, filter support widened by the
-//! scale when shrinking (antialiasing), coefficients in 22-bit fixed point, rounding and clipping
-//! to 8 bits after each pass. This is what `CLIPImageProcessor` runs on every image.
+//! bit for bit: separable, two passes in Pillow 13's order (see [`vertical_first`]), filter
+//! support widened by the scale when shrinking (antialiasing), coefficients in 22-bit fixed
+//! point, rounding and clipping to 8 bits after each pass. This is what `CLIPImageProcessor` runs
+//! on every image.
 
 /// Pillow's resampling filters (the `resample` codes of `preprocessor_config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,15 @@ struct Coefficients {
     weights: Vec<i32>, // [out, ksize]
 }
 
+impl Coefficients {
+    /// The input indices these outputs read.
+    fn span(&self) -> std::ops::Range<usize> {
+        let first = self.bounds.iter().map(|b| b.0).min().unwrap_or(0);
+        let last = self.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
+        first..last.max(first)
+    }
+}
+
 /// Coefficients of the output pixels in `out` (a range of `0..out_size`); each output pixel's
 /// coefficients depend only on its own index, so a window is exactly a slice of the full set.
 fn coefficients(in_size: usize, out_size: usize, filter: Filter, out: std::ops::Range<usize>) -> Coefficients {
@@ -122,6 +132,17 @@ pub fn resize_rgb8(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, f
     resize_rgb8_window(src, w, h, (out_w, out_h), filter, 0..out_w, 0..out_h)
 }
 
+/// Whether Pillow runs the vertical pass first: since Pillow 13.0.0 (`ImagingResampleInner`),
+/// when the height shrinks by more than twice as many pixels as the width does, so that the
+/// horizontal pass runs on fewer rows. Pillow 12 and earlier always ran the horizontal pass
+/// first. The two orders round differently (each pass clips to 8 bits), by one level on some
+/// pixels; only images more than about twice as tall as wide take the vertical-first order when
+/// CLIP resizes them (docs/PREPROCESSING.md).
+pub fn vertical_first(w: usize, h: usize, out_w: usize, out_h: usize) -> bool {
+    let (shrink_h, shrink_w) = (h as i64 - out_h as i64, w as i64 - out_w as i64);
+    shrink_h > 0 && shrink_h > shrink_w * 2
+}
+
 /// The window `cols` x `rows` of [`resize_rgb8`]'s output, computed without the rest: identical
 /// values, and memory bounded by the window. A 100,000 x 1 image resized to a shortest edge of
 /// 224 would be 22.4 M x 224 pixels; its center crop is all that preprocessing needs.
@@ -136,66 +157,88 @@ pub fn resize_rgb8_window(
 ) -> Vec<u8> {
     assert_eq!(src.len(), w * h * 3, "rgb buffer size");
     assert!(cols.end <= out_w && rows.end <= out_h, "window outside the output");
-    // Input rows the vertical pass reads (all of them when there is no vertical pass).
     let vert = (out_h != h).then(|| coefficients(h, out_h, filter, rows.clone()));
-    let in_rows = match &vert {
-        Some(v) => {
-            let first = v.bounds.iter().map(|b| b.0).min().unwrap_or(0);
-            let last = v.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
-            first..last.max(first)
-        }
-        None => rows.clone(),
-    };
     let horiz = (out_w != w).then(|| coefficients(w, out_w, filter, cols.clone()));
-    passes(src, w, cols, in_rows, horiz.as_ref(), vert.as_ref())
+    let window = Window {
+        // The input rows and columns the passes read (the window's own without a pass).
+        in_rows: vert.as_ref().map_or(rows.clone(), Coefficients::span),
+        in_cols: horiz.as_ref().map_or(cols.clone(), Coefficients::span),
+        rows,
+        cols,
+    };
+    let order = if vertical_first(w, h, out_w, out_h) { Order::VerticalFirst } else { Order::HorizontalFirst };
+    passes(src, w, &window, horiz.as_ref(), vert.as_ref(), order)
+}
+
+/// The output window and the part of the input it reads.
+struct Window {
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    in_rows: std::ops::Range<usize>,
+    in_cols: std::ops::Range<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    HorizontalFirst,
+    VerticalFirst,
 }
 
 // The passes' sums are of 32-bit integers that cannot overflow (8-bit values times 22-bit
-// coefficients summing to about 2^22), so any order of summation gives Pillow's result exactly:
-// the loops below are written in the order that vectorises (AVX2 where the CPU has it).
+// coefficients summing to about 2^22), so any order of summation within a pass gives Pillow's
+// result exactly: the loops below are written in the order that vectorises (AVX2 where the CPU
+// has it). The order of the two passes does matter, and is Pillow's.
 
-/// The horizontal pass over the input rows `in_rows`, only the window's columns `cols` (a copy
-/// of them without `horiz`), then the vertical pass (none without `vert`).
-fn passes(src: &[u8], w: usize, cols: std::ops::Range<usize>, in_rows: std::ops::Range<usize>, horiz: Option<&Coefficients>, vert: Option<&Coefficients>) -> Vec<u8> {
+fn passes(src: &[u8], w: usize, win: &Window, horiz: Option<&Coefficients>, vert: Option<&Coefficients>, order: Order) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2.
-        return unsafe { passes_avx2(src, w, cols, in_rows, horiz, vert) };
+        return unsafe { passes_avx2(src, w, win, horiz, vert, order) };
     }
-    passes_any(src, w, cols, in_rows, horiz, vert)
+    passes_any(src, w, win, horiz, vert, order)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn passes_avx2(src: &[u8], w: usize, cols: std::ops::Range<usize>, in_rows: std::ops::Range<usize>, horiz: Option<&Coefficients>, vert: Option<&Coefficients>) -> Vec<u8> {
-    passes_any(src, w, cols, in_rows, horiz, vert)
+unsafe fn passes_avx2(src: &[u8], w: usize, win: &Window, horiz: Option<&Coefficients>, vert: Option<&Coefficients>, order: Order) -> Vec<u8> {
+    passes_any(src, w, win, horiz, vert, order)
 }
 
 #[inline(always)]
-fn passes_any(src: &[u8], w: usize, cols: std::ops::Range<usize>, in_rows: std::ops::Range<usize>, horiz: Option<&Coefficients>, vert: Option<&Coefficients>) -> Vec<u8> {
-    let win_w = cols.len();
-    let img = match horiz {
-        Some(c) => horizontal_pass(src, w, in_rows.clone(), c),
-        None => {
-            let mut img = vec![0u8; win_w * in_rows.len() * 3];
-            for (y, sy) in in_rows.clone().enumerate() {
-                img[y * win_w * 3..(y + 1) * win_w * 3].copy_from_slice(&src[(sy * w + cols.start) * 3..(sy * w + cols.end) * 3]);
+fn passes_any(src: &[u8], w: usize, win: &Window, horiz: Option<&Coefficients>, vert: Option<&Coefficients>, order: Order) -> Vec<u8> {
+    let stride = w * 3;
+    match (horiz, vert) {
+        (Some(h), Some(v)) if order == Order::VerticalFirst => {
+            // The window's rows over the columns the horizontal pass reads, then those columns.
+            let in_cols = &win.in_cols;
+            let tmp = vertical_pass(src, stride, in_cols.start * 3..in_cols.end * 3, 0, v);
+            horizontal_pass(&tmp, in_cols.len(), 0..win.rows.len(), in_cols.start, h)
+        }
+        (Some(h), v) => {
+            let tmp = horizontal_pass(src, w, win.in_rows.clone(), 0, h);
+            match v {
+                Some(v) => vertical_pass(&tmp, win.cols.len() * 3, 0..win.cols.len() * 3, win.in_rows.start, v),
+                None => tmp,
+            }
+        }
+        (None, Some(v)) => vertical_pass(src, stride, win.cols.start * 3..win.cols.end * 3, 0, v),
+        (None, None) => {
+            let mut img = Vec::with_capacity(win.cols.len() * win.rows.len() * 3);
+            for y in win.rows.clone() {
+                img.extend_from_slice(&src[y * stride + win.cols.start * 3..y * stride + win.cols.end * 3]);
             }
             img
         }
-    };
-    match vert {
-        Some(c) => vertical_pass(&img, win_w * 3, in_rows.start, c),
-        None => img,
     }
 }
 
-/// Each needed input row resampled horizontally to the coefficients' output columns.
+/// The input rows `rows` of `src` (rows of `w` pixels, whose first column is input column
+/// `first_col`) resampled horizontally to the coefficients' output columns.
 ///
 /// # Shapes
 /// src: [h][w][3] -> [rows.len()][outputs][3]
 #[inline(always)]
-fn horizontal_pass(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &Coefficients) -> Vec<u8> {
+fn horizontal_pass(src: &[u8], w: usize, rows: std::ops::Range<usize>, first_col: usize, c: &Coefficients) -> Vec<u8> {
     let outputs = c.bounds.len();
     let mut img = vec![0u8; outputs * rows.len() * 3];
     // One input row at a time as three planes of i32: each output value is then a contiguous
@@ -210,8 +253,9 @@ fn horizontal_pass(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &Coeff
         let out = &mut img[y * outputs * 3..(y + 1) * outputs * 3];
         for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
             let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
+            let x0 = xmin - first_col;
             for ch in 0..3 {
-                let p = &planes[ch * w + xmin..ch * w + xmin + n];
+                let p = &planes[ch * w + x0..ch * w + x0 + n];
                 let acc = p.iter().zip(k).fold(1i32 << (PRECISION_BITS - 1), |acc, (&p, &k)| acc.wrapping_add(p.wrapping_mul(k)));
                 out[xx * 3 + ch] = clip8(acc);
             }
@@ -220,22 +264,26 @@ fn horizontal_pass(src: &[u8], w: usize, rows: std::ops::Range<usize>, c: &Coeff
     img
 }
 
-/// The horizontally resampled rows (`stride` bytes each, the first being input row `first_row`)
-/// resampled vertically.
+/// The bytes `span` of each row of `img` (rows of `stride` bytes, the first being input row
+/// `first_row`) resampled vertically to the coefficients' output rows.
+///
+/// # Shapes
+/// img: [rows][stride] -> [outputs][span.len()]
 #[inline(always)]
-fn vertical_pass(img: &[u8], stride: usize, first_row: usize, c: &Coefficients) -> Vec<u8> {
-    let mut out = vec![0u8; stride * c.bounds.len()];
-    let mut acc = vec![0i32; stride];
+fn vertical_pass(img: &[u8], stride: usize, span: std::ops::Range<usize>, first_row: usize, c: &Coefficients) -> Vec<u8> {
+    let width = span.len();
+    let mut out = vec![0u8; width * c.bounds.len()];
+    let mut acc = vec![0i32; width];
     for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
         acc.fill(1i32 << (PRECISION_BITS - 1));
         let k = &c.weights[yy * c.ksize..yy * c.ksize + n];
         for (i, &ky) in k.iter().enumerate() {
-            let row = &img[(ymin - first_row + i) * stride..][..stride];
+            let row = &img[(ymin - first_row + i) * stride + span.start..][..width];
             for (a, &v) in acc.iter_mut().zip(row) {
                 *a = a.wrapping_add((v as i32).wrapping_mul(ky));
             }
         }
-        for (o, &a) in out[yy * stride..(yy + 1) * stride].iter_mut().zip(&acc) {
+        for (o, &a) in out[yy * width..(yy + 1) * width].iter_mut().zip(&acc) {
             *o = clip8(a);
         }
     }
@@ -277,36 +325,47 @@ mod tests {
         }
     }
 
-    /// The vectorised passes against the plain per-pixel loops (Pillow's order of summation), on
-    /// random images shrunk, enlarged and both, for every filter: identical bytes.
+    /// The vectorised passes against plain per-pixel loops in Pillow's order of summation and of
+    /// passes, on random images shrunk, enlarged and both (tall ones vertical pass first), for
+    /// every filter: identical bytes.
     #[test]
     fn the_passes_equal_pillows_loop_order() {
-        fn reference(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, filter: Filter) -> Vec<u8> {
-            let horiz = coefficients(w, out_w, filter, 0..out_w);
-            let mut tmp = vec![0u8; out_w * h * 3];
+        fn horizontal(src: &[u8], w: usize, h: usize, out_w: usize, filter: Filter) -> Vec<u8> {
+            let c = coefficients(w, out_w, filter, 0..out_w);
+            let mut out = vec![0u8; out_w * h * 3];
             for y in 0..h {
-                for (xx, &(xmin, n)) in horiz.bounds.iter().enumerate() {
-                    for c in 0..3 {
+                for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
+                    for ch in 0..3 {
                         let mut acc = 1i32 << (PRECISION_BITS - 1);
                         for i in 0..n {
-                            acc += src[(y * w + xmin + i) * 3 + c] as i32 * horiz.weights[xx * horiz.ksize + i];
+                            acc += src[(y * w + xmin + i) * 3 + ch] as i32 * c.weights[xx * c.ksize + i];
                         }
-                        tmp[(y * out_w + xx) * 3 + c] = clip8(acc);
+                        out[(y * out_w + xx) * 3 + ch] = clip8(acc);
                     }
-                }
-            }
-            let vert = coefficients(h, out_h, filter, 0..out_h);
-            let mut out = vec![0u8; out_w * out_h * 3];
-            for (yy, &(ymin, n)) in vert.bounds.iter().enumerate() {
-                for x in 0..out_w * 3 {
-                    let mut acc = 1i32 << (PRECISION_BITS - 1);
-                    for i in 0..n {
-                        acc += tmp[(ymin + i) * out_w * 3 + x] as i32 * vert.weights[yy * vert.ksize + i];
-                    }
-                    out[yy * out_w * 3 + x] = clip8(acc);
                 }
             }
             out
+        }
+        fn vertical(src: &[u8], w: usize, h: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+            let c = coefficients(h, out_h, filter, 0..out_h);
+            let mut out = vec![0u8; w * out_h * 3];
+            for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
+                for x in 0..w * 3 {
+                    let mut acc = 1i32 << (PRECISION_BITS - 1);
+                    for i in 0..n {
+                        acc += src[(ymin + i) * w * 3 + x] as i32 * c.weights[yy * c.ksize + i];
+                    }
+                    out[yy * w * 3 + x] = clip8(acc);
+                }
+            }
+            out
+        }
+        fn reference(src: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+            if vertical_first(w, h, out_w, out_h) {
+                horizontal(&vertical(src, w, h, out_h, filter), w, out_h, out_w, filter)
+            } else {
+                vertical(&horizontal(src, w, h, out_w, filter), out_w, h, out_h, filter)
+            }
         }
         let mut seed = 12345u64;
         let mut next = |m: usize| {
@@ -314,7 +373,9 @@ mod tests {
             (seed >> 33) as usize % m
         };
         for filter in [Filter::Bicubic, Filter::Bilinear, Filter::Lanczos] {
-            for (w, h, out_w, out_h) in [(97, 61, 23, 17), (40, 30, 97, 71), (300, 17, 31, 40), (8, 9, 8, 3)] {
+            // The last item: whether Pillow 13 runs the vertical pass first (worked out by hand).
+            for (w, h, out_w, out_h, tall) in [(97, 61, 23, 17, false), (40, 30, 97, 71, false), (300, 17, 31, 40, false), (8, 9, 8, 3, true), (61, 200, 23, 75, true), (25, 61, 24, 58, true), (9, 40, 12, 11, true), (100, 199, 50, 99, false), (100, 201, 50, 99, true)] {
+                assert_eq!(vertical_first(w, h, out_w, out_h), tall, "{w}x{h} -> {out_w}x{out_h}");
                 let src: Vec<u8> = (0..w * h * 3).map(|_| next(256) as u8).collect();
                 assert_eq!(resize_rgb8(&src, w, h, out_w, out_h, filter), reference(&src, w, h, out_w, out_h, filter), "{w}x{h} -> {out_w}x{out_h} {filter:?}");
             }
