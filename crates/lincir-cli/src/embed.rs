@@ -55,7 +55,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             let given: Vec<String> = args.images.iter().map(|p| p.display().to_string()).collect();
             match unsupported {
                 Some(note) => bail!("no image files lincir can read in {}; {note}", given.join(", ")),
-                None => bail!("no image files found in {} (extensions: {})", given.join(", "), embed::IMAGE_EXTENSIONS.join(", ")),
+                None => bail!("no image files found in {} (extensions: {})", given.join(", "), embed::image_extensions().join(", ")),
             }
         }
         if let Some(note) = unsupported {

@@ -9,20 +9,31 @@ use rayon::prelude::*;
 use crate::clip::{preprocess, tokenizer::pad_batch, Clip};
 use crate::{Error, Result};
 
-/// File extensions treated as images when walking directories.
+/// File extensions treated as images when walking directories (HEIC's too in builds with the
+/// `heic` feature: [`image_extensions`]).
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+
+/// HEIC photos' extensions, read in builds with the `heic` feature.
+pub const HEIC_EXTENSIONS: &[&str] = &["heic", "heif", "hif"];
+
+/// The extensions this build reads.
+pub fn image_extensions() -> Vec<&'static str> {
+    let heic = if preprocess::HEIC_SUPPORTED { HEIC_EXTENSIONS } else { &[] };
+    IMAGE_EXTENSIONS.iter().chain(heic).copied().collect()
+}
 
 pub fn is_image_file(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .is_some_and(|e| image_extensions().contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// Photo formats that cameras and phones write and lincir cannot decode (no well-kept pure-Rust
-/// decoder): found in a walked folder, they are counted, so that a user is told what was left out
-/// (an iPhone library is mostly HEIC) instead of finding fewer photos than they have.
+/// decoder; HEIC needs the `heic` feature): found in a walked folder, they are counted, so that a
+/// user is told what was left out (an iPhone library is mostly HEIC) instead of finding fewer
+/// photos than they have.
 pub const UNSUPPORTED_PHOTO_EXTENSIONS: &[&str] =
-    &["heic", "heif", "avif", "jxl", "dng", "cr2", "cr3", "nef", "arw", "orf", "rw2", "raf", "srw", "pef"];
+    &["heic", "heif", "hif", "avif", "jxl", "dng", "cr2", "cr3", "nef", "arw", "orf", "rw2", "raf", "srw", "pef"];
 
 /// The image files of a walk, and the photos it passed over by format.
 #[derive(Debug, Default)]
@@ -81,9 +92,14 @@ pub fn describe_unsupported(unsupported: &BTreeMap<String, usize>) -> Option<Str
     let parts: Vec<String> = by_count.iter().map(|(ext, n)| format!("{n} .{ext}")).collect();
     (!parts.is_empty()).then(|| {
         format!(
-            "not read: {} (formats lincir cannot decode; it reads {}): convert them to JPEG to search them, for example with `heif-convert` or `darktable-cli`",
+            "not read: {} (formats this lincir cannot decode; it reads {}): convert them to JPEG to search them, for example with `heif-convert` or `darktable-cli`{}",
             parts.join(", "),
-            IMAGE_EXTENSIONS.join(", ")
+            image_extensions().join(", "),
+            if !preprocess::HEIC_SUPPORTED && HEIC_EXTENSIONS.iter().any(|e| unsupported.contains_key(*e)) {
+                ", or build lincir with `--features heic` to read HEIC (README)"
+            } else {
+                ""
+            }
         )
     })
 }

@@ -3,7 +3,8 @@
 //! - `GET /`: the page (choose or upload a reference, type the change, see the results);
 //! - `GET /api/info`: index size, model, whether phi is loaded, the template;
 //! - `GET /api/images?offset=&limit=`: ids and paths of indexed images, for choosing a reference;
-//! - `GET /api/images/{id}`: the bytes of an indexed image (only indexed files are ever served);
+//! - `GET /api/images/{id}`: the bytes of an indexed image (only indexed files are ever served;
+//!   a HEIC photo as a JPEG);
 //! - `POST /api/search`: multipart (`image` file, or `id`; `text`; `k`) or JSON
 //!   `{"id", "text", "k"}` -> hits with scores and timings.
 //!
@@ -142,6 +143,10 @@ async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<
     // Only paths recorded in the index are ever opened: no user text reaches the file system.
     let path = s.searcher.index.path_of(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")))?;
     let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("image {id} is no longer on disk")))?;
+    if preprocess::is_heif(&bytes) {
+        // Browsers other than Safari do not show HEIC: the page gets a JPEG of it.
+        return heic_as_jpeg(s, id, bytes).await;
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let mime = match ext.as_str() {
         "jpg" | "jpeg" => "image/jpeg",
@@ -156,6 +161,32 @@ async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<
 }
 
 
+
+/// A JPEG of an indexed HEIC photo, at most `PREVIEW_EDGE` pixels on its long edge, made in the
+/// work pool (decoding a phone photo takes a core for a fraction of a second).
+async fn heic_as_jpeg(s: Shared, id: usize, bytes: Vec<u8>) -> Result<Response, ApiError> {
+    const PREVIEW_EDGE: u32 = 1600;
+    let Some(ticket) = s.pool.try_admit() else {
+        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: try again in a moment".into()));
+    };
+    let ticket = s.pool.worker(ticket).await;
+    let jpeg = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let _ticket = ticket;
+        let img = preprocess::decode_rgb8(&bytes, &format!("image {id}")).map_err(|e| e.to_string())?;
+        let img = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data).ok_or("short image buffer")?;
+        let (w, h) = img.dimensions();
+        let scale = (PREVIEW_EDGE as f64 / w.max(h) as f64).min(1.0);
+        let (pw, ph) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
+        let img = if scale < 1.0 { image::imageops::resize(&img, pw, ph, image::imageops::FilterType::Triangle) } else { img };
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88).encode_image(&img).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}")))?
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("image {id} cannot be shown: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "max-age=3600")], jpeg).into_response())
+}
 
 async fn search(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Body) -> Result<Json<serde_json::Value>, ApiError> {
     // Admission before the body is read: a full queue costs the server nothing but this answer.
@@ -188,6 +219,11 @@ async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, 
         let _ticket = ticket; // the worker stays taken until this work ends, even after a timeout
         let reference = match parsed.reference {
             // Refused sizes fail on the header, before any pixel buffer exists.
+            // HEIF goes through libheif and libde265, C code that this server keeps off the
+            // network: uploads are refused (browsers upload an iPhone photo as JPEG anyway).
+            Some(RefInput::Upload { name, bytes }) if preprocess::is_heif(&bytes) => {
+                return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{name}: HEIC/HEIF uploads are not accepted by this server: upload a JPEG or PNG")));
+            }
             Some(RefInput::Upload { name, bytes }) => Some(Reference::Pixels(
                 preprocess::decode_rgb8(&bytes, &name).map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?,
             )),

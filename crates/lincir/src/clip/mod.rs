@@ -4,6 +4,7 @@ pub mod config;
 pub mod fastmath;
 pub mod hub;
 pub mod image_limits;
+pub mod heif;
 pub mod jpeg;
 pub mod batched;
 pub mod blas;

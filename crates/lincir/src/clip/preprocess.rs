@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use serde_json::Value;
 
-use super::{image_limits, jpeg};
+use super::{heif, image_limits, jpeg};
 use super::resample::{resize_rgb8_window, Filter};
 use crate::{Error, Result};
 
@@ -154,6 +154,14 @@ impl PreprocessConfig {
     }
 }
 
+/// Whether this build decodes HEIC photos (the `heic` feature).
+pub const HEIC_SUPPORTED: bool = heif::SUPPORTED;
+
+/// Whether a file's first bytes are a HEIF image (HEIC or AVIF), whichever this build decodes.
+pub fn is_heif(bytes: &[u8]) -> bool {
+    heif::container(bytes).is_some()
+}
+
 /// An 8-bit RGB image, interleaved `[h][w][3]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rgb8 {
@@ -181,6 +189,10 @@ fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
 /// Reads the header, refuses sizes over the pixel limit before any pixel buffer exists, then
 /// decodes with every decoder's allocations bounded (see `image_limits`).
 fn decode_within_limits(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
+    if let Some(kind) = heif::container(bytes) {
+        // libheif applies HEIF's own orientation; such files carry no EXIF orientation to apply.
+        return heif::decode(bytes, kind).map(|img| to_rgb8(&img));
+    }
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("cannot read image: {e}"))?;
