@@ -62,7 +62,13 @@ pub fn decode(bytes: &[u8], kind: Container) -> Result<image::DynamicImage, Stri
     static LIB: OnceLock<LibHeif> = OnceLock::new();
     let lib = LIB.get_or_init(LibHeif::new);
     let corrupt = |e: libheif_rs::HeifError| format!("corrupt HEIF image: {}", e.message);
-    let ctx = HeifContext::read_from_bytes(bytes).map_err(corrupt)?;
+    let mut ctx = HeifContext::read_from_bytes(bytes).map_err(corrupt)?;
+    // Phone photos are grids of tiles, which libheif decodes on up to 4 threads of its own. When
+    // this decode is one of many running on rayon's threads (index, embed), those threads are
+    // already busy: one each.
+    if rayon::current_thread_index().is_some() {
+        ctx.set_max_decoding_threads(1);
+    }
     let handle = ctx.primary_image_handle().map_err(corrupt)?;
     let (w, h) = (handle.width() as u64, handle.height() as u64);
     match image_limits::check(w, h) {
