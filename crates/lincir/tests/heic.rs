@@ -47,3 +47,56 @@ fn without_the_feature_a_heic_photo_is_an_error_saying_how_to_read_it() {
     let e = load_rgb8(&fixtures().join("heic/photo.heic")).unwrap_err().to_string();
     assert!(e.contains("photo.heic") && e.contains("--features heic"), "{e}");
 }
+
+/// Mutated HEIC files (bytes flipped, fields set to extreme values, cut short, chunks repeated),
+/// 3,000 of them from a fixed seed: each decodes or is an error, and the process survives
+/// (libheif and libde265 are C/C++: a crash there would end it).
+#[cfg(feature = "heic")]
+#[test]
+fn mutated_heic_files_decode_or_fail_cleanly() {
+    use lincir::clip::preprocess::decode_rgb8;
+    let originals: Vec<Vec<u8>> =
+        ["photo.heic", "rotated.heic", "alpha.heic", "ten_bit.heic"].iter().map(|n| std::fs::read(fixtures().join("heic").join(n)).unwrap()).collect();
+    let mut seed = 0x5EED_u64;
+    let mut next = |m: usize| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as usize % m.max(1)
+    };
+    let (mut decoded, mut refused) = (0, 0);
+    for i in 0..3000 {
+        let mut b = originals[i % originals.len()].clone();
+        // Most of a HEIC file's structure is in its first kilobyte or so (ftyp, meta, iloc).
+        let at = |next: &mut dyn FnMut(usize) -> usize, len: usize| if next(2) == 0 { next(len.min(1200)) } else { next(len) };
+        match i % 4 {
+            0 => {
+                for _ in 0..1 + next(8) {
+                    let p = at(&mut next, b.len());
+                    b[p] ^= 1 << next(8);
+                }
+            }
+            1 => {
+                let p = at(&mut next, b.len() - 4);
+                let v: u32 = [0, u32::MAX, 0x7FFF_FFFF, 0x8000_0000, 1, 0x10000][next(6)];
+                b[p..p + 4].copy_from_slice(&v.to_be_bytes());
+            }
+            2 => b.truncate(at(&mut next, b.len())),
+            _ => {
+                let (p, n) = (at(&mut next, b.len()), 1 + next(64));
+                let chunk = b[p..(p + n).min(b.len())].to_vec();
+                let q = at(&mut next, b.len());
+                b.splice(q..q, chunk);
+            }
+        }
+        match decode_rgb8(&b, "mutated.heic") {
+            Ok(img) => {
+                assert!(img.width * img.height * 3 == img.data.len() && img.width > 0);
+                decoded += 1;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("mutated.heic"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    println!("3000 mutated HEIC files: {decoded} decoded, {refused} refused with an error");
+}
