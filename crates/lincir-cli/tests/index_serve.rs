@@ -141,6 +141,18 @@ fn the_api_answers_bad_input_with_json_errors_and_stays_up() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.headers().get("content-type").unwrap(), "image/bmp");
     assert!(!resp.body_mut().read_to_vec().unwrap().is_empty());
+    // Previews: a JPEG at most `max` pixels on its long edge (these images are smaller: kept).
+    let mut resp = agent.get(&url("/api/images/0?max=256")).call().unwrap();
+    assert_eq!(resp.headers().get("content-type").unwrap(), "image/jpeg");
+    let shown = image::load_from_memory(&resp.body_mut().read_to_vec().unwrap()).unwrap();
+    let original = image::open(images.join("sub/img0.bmp")).unwrap();
+    assert_eq!((shown.width(), shown.height()), (original.width(), original.height()));
+    for bad in ["0", "5000", "big", "-3", ""] {
+        let mut resp = agent.get(&url(&format!("/api/images/0?max={bad}"))).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "max={bad}");
+        let r: serde_json::Value = resp.body_mut().read_json().unwrap();
+        assert!(r["error"].as_str().unwrap().contains("max"), "{r}");
+    }
 
     // Still up.
     let info: serde_json::Value = agent.get(&url("/api/info")).call().unwrap().body_mut().read_json().unwrap();

@@ -115,3 +115,42 @@ fn resizes_match_pillow_13_in_both_pass_orders() {
     });
     assert!(worst <= 1e-3, "{name}: differs by {worst} steps of 1/255");
 }
+
+/// Previews (what `serve` shows, not what CLIP sees): a JPEG is decoded at the smallest eighth
+/// of its size whose long edge still reaches the target, upright, with pixels close to the full
+/// decode shrunk by the same factor; other formats decode at full size.
+#[test]
+fn previews_decode_jpeg_at_a_reduced_size_upright_and_close_to_the_full_decode() {
+    use lincir::clip::preprocess::decode_for_preview;
+    let jpg = std::fs::read(fixtures().join("images/rocket_427x640.jpg")).unwrap();
+    let full = lincir::clip::preprocess::decode_rgb8(&jpg, "rocket").unwrap();
+    for (edge, want) in [(60, (80, 54)), (100, (160, 107)), (200, (320, 214)), (400, (640, 427)), (1000, (640, 427))] {
+        let p = decode_for_preview(&jpg, "rocket", edge).unwrap();
+        assert_eq!((p.width, p.height), want, "edge {edge}");
+    }
+    // At a quarter of the size, each pixel against the mean of its 4x4 block in the full decode.
+    let p = decode_for_preview(&jpg, "rocket", 150).unwrap();
+    assert_eq!((p.width, p.height), (160, 107));
+    let (mut total, mut n) = (0f64, 0usize);
+    for y in 0..p.height.min(full.height / 4) {
+        for x in 0..p.width.min(full.width / 4) {
+            for c in 0..3 {
+                let block: f64 = (0..16).map(|i| full.data[((y * 4 + i / 4) * full.width + x * 4 + i % 4) * 3 + c] as f64).sum::<f64>() / 16.0;
+                total += (p.data[(y * p.width + x) * 3 + c] as f64 - block).abs();
+                n += 1;
+            }
+        }
+    }
+    let mean = total / n as f64;
+    println!("preview at 1/4: mean |difference| from the full decode's 4x4 means {mean:.2} levels");
+    assert!(mean < 3.0, "{mean}");
+    // EXIF orientation 6: stored 300 x 200, shown 200 x 300; at 1/2, 100 x 150.
+    let rotated = std::fs::read(fixtures().join("images/coffee_exif_rotated.jpg")).unwrap();
+    let p = decode_for_preview(&rotated, "coffee", 150).unwrap();
+    assert_eq!((p.width, p.height), (100, 150));
+    // Not a JPEG: full size.
+    let png = std::fs::read(fixtures().join("images/chelsea_palette.png")).unwrap();
+    let p = decode_for_preview(&png, "chelsea", 50).unwrap();
+    let full = lincir::clip::preprocess::decode_rgb8(&png, "chelsea").unwrap();
+    assert_eq!((p.width, p.height), (full.width, full.height));
+}

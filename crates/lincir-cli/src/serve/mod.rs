@@ -3,8 +3,8 @@
 //! - `GET /`: the page (choose or upload a reference, type the change, see the results);
 //! - `GET /api/info`: index size, model, whether phi is loaded, the template;
 //! - `GET /api/images?offset=&limit=`: ids and paths of indexed images, for choosing a reference;
-//! - `GET /api/images/{id}`: the bytes of an indexed image (only indexed files are ever served;
-//!   a HEIC photo as a JPEG);
+//! - `GET /api/images/{id}[?max=N]`: the bytes of an indexed image (only indexed files are ever
+//!   served), or with `max` a JPEG preview at most N pixels on its long edge (HEIC: always);
 //! - `POST /api/search`: multipart (`image` file, or `id`; `text`; `k`) or JSON
 //!   `{"id", "text", "k"}` -> hits with scores and timings.
 //!
@@ -13,6 +13,7 @@
 //! encoding and ranking run in a bounded pool (`limits.rs`); docs/RELIABILITY.md has the limits.
 
 mod limits;
+mod preview;
 mod request;
 
 use std::net::SocketAddr;
@@ -138,14 +139,25 @@ async fn list_images(State(s): State<Shared>, UrlQuery(p): UrlQuery<Page>) -> Js
     Json(serde_json::json!({"total": entries.len(), "offset": offset, "items": items}))
 }
 
-async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+#[derive(Deserialize)]
+struct ImageQuery {
+    /// A JPEG preview at most this many pixels on its long edge, instead of the file.
+    max: Option<String>,
+}
+
+async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>, UrlQuery(q): UrlQuery<ImageQuery>) -> Result<Response, ApiError> {
     let id: usize = id.parse().map_err(|_| bad(format!("`{id}` is not an image id")))?;
+    let edge = match q.max.as_deref() {
+        None => None,
+        Some(m) => Some(m.parse::<usize>().ok().filter(|e| (16..=preview::MAX_EDGE).contains(e)).ok_or_else(|| bad(format!("max must be a number of pixels from 16 to {}, not `{m}`", preview::MAX_EDGE)))?),
+    };
     // Only paths recorded in the index are ever opened: no user text reaches the file system.
     let path = s.searcher.index.path_of(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")))?;
     let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("image {id} is no longer on disk")))?;
-    if preprocess::is_heif(&bytes) {
-        // Browsers other than Safari do not show HEIC: the page gets a JPEG of it.
-        return heic_as_jpeg(s, id, bytes).await;
+    // Browsers other than Safari do not show HEIC: the page gets a JPEG of it.
+    let edge = edge.or(preprocess::is_heif(&bytes).then_some(preview::HEIC_EDGE));
+    if let Some(edge) = edge {
+        return jpeg_preview(s, id, bytes, edge).await;
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let mime = match ext.as_str() {
@@ -160,31 +172,20 @@ async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>) -> Result<
     Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], bytes).into_response())
 }
 
-
-
-/// A JPEG of an indexed HEIC photo, at most `PREVIEW_EDGE` pixels on its long edge, made in the
-/// work pool (decoding a phone photo takes a core for a fraction of a second).
-async fn heic_as_jpeg(s: Shared, id: usize, bytes: Vec<u8>) -> Result<Response, ApiError> {
-    const PREVIEW_EDGE: u32 = 1600;
+/// [`preview::jpeg`] of an indexed image, made in the work pool (a full decode of a phone photo
+/// takes a core for a fraction of a second).
+async fn jpeg_preview(s: Shared, id: usize, bytes: Vec<u8>, edge: usize) -> Result<Response, ApiError> {
     let Some(ticket) = s.pool.try_admit() else {
         return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: try again in a moment".into()));
     };
     let ticket = s.pool.worker(ticket).await;
-    let jpeg = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+    let jpeg = tokio::task::spawn_blocking(move || {
         let _ticket = ticket;
-        let img = preprocess::decode_rgb8(&bytes, &format!("image {id}")).map_err(|e| e.to_string())?;
-        let img = image::RgbImage::from_raw(img.width as u32, img.height as u32, img.data).ok_or("short image buffer")?;
-        let (w, h) = img.dimensions();
-        let scale = (PREVIEW_EDGE as f64 / w.max(h) as f64).min(1.0);
-        let (pw, ph) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
-        let img = if scale < 1.0 { image::imageops::resize(&img, pw, ph, image::imageops::FilterType::Triangle) } else { img };
-        let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88).encode_image(&img).map_err(|e| e.to_string())?;
-        Ok(out)
+        preview::jpeg(&bytes, &format!("image {id}"), edge)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}")))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("image {id} cannot be shown: {e}")))?;
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot show it: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "max-age=3600")], jpeg).into_response())
 }
 

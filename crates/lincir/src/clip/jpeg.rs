@@ -44,9 +44,16 @@ fn error_manager() -> jpeg_error_mgr {
 /// Decodes a JPEG to interleaved RGB as Pillow's `Image.open(p).convert("RGB")` does
 /// (CMYK/YCCK files as Pillow's inverted CMYK and its CMYK -> RGB formula).
 pub fn decode_rgb8(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
+    decode_rgb8_scaled(bytes, 8)
+}
+
+/// [`decode_rgb8`] at `eighths` / 8 of the size (1, 2, 4 or 8), scaled inside the inverse DCT,
+/// which skips most of the work: for previews, not for CLIP (whose pixels are Pillow's).
+pub fn decode_rgb8_scaled(bytes: &[u8], eighths: u8) -> Result<(usize, usize, Vec<u8>), String> {
     TRUNCATED.with(|t| t.set(false));
     let result = std::panic::catch_unwind(|| -> std::io::Result<(usize, usize, Vec<u8>)> {
-        let d = Decompress::with_err(error_manager()).from_mem(bytes)?;
+        let mut d = Decompress::with_err(error_manager()).from_mem(bytes)?;
+        d.scale(eighths.clamp(1, 8));
         // The caller checked the size the image crate read; libjpeg's own reading of the header
         // is the one that allocates, so it is checked again.
         if let super::image_limits::Verdict::Refuse(msg) = super::image_limits::check(d.width() as u64, d.height() as u64) {

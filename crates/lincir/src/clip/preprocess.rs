@@ -182,13 +182,26 @@ pub fn decode_rgb8(bytes: &[u8], name: &str) -> Result<Rgb8> {
 }
 
 fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
+    decode_guarded(bytes, None)
+}
+
+/// An image for showing, not for CLIP: decoded as [`decode_rgb8`] (upright, alpha over white),
+/// except that a JPEG is decoded at the smallest of 1/8, 1/4, 1/2 or full size whose long edge is
+/// still at least `long_edge` (libjpeg's scaled inverse DCT), so a phone photo's thumbnail costs
+/// a fraction of a full decode. The caller resizes it to the size it shows.
+pub fn decode_for_preview(bytes: &[u8], name: &str, long_edge: usize) -> Result<Rgb8> {
+    decode_guarded(bytes, Some(long_edge)).map_err(|msg| Error::file(name, msg))
+}
+
+fn decode_guarded(bytes: &[u8], preview_edge: Option<usize>) -> std::result::Result<Rgb8, String> {
     // A decoder that panics on a malformed file must not take the process (a server) down.
-    crate::guard::catch_panic(|| decode_within_limits(bytes)).unwrap_or_else(|what| Err(format!("corrupt image: decoder failure ({what})")))
+    crate::guard::catch_panic(|| decode_within_limits(bytes, preview_edge)).unwrap_or_else(|what| Err(format!("corrupt image: decoder failure ({what})")))
 }
 
 /// Reads the header, refuses sizes over the pixel limit before any pixel buffer exists, then
-/// decodes with every decoder's allocations bounded (see `image_limits`).
-fn decode_within_limits(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
+/// decodes with every decoder's allocations bounded (see `image_limits`). `preview_edge`: see
+/// [`decode_for_preview`].
+fn decode_within_limits(bytes: &[u8], preview_edge: Option<usize>) -> std::result::Result<Rgb8, String> {
     if let Some(kind) = heif::container(bytes) {
         // libheif applies HEIF's own orientation; such files carry no EXIF orientation to apply.
         return heif::decode(bytes, kind).map(|img| to_rgb8(&img));
@@ -218,7 +231,12 @@ fn decode_within_limits(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
         // libjpeg, as Pillow: the image crate's decoder is not bit-exact (see jpeg.rs). Its size
         // was checked above from the same header.
         drop(decoder);
-        let (w, h, data) = jpeg::decode_rgb8(bytes)?;
+        let eighths = match preview_edge {
+            // The fewest eighths whose long edge (rounded up, as libjpeg does) reaches the target.
+            Some(edge) => [1u8, 2, 4, 8].into_iter().find(|&e| (w.max(h) as usize * e as usize).div_ceil(8) >= edge).unwrap_or(8),
+            None => 8,
+        };
+        let (w, h, data) = jpeg::decode_rgb8_scaled(bytes, eighths)?;
         let buf = image::RgbImage::from_raw(w as u32, h as u32, data).ok_or("JPEG decoder returned a short buffer")?;
         DynamicImage::ImageRgb8(buf)
     } else {
