@@ -2,7 +2,8 @@
 """HEIC photos and what Pillow with pillow-heif decodes from them (the reference for lincir's
 `heic` feature, docs/PREPROCESSING.md): an 8-bit photo, one whose EXIF orientation 6 pillow-heif
 turned into HEIF's own rotation on saving, one with an alpha channel and a 10-bit one (decoded to
-8 bits, pillow-heif's default). Each reference is stored as a lossless PNG of the decoded pixels
+8 bits, pillow-heif's default); and the rotated one again with a stored 128-pixel thumbnail (for
+previews; no reference pixels). Each reference is stored as a lossless PNG of the decoded pixels
 (RGB, or RGBA for the alpha case) as `Image.open(f)` gives them.
 
     scripts/.venv/bin/pip install pillow-heif
@@ -42,6 +43,8 @@ def main():
     Image.fromarray(rgb).save(OUT / "rotated.heic", quality=85, exif=exif.tobytes())
     alpha = np.clip(np.mgrid[0:h, 0:w][1] / w * 255, 0, 255).astype(np.uint8)
     Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(OUT / "alpha.heic", quality=85)
+    # A stored thumbnail (long edge 128), as phones store one; rotated like rotated.heic.
+    Image.fromarray(rgb).save(OUT / "thumbnail.heic", quality=85, exif=exif.tobytes(), thumbnails=[128])
     deep = pillow_heif.from_bytes(mode="RGB;16", size=(w, h), data=(rgb.astype(np.uint16) * 257).tobytes())
     deep.save(OUT / "ten_bit.heic", quality=85)
 
@@ -52,6 +55,8 @@ def main():
         im.convert(mode).save(OUT / f"{name}.png")
         print(f"{name}: {im.size} {im.mode}")
     assert Image.open(OUT / "rotated.heic").size == (h, w)
+    thumb = pillow_heif.open_heif(OUT / "thumbnail.heic").info["thumbnails"]
+    assert thumb == [128], thumb
     versions = {"pillow_heif": pillow_heif.__version__, **{k: v for k, v in pillow_heif.libheif_info().items() if k in ("libheif", "decoders")}}
     (OUT / "versions.json").write_text(json.dumps(versions, indent=1) + "\n")
 

@@ -100,3 +100,37 @@ fn mutated_heic_files_decode_or_fail_cleanly() {
     }
     println!("3000 mutated HEIC files: {decoded} decoded, {refused} refused with an error");
 }
+
+/// Previews of a HEIC photo come from the thumbnail it stores when that is large enough
+/// (upright, as the photo), else from the photo itself.
+#[cfg(feature = "heic")]
+#[test]
+fn heic_previews_use_the_stored_thumbnail_when_it_is_large_enough() {
+    use lincir::clip::preprocess::{decode_for_preview, decode_rgb8};
+    let bytes = std::fs::read(fixtures().join("heic/thumbnail.heic")).unwrap();
+    let full = decode_rgb8(&bytes, "thumbnail.heic").unwrap();
+    assert_eq!((full.width, full.height), (192, 256));
+    let thumb = decode_for_preview(&bytes, "thumbnail.heic", 100).unwrap();
+    assert_eq!((thumb.width, thumb.height), (96, 128), "the 128-pixel thumbnail, upright");
+    // Each thumbnail pixel against the mean of its 2x2 block of the photo; turned half a turn,
+    // to show what a wrong orientation would give.
+    let difference = |half_turn: bool| {
+        let (mut total, mut n) = (0f64, 0usize);
+        for y in 0..128 {
+            for x in 0..96 {
+                let (ty, tx) = if half_turn { (127 - y, 95 - x) } else { (y, x) };
+                for c in 0..3 {
+                    let block: f64 = (0..4).map(|i| full.data[((y * 2 + i / 2) * 192 + x * 2 + i % 2) * 3 + c] as f64).sum::<f64>() / 4.0;
+                    total += (thumb.data[(ty * 96 + tx) * 3 + c] as f64 - block).abs();
+                    n += 1;
+                }
+            }
+        }
+        total / n as f64
+    };
+    let (upright, turned) = (difference(false), difference(true));
+    println!("thumbnail: mean |difference| from the photo's 2x2 means {upright:.2} levels ({turned:.2} turned half a turn)");
+    assert!(upright < 6.0 && turned > 4.0 * upright, "{upright} / {turned}: not the same picture, or not upright");
+    let big = decode_for_preview(&bytes, "thumbnail.heic", 200).unwrap();
+    assert_eq!(big, full, "no thumbnail that large: the photo");
+}

@@ -40,7 +40,7 @@ pub fn container(bytes: &[u8]) -> Option<Container> {
 pub const SUPPORTED: bool = cfg!(feature = "heic");
 
 #[cfg(not(feature = "heic"))]
-pub fn decode(_bytes: &[u8], kind: Container) -> Result<image::DynamicImage, String> {
+pub fn decode(_bytes: &[u8], kind: Container, _preview_edge: Option<usize>) -> Result<image::DynamicImage, String> {
     let what = match kind {
         Container::Heic => "a HEIC/HEIF image",
         Container::Avif => "an AVIF image",
@@ -50,9 +50,11 @@ pub fn decode(_bytes: &[u8], kind: Container) -> Result<image::DynamicImage, Str
 
 /// Decodes the primary image to 8-bit RGB, or RGBA when it has an alpha channel (composited
 /// over white by the caller, as for every other format). Sizes are checked against the pixel and
-/// memory limits from the header, before anything is decoded.
+/// memory limits from the header, before anything is decoded. With `preview_edge` (a preview,
+/// not CLIP's input), the smallest thumbnail stored in the file whose long edge reaches it is
+/// decoded instead, when there is one (phones store one of a few hundred pixels).
 #[cfg(feature = "heic")]
-pub fn decode(bytes: &[u8], kind: Container) -> Result<image::DynamicImage, String> {
+pub fn decode(bytes: &[u8], kind: Container, preview_edge: Option<usize>) -> Result<image::DynamicImage, String> {
     use libheif_rs::{ColorSpace, HeifContext, LibHeif, RgbChroma};
     use std::sync::OnceLock;
 
@@ -69,7 +71,11 @@ pub fn decode(bytes: &[u8], kind: Container) -> Result<image::DynamicImage, Stri
     if rayon::current_thread_index().is_some() {
         ctx.set_max_decoding_threads(1);
     }
-    let handle = ctx.primary_image_handle().map_err(corrupt)?;
+    let primary = ctx.primary_image_handle().map_err(corrupt)?;
+    let handle = match preview_edge {
+        Some(edge) => covering_thumbnail(&primary, edge).unwrap_or(primary),
+        None => primary,
+    };
     let (w, h) = (handle.width() as u64, handle.height() as u64);
     match image_limits::check(w, h) {
         Verdict::Refuse(msg) => return Err(msg),
@@ -112,6 +118,18 @@ pub fn decode(bytes: &[u8], kind: Container) -> Result<image::DynamicImage, Stri
     } else {
         image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(pw as u32, ph as u32, data).ok_or_else(short)?)
     })
+}
+
+/// The smallest of an image's thumbnails whose long edge is at least `edge`.
+#[cfg(feature = "heic")]
+fn covering_thumbnail(primary: &libheif_rs::ImageHandle, edge: usize) -> Option<libheif_rs::ImageHandle> {
+    let mut ids = vec![0; primary.number_of_thumbnails().min(16)];
+    let n = primary.thumbnail_ids(&mut ids);
+    ids[..n]
+        .iter()
+        .filter_map(|&id| primary.thumbnail(id).ok())
+        .filter(|t| t.width().max(t.height()) as usize >= edge)
+        .min_by_key(|t| t.width() as u64 * t.height() as u64)
 }
 
 #[cfg(test)]

@@ -187,8 +187,9 @@ fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
 
 /// An image for showing, not for CLIP: decoded as [`decode_rgb8`] (upright, alpha over white),
 /// except that a JPEG is decoded at the smallest of 1/8, 1/4, 1/2 or full size whose long edge is
-/// still at least `long_edge` (libjpeg's scaled inverse DCT), so a phone photo's thumbnail costs
-/// a fraction of a full decode. The caller resizes it to the size it shows.
+/// still at least `long_edge` (libjpeg's scaled inverse DCT), and a HEIC photo from a thumbnail
+/// it stores when one is that large, so a phone photo's preview costs a fraction of a full
+/// decode. The caller resizes it to the size it shows.
 pub fn decode_for_preview(bytes: &[u8], name: &str, long_edge: usize) -> Result<Rgb8> {
     decode_guarded(bytes, Some(long_edge)).map_err(|msg| Error::file(name, msg))
 }
@@ -204,7 +205,7 @@ fn decode_guarded(bytes: &[u8], preview_edge: Option<usize>) -> std::result::Res
 fn decode_within_limits(bytes: &[u8], preview_edge: Option<usize>) -> std::result::Result<Rgb8, String> {
     if let Some(kind) = heif::container(bytes) {
         // libheif applies HEIF's own orientation; such files carry no EXIF orientation to apply.
-        return heif::decode(bytes, kind).map(|img| to_rgb8(&img));
+        return heif::decode(bytes, kind, preview_edge).map(|img| to_rgb8(&img));
     }
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
