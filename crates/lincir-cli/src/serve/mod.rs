@@ -175,30 +175,38 @@ async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>, UrlQuery(q
 /// [`preview::jpeg`] of an indexed image, made in the work pool (a full decode of a phone photo
 /// takes a core for a fraction of a second).
 async fn jpeg_preview(s: Shared, id: usize, bytes: Vec<u8>, edge: usize) -> Result<Response, ApiError> {
-    let Some(ticket) = s.pool.try_admit() else {
-        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: try again in a moment".into()));
-    };
-    let ticket = s.pool.worker(ticket).await;
-    let jpeg = tokio::task::spawn_blocking(move || {
-        let _ticket = ticket;
-        preview::jpeg(&bytes, &format!("image {id}"), edge)
+    let ticket = admit(&s)?;
+    let jpeg = within_time_limit(s.pool.timeout, "preview", async move {
+        let ticket = s.pool.worker(ticket).await;
+        tokio::task::spawn_blocking(move || {
+            let _ticket = ticket; // the worker stays taken until this work ends, even after a timeout
+            preview::jpeg(&bytes, &format!("image {id}"), edge)
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}")))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot show it: {e}")))
     })
-    .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("preview failed: {e}")))?
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot show it: {e}")))?;
+    .await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "max-age=3600")], jpeg).into_response())
+}
+
+/// A place in the work pool's queue, or the 503 that a full queue answers.
+fn admit(s: &Shared) -> Result<limits::Ticket, ApiError> {
+    s.pool.try_admit().ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: try again in a moment".into()))
+}
+
+/// `work` within the request time limit (`--request-timeout-s`), else a 503 naming `what`.
+async fn within_time_limit<T>(timeout: Duration, what: &str, work: impl std::future::Future<Output = Result<T, ApiError>>) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the {what} took longer than {} s", timeout.as_secs()))),
+    }
 }
 
 async fn search(State(s): State<Shared>, headers: HeaderMap, body: axum::body::Body) -> Result<Json<serde_json::Value>, ApiError> {
     // Admission before the body is read: a full queue costs the server nothing but this answer.
-    let Some(ticket) = s.pool.try_admit() else {
-        return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "the server is busy: try again in a moment".into()));
-    };
-    let timeout = s.pool.timeout;
-    match tokio::time::timeout(timeout, search_admitted(s, headers, body, ticket)).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("the search took longer than {} s", timeout.as_secs()))),
-    }
+    let ticket = admit(&s)?;
+    within_time_limit(s.pool.timeout, "search", search_admitted(s, headers, body, ticket)).await
 }
 
 async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, ticket: limits::Ticket) -> Result<Json<serde_json::Value>, ApiError> {
