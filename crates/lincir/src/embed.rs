@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::clip::{preprocess, tokenizer::pad_batch, Clip};
+use crate::clip::{heif, preprocess, tokenizer::pad_batch, Clip};
 use crate::{Error, Result};
 
 /// File extensions treated as images when walking directories (HEIC's too in builds with the
@@ -18,14 +18,15 @@ pub const HEIC_EXTENSIONS: &[&str] = &["heic", "heif", "hif"];
 
 /// The extensions this build reads.
 pub fn image_extensions() -> Vec<&'static str> {
-    let heic = if preprocess::HEIC_SUPPORTED { HEIC_EXTENSIONS } else { &[] };
+    let heic = if heif::SUPPORTED { HEIC_EXTENSIONS } else { &[] };
     IMAGE_EXTENSIONS.iter().chain(heic).copied().collect()
 }
 
 pub fn is_image_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| image_extensions().contains(&e.to_ascii_lowercase().as_str()))
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        let e = e.to_ascii_lowercase();
+        IMAGE_EXTENSIONS.contains(&e.as_str()) || (heif::SUPPORTED && HEIC_EXTENSIONS.contains(&e.as_str()))
+    })
 }
 
 /// Photo formats that cameras and phones write and lincir cannot decode (no well-kept pure-Rust
@@ -95,7 +96,7 @@ pub fn describe_unsupported(unsupported: &BTreeMap<String, usize>) -> Option<Str
             "not read: {} (formats this lincir cannot decode; it reads {}): convert them to JPEG to search them, for example with `heif-convert` or `darktable-cli`{}",
             parts.join(", "),
             image_extensions().join(", "),
-            if !preprocess::HEIC_SUPPORTED && HEIC_EXTENSIONS.iter().any(|e| unsupported.contains_key(*e)) {
+            if !heif::SUPPORTED && HEIC_EXTENSIONS.iter().any(|e| unsupported.contains_key(*e)) {
                 ", or build lincir with `--features heic` to read HEIC (README)"
             } else {
                 ""

@@ -100,19 +100,19 @@ pub fn decode(bytes: &[u8], kind: Container, preview_edge: Option<usize>) -> Res
         }
         _ => corrupt(e),
     })?;
+    let short = || "libheif returned a short plane".to_string();
     let planes = img.planes();
     let plane = planes.interleaved.ok_or("libheif returned no interleaved plane")?;
     let channels = if alpha { 4 } else { 3 };
     let (pw, ph) = (plane.width as usize, plane.height as usize);
     let row = pw * channels;
     if plane.stride < row || plane.data.len() < plane.stride * ph.saturating_sub(1) + row {
-        return Err("libheif returned a short plane".into());
+        return Err(short());
     }
     let mut data = Vec::with_capacity(row * ph);
     for y in 0..ph {
         data.extend_from_slice(&plane.data[y * plane.stride..y * plane.stride + row]);
     }
-    let short = || "libheif returned a short plane".to_string();
     Ok(if alpha {
         image::DynamicImage::ImageRgba8(image::RgbaImage::from_raw(pw as u32, ph as u32, data).ok_or_else(short)?)
     } else {

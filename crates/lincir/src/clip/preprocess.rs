@@ -154,9 +154,6 @@ impl PreprocessConfig {
     }
 }
 
-/// Whether this build decodes HEIC photos (the `heic` feature).
-pub const HEIC_SUPPORTED: bool = heif::SUPPORTED;
-
 /// Whether a file's first bytes are a HEIF image (HEIC or AVIF), whichever this build decodes.
 pub fn is_heif(bytes: &[u8]) -> bool {
     heif::container(bytes).is_some()
