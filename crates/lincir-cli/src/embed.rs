@@ -13,6 +13,8 @@ use crate::progress;
 pub struct EmbedArgs {
     #[command(flatten)]
     compute: crate::compute::ComputeArgs,
+    #[command(flatten)]
+    pipeline: crate::pipeline::PipelineArgs,
     /// CLIP model: a local Hugging Face directory or a hub id (e.g. openai/clip-vit-large-patch14).
     #[arg(long)]
     model: String,
@@ -35,7 +37,8 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let towers = if args.texts.is_some() { Towers::Text } else { Towers::Vision };
-    let clip = Clip::load(&args.model, &args.compute.load_options(towers)?)?;
+    let mut clip = Clip::load(&args.model, &args.compute.load_options(towers)?)?;
+    clip.preprocess = clip.preprocess.with_pipeline(args.pipeline.preprocess.pipeline(), clip.config.vision.image_size);
     let batch_size = args.batch_size.unwrap_or_else(|| crate::compute::default_batch_size(&clip.device));
     let started = std::time::Instant::now();
     let (embeddings, names, kind) = if let Some(path) = &args.texts {
@@ -68,7 +71,11 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         (e, serde_json::json!(names), "image")
     };
     let n = embeddings.dim(0)?;
-    embed::write_embeddings(&args.out, &embeddings, &names, &[("model", clip.name.clone()), ("kind", kind.into())])?;
+    let mut meta = vec![("model", clip.name.clone()), ("kind", kind.to_string())];
+    if kind == "image" {
+        meta.push(("preprocess", args.pipeline.preprocess.pipeline().name().to_string()));
+    }
+    embed::write_embeddings(&args.out, &embeddings, &names, &meta)?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "embedded {n} {kind}s with {} in {secs:.1}s ({:.1}/s) -> {} [{n}, {}]",

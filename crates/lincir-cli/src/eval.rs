@@ -41,12 +41,13 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let loaded = args.model.load()?;
+    let mut loaded = args.model.load()?;
     let bars = crate::progress::Bars::default();
     let on_progress = |p: lincir::bench::eval::Progress<'_>| bars.drive(p);
     let mut reports = Vec::new();
-    for (i, run) in loaded.runs.iter().enumerate() {
+    for i in 0..loaded.runs.len() {
         let started = std::time::Instant::now();
+        let (checkpoint, pipeline) = (loaded.runs[i].checkpoint.clone(), loaded.runs[i].pipeline);
         let ev = loaded.evaluator(i, &args.model, &on_progress)?;
         let report = match args.dataset {
             Dataset::Cirr => cirr::evaluate(&ev, &args.dataset_path, &args.split)?,
@@ -55,11 +56,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
             Dataset::Genecis => genecis::evaluate(&ev, &genecis::GenecisPaths::new(&args.dataset_path, args.coco_dir.clone(), args.vg_dir.clone())?)?,
         };
         let mut json = report.to_json();
-        json["phi"] = serde_json::json!(run.checkpoint);
+        json["phi"] = serde_json::json!(checkpoint);
+        json["preprocess"] = serde_json::json!(pipeline.name());
         json["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
         reports.push((report, json));
     }
     let first = &reports[0].0;
+    // Which transform made each row's pixels, when it is not transformers' for all of them.
+    let pipelines: Vec<String> = loaded.runs.iter().map(|r| format!("{} {}", r.label, r.pipeline.name())).collect();
+    if loaded.runs.iter().any(|r| r.pipeline != lincir::clip::preprocess::Pipeline::Transformers) {
+        println!("image preprocessing: {}", pipelines.join(", "));
+    }
     if reports.len() == 1 {
         println!("{} {} ({} queries), {}", first.dataset, first.split, first.queries, first.mode);
         print!("{}", first.table());

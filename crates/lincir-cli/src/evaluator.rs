@@ -9,7 +9,8 @@ use lincir::bench::cache::{default_root, FeatureCache};
 use lincir::bench::eval::{Evaluator, Progress};
 use lincir::bench::images::BadImages;
 use lincir::bench::query::QueryMode;
-use lincir::clip::Clip;
+use lincir::clip::preprocess::Pipeline;
+use lincir::clip::{Clip, PreprocessConfig};
 use lincir::mapper::{Mapper, PseudoWordNet};
 use lincir::method::Method;
 use lincir::phi::Phi;
@@ -25,6 +26,8 @@ pub enum Baseline {
 pub struct ModelArgs {
     #[command(flatten)]
     pub compute: crate::compute::ComputeArgs,
+    #[command(flatten)]
+    pub pipeline: crate::pipeline::MethodsPipelineArgs,
     /// CLIP model: a local Hugging Face directory or a hub id.
     #[arg(long)]
     pub model: String,
@@ -62,12 +65,16 @@ pub struct Run {
     pub mapper: Option<Mapper>,
     /// The checkpoint as the user named it.
     pub checkpoint: Option<String>,
+    /// The image transform of this run's gallery and reference images.
+    pub pipeline: Pipeline,
 }
 
 pub struct Loaded {
     pub clip: Clip,
     pub runs: Vec<Run>,
     cache_root: Option<PathBuf>,
+    /// The model's own preprocessing, from which each run's pipeline is made.
+    preprocess: PreprocessConfig,
 }
 
 /// Splits `[METHOD=]CHECKPOINT`; a prefix that is no method name is part of a path.
@@ -118,7 +125,14 @@ impl ModelArgs {
         let clip = Clip::load(&self.model, &self.compute.load_options(lincir::clip::Towers::Both)?)?;
         let mut runs: Vec<Run> = load_methods(&self.phi, &clip)?
             .into_iter()
-            .map(|(method, mapper, spec)| Run { label: method.name().into(), mode: QueryMode::Composed, method, mapper: Some(mapper), checkpoint: Some(spec) })
+            .map(|(method, mapper, spec)| Run {
+                label: method.name().into(),
+                mode: QueryMode::Composed,
+                method,
+                mapper: Some(mapper),
+                checkpoint: Some(spec),
+                pipeline: self.pipeline.pipeline_for(Some(method)),
+            })
             .collect();
         for b in &self.baseline {
             let mode = match b {
@@ -127,11 +141,13 @@ impl ModelArgs {
                 Baseline::Sum => QueryMode::Sum,
             };
             if !runs.iter().any(|r| r.mode == mode) {
-                runs.push(Run { label: mode.name().into(), mode, method: Method::Lincir, mapper: None, checkpoint: None });
+                let pipeline = self.pipeline.pipeline_for(None);
+                runs.push(Run { label: mode.name().into(), mode, method: Method::Lincir, mapper: None, checkpoint: None, pipeline });
             }
         }
         let cache_root = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_root) };
-        Ok(Loaded { clip, runs, cache_root })
+        let preprocess = clip.preprocess.clone();
+        Ok(Loaded { clip, runs, cache_root, preprocess })
     }
 
     pub fn bad_images(&self) -> BadImages {
@@ -144,9 +160,10 @@ impl ModelArgs {
 }
 
 impl Loaded {
-    /// The evaluator of run `i`; every run reads and fills the same feature cache, so the
-    /// gallery is embedded once.
-    pub fn evaluator<'a>(&'a self, i: usize, args: &ModelArgs, on_progress: &'a (dyn Fn(Progress) + Sync)) -> Result<Evaluator<'a>> {
+    /// The evaluator of run `i`, with the run's image transform; every run reads and fills the
+    /// same feature cache, so the gallery is embedded once per transform.
+    pub fn evaluator<'a>(&'a mut self, i: usize, args: &ModelArgs, on_progress: &'a (dyn Fn(Progress) + Sync)) -> Result<Evaluator<'a>> {
+        self.clip.preprocess = self.preprocess.with_pipeline(self.runs[i].pipeline, self.clip.config.vision.image_size);
         let run = &self.runs[i];
         let cache = self.cache_root.as_ref().map(|root| FeatureCache::for_model(&self.clip, root)).transpose()?;
         Ok(Evaluator {

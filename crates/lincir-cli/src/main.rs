@@ -11,6 +11,7 @@ mod eval;
 mod evaluator;
 mod index;
 mod keywords;
+mod pipeline;
 mod progress;
 mod search;
 mod serve;

@@ -32,13 +32,19 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: SubmitArgs) -> Result<()> {
-    let loaded = args.model.load()?;
+    let mut loaded = args.model.load()?;
     let bars = crate::progress::Bars::default();
     let on_progress = |p: lincir::bench::eval::Progress<'_>| bars.drive(p);
-    for (i, run) in loaded.runs.iter().enumerate() {
+    let several = loaded.runs.len() > 1;
+    for i in 0..loaded.runs.len() {
+        let (label, pipeline) = (loaded.runs[i].label.clone(), loaded.runs[i].pipeline);
         let ev = loaded.evaluator(i, &args.model, &on_progress)?;
+        let shown = match pipeline {
+            lincir::clip::preprocess::Pipeline::Transformers => label.clone(),
+            other => format!("{label} ({} preprocessing)", other.name()),
+        };
         // Several methods: one folder each, named after the method or baseline.
-        let out = if loaded.runs.len() == 1 { args.out.clone() } else { args.out.join(&run.label) };
+        let out = if several { args.out.join(&label) } else { args.out.clone() };
         std::fs::create_dir_all(&out).map_err(|e| lincir::Error::file(&out, e))?;
         let write = |name: &str, v: &serde_json::Value| -> Result<PathBuf> {
             let path = out.join(name);
@@ -52,14 +58,14 @@ pub fn run(args: SubmitArgs) -> Result<()> {
                 let n = recall.as_object().map(|o| o.len() - 2).unwrap_or(0);
                 let a = write(&format!("recall_submission_{split}.json"), &recall)?;
                 let b = write(&format!("recall_subset_submission_{split}.json"), &subset)?;
-                println!("{}: CIRR {split}: {n} queries -> {} and {}", run.label, a.display(), b.display());
+                println!("{}: CIRR {split}: {n} queries -> {} and {}", shown, a.display(), b.display());
             }
             ServerDataset::Circo => {
                 let split = args.split.clone().unwrap_or_else(|| "test".into());
                 let v = circo::submission(&ev, &args.dataset_path, &split)?;
                 let n = v.as_object().map(|o| o.len()).unwrap_or(0);
                 let a = write(&format!("circo_{split}_submission.json"), &v)?;
-                println!("{}: CIRCO {split}: {n} queries -> {}", run.label, a.display());
+                println!("{}: CIRCO {split}: {n} queries -> {}", shown, a.display());
             }
         }
     }

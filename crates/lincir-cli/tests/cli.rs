@@ -151,6 +151,37 @@ fn bad_inputs_fail_with_one_line_naming_the_culprit() {
     assert!(!out.exists(), "no output is written on failure");
 }
 
+/// `--preprocess`: a wide photo gives three different embeddings through transformers' processor,
+/// OpenAI's transform (another crop offset) and SEARLE's target pad (black bars); a square one
+/// the same through all three; the pipeline is recorded in the output.
+#[test]
+fn embed_images_through_other_methods_pipelines() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let src = fixtures().join("images");
+    let (wide, square) = (src.join("rocket_427x640.jpg"), src.join("astronaut_512x512.jpg"));
+    let mut rows = Vec::new();
+    for pipeline in ["transformers", "openai", "targetpad"] {
+        let out = work.path().join(format!("{pipeline}.safetensors"));
+        let o = lincir(&["embed", "--model", model.path().to_str().unwrap(), "--images", wide.to_str().unwrap(), square.to_str().unwrap(), "--out", out.to_str().unwrap(), "--preprocess", pipeline]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let bytes = std::fs::read(&out).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap().get("preprocess").map(String::as_str), Some(pipeline));
+        let (shape, data, _) = read_output(&out);
+        assert_eq!(shape, vec![2, 16]);
+        rows.push((data[..16].to_vec(), data[16..].to_vec()));
+    }
+    for i in 0..3 {
+        for j in i + 1..3 {
+            assert!(rows[i].0 != rows[j].0, "the wide photo: pipelines {i} and {j} gave the same embedding");
+            assert_eq!(rows[i].1, rows[j].1, "the square photo: pipelines {i} and {j} differ");
+        }
+    }
+    let o = lincir(&["embed", "--model", "x", "--images", "y.jpg", "--out", "z", "--preprocess", "searle"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
     let o = lincir(&["embed", "--model", "x"]);
@@ -225,6 +256,7 @@ fn train_then_eval_writes_checkpoints_metrics_and_recall() {
     assert_eq!(report["queries"], 3);
     let r50 = report["metrics"]["all"]["R@50"].as_f64().unwrap();
     assert_eq!(r50, 100.0, "5 candidates: every target is within the top 50");
+    assert_eq!(report["preprocess"], "transformers");
     let o = lincir(&["eval", "--model", m, "--baseline", "image", "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
@@ -399,6 +431,22 @@ fn several_methods_and_baselines_in_one_eval_share_the_gallery() {
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.iter().map(|r| r["mode"].as_str().unwrap()).collect::<Vec<_>>(), ["lincir", "searle", "pic2word", "image-only", "image+text"]);
     assert!(runs[1..].iter().all(|r| r["cached_images"] == 6), "later runs take the gallery from the cache: {report}");
+    assert!(runs.iter().all(|r| r["preprocess"] == "transformers"), "{report}");
+    // Each method through its authors' transform: SEARLE's and Pic2Word's galleries are embedded
+    // anew (the cache keeps transforms apart), LinCIR's and the baselines' come from the cache.
+    let o = lincir(&[
+        "eval", "--model", m, "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--phi", &a, "--phi", &b, "--phi", &c,
+        "--baseline", "image", "--cache-dir", cache.to_str().unwrap(), "--json", json.to_str().unwrap(), "--preprocess", "method",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("image preprocessing: lincir transformers, searle targetpad, pic2word openai, image-only transformers"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let pipelines: Vec<&str> = runs.iter().map(|r| r["preprocess"].as_str().unwrap()).collect();
+    assert_eq!(pipelines, ["transformers", "targetpad", "openai", "transformers"]);
+    let cached: Vec<u64> = runs.iter().map(|r| r["cached_images"].as_u64().unwrap()).collect();
+    assert_eq!(cached, [6, 0, 0, 6], "{report}");
     // A method whose code does not use the checkpoint's architecture is refused by name.
     let wrong = format!("searle={}", pic2word.display());
     assert_clean_failure(

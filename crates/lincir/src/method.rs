@@ -55,6 +55,17 @@ impl Method {
         matches!((self, arch), (Method::Lincir | Method::Searle, Architecture::Phi) | (Method::Pic2Word, Architecture::Im2Text))
     }
 
+    /// The image transform the method's authors evaluated with (their evaluation scripts'
+    /// defaults: docs/PREPROCESSING.md, "Other methods' transforms").
+    pub fn evaluation_pipeline(self) -> crate::clip::preprocess::Pipeline {
+        use crate::clip::preprocess::Pipeline;
+        match self {
+            Method::Lincir => Pipeline::Transformers,
+            Method::Searle => Pipeline::TargetPad,
+            Method::Pic2Word => Pipeline::OpenAi,
+        }
+    }
+
     /// The evaluation template (`{}` is the modification text).
     pub fn template(self) -> &'static str {
         match self {

@@ -154,3 +154,50 @@ fn previews_decode_jpeg_at_a_reduced_size_upright_and_close_to_the_full_decode()
     let full = lincir::clip::preprocess::decode_rgb8(&png, "chelsea").unwrap();
     assert_eq!((p.width, p.height), (full.width, full.height));
 }
+
+/// The transforms other methods were evaluated with (`--preprocess openai|targetpad`), against
+/// torchvision on PIL images as Pic2Word's and SEARLE's scripts run them
+/// (`scripts/make_pipeline_fixtures.py`): RGB and grey photographs at 224, synthetic images of
+/// many shapes at 64, padded (SEARLE) and not; identical bytes.
+#[test]
+fn other_methods_pipelines_match_torchvision() {
+    use lincir::clip::preprocess::{target_pad, Pipeline, TARGET_PAD_RATIO};
+    let dir = fixtures().join("pipelines");
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = meta["cases"].as_array().unwrap();
+    assert!(cases.len() >= 30);
+    let (mut padded, mut crop_rounding_matters) = (0, 0);
+    for case in cases {
+        let key = case["key"].as_str().unwrap();
+        let n = case["n"].as_u64().unwrap() as usize;
+        let pipeline = match case["pipeline"].as_str().unwrap() {
+            "openai" => Pipeline::OpenAi,
+            "targetpad" => Pipeline::TargetPad,
+            other => panic!("{other}"),
+        };
+        let img = load_rgb8(&fixtures().join(case["file"].as_str().unwrap())).unwrap();
+        let pad = target_pad(img.width, img.height, TARGET_PAD_RATIO);
+        let want_pad = (case["pad"][0].as_u64().unwrap() as usize, case["pad"][1].as_u64().unwrap() as usize);
+        assert_eq!(pad, want_pad, "{key}: SEARLE's border");
+        let cfg = PreprocessConfig::clip_default(n).with_pipeline(pipeline, n);
+        let got = pixels(&img, &cfg);
+        let want = expected[key].flatten_all().unwrap().to_vec1::<u8>().unwrap(); // [n][n][3]
+        let plane = n * n;
+        let mut worst = 0f32;
+        for (i, &g) in got.iter().enumerate() {
+            let (c, yx) = (i / plane, i % plane);
+            let value = (g * CLIP_STD[c] + CLIP_MEAN[c]) * 255.0;
+            worst = worst.max((value - want[yx * 3 + c] as f32).abs());
+        }
+        assert!(worst <= 1e-3, "{key}: differs from torchvision by {worst} steps of 1/255");
+        padded += usize::from(pipeline == Pipeline::TargetPad && pad != (0, 0));
+        // transformers' processor (floor crop offsets, no padding) gives other bytes here
+        let transformers = pixels(&img, &PreprocessConfig::clip_default(n));
+        if pipeline == Pipeline::OpenAi && transformers != got {
+            crop_rounding_matters += 1;
+        }
+    }
+    println!("{} cases, {padded} padded, {crop_rounding_matters} where OpenAI's crop differs from transformers'", cases.len());
+    assert!(padded >= 10 && crop_rounding_matters >= 2, "{padded} padded, {crop_rounding_matters} crops differ");
+}

@@ -59,7 +59,7 @@ pub fn default_root() -> Option<PathBuf> {
 /// preprocessing settings, the weight files' names, sizes and modification times, and the dtype.
 pub fn model_key(clip: &Clip) -> Result<String> {
     let config = std::fs::read(clip.dir.join("config.json")).map_err(|e| Error::file(clip.dir.join("config.json"), e))?;
-    let mut parts: Vec<Vec<u8>> = vec![config, format!("{:?}", clip.preprocess).into_bytes()];
+    let mut parts: Vec<Vec<u8>> = vec![config, clip.preprocess.cache_key().into_bytes()];
     for f in crate::clip::weights::weight_files_in(&clip.dir)? {
         let (size, mtime) = stamp(&f).unwrap_or((0, 0));
         parts.push(format!("{}:{size}:{mtime}", f.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()).into_bytes());

@@ -17,7 +17,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use serde_json::Value;
 
 use super::{heif, image_limits, jpeg};
-use super::resample::{resize_rgb8_window, Filter};
+use super::resample::{resize_padded_rgb8_window, resize_rgb8_window, Filter};
 use crate::{Error, Result};
 
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
@@ -35,6 +35,35 @@ pub enum Resize {
     Exact { height: usize, width: usize },
 }
 
+/// Which published image transform turns a decoded image into the tower's pixels. The methods
+/// compared in `eval` were evaluated by their authors with different ones (docs/PREPROCESSING.md,
+/// "Pipelines of other methods").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pipeline {
+    /// transformers' `CLIPImageProcessor`, settings from `preprocessor_config.json`: LinCIR's.
+    #[default]
+    Transformers,
+    /// OpenAI CLIP's torchvision transform (resize the shortest edge to the tower's size with
+    /// bicubic, center crop rounding half to even): Pic2Word's, and SEARLE's `clip` option.
+    OpenAi,
+    /// SEARLE's default ("target pad"): pad with black to an aspect ratio of 1.25 when the image
+    /// is more elongated than that, then OpenAI CLIP's transform.
+    TargetPad,
+}
+
+/// SEARLE's target aspect ratio.
+pub const TARGET_PAD_RATIO: f64 = 1.25;
+
+impl Pipeline {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pipeline::Transformers => "transformers",
+            Pipeline::OpenAi => "openai",
+            Pipeline::TargetPad => "targetpad",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessConfig {
     pub resize: Option<Resize>,
@@ -42,6 +71,30 @@ pub struct PreprocessConfig {
     pub crop: Option<(usize, usize)>, // (height, width)
     pub rescale_factor: Option<f32>,
     pub normalize: Option<([f32; 3], [f32; 3])>,
+    pub pipeline: Pipeline,
+}
+
+/// The black border SEARLE's target pad adds on each side, (horizontal, vertical), for an image
+/// of `w` x `h`: none when the long edge is less than `ratio` times the short one; otherwise the
+/// short axis grows to about long / ratio (each side's border truncated, as Python's `int`).
+pub fn target_pad(w: usize, h: usize, ratio: f64) -> (usize, usize) {
+    let (long, short) = (w.max(h) as f64, w.min(h) as f64);
+    if short == 0.0 || long / short < ratio {
+        return (0, 0);
+    }
+    let side = |size: usize| ((long / ratio - size as f64) / 2.0).trunc().max(0.0) as usize;
+    (side(w), side(h))
+}
+
+/// torchvision's center-crop offset: `int(round((size - crop) / 2.0))`, Python rounding half to
+/// even (transformers' processor floors instead, so odd margins can differ by one pixel).
+fn offset_round_half_even(margin: i64) -> i64 {
+    let half = margin.div_euclid(2);
+    if margin.rem_euclid(2) == 0 || half.rem_euclid(2) == 0 {
+        half
+    } else {
+        half + 1
+    }
 }
 
 impl PreprocessConfig {
@@ -54,6 +107,35 @@ impl PreprocessConfig {
             crop: Some((image_size, image_size)),
             rescale_factor: Some(1.0 / 255.0),
             normalize: Some((CLIP_MEAN, CLIP_STD)),
+            pipeline: Pipeline::Transformers,
+        }
+    }
+
+    /// This model's preprocessing through `pipeline`. OpenAI's transform and SEARLE's resize the
+    /// shortest edge to the tower's `image_size` with bicubic and crop a square of it, whatever
+    /// the processor file says; the rescaling and normalisation statistics stay the model's
+    /// (OpenAI's for every OpenAI and LAION CLIP, as those transforms hard-code).
+    pub fn with_pipeline(&self, pipeline: Pipeline, image_size: usize) -> Self {
+        match pipeline {
+            Pipeline::Transformers => PreprocessConfig { pipeline, ..self.clone() },
+            Pipeline::OpenAi | Pipeline::TargetPad => PreprocessConfig {
+                resize: Some(Resize::ShortestEdge(image_size)),
+                filter: Filter::Bicubic,
+                crop: Some((image_size, image_size)),
+                pipeline,
+                ..self.clone()
+            },
+        }
+    }
+
+    /// What identifies these settings in cache and index keys. The transformers pipeline keeps
+    /// the text it had before pipelines existed, so feature caches and indexes stay valid.
+    pub fn cache_key(&self) -> String {
+        let PreprocessConfig { resize, filter, crop, rescale_factor, normalize, pipeline } = self;
+        let legacy = format!("PreprocessConfig {{ resize: {resize:?}, filter: {filter:?}, crop: {crop:?}, rescale_factor: {rescale_factor:?}, normalize: {normalize:?} }}");
+        match pipeline {
+            Pipeline::Transformers => legacy,
+            other => format!("{legacy} pipeline: {}", other.name()),
         }
     }
 
@@ -129,7 +211,7 @@ impl PreprocessConfig {
         } else {
             None
         };
-        Ok(PreprocessConfig { resize, filter, crop, rescale_factor, normalize })
+        Ok(PreprocessConfig { resize, filter, crop, rescale_factor, normalize, pipeline: Pipeline::Transformers })
     }
 
     /// Output (height, width) for an input of (h, w) before cropping, as transformers'
@@ -298,17 +380,34 @@ fn over_white(rgb: [u8; 3], alpha: u8) -> [u8; 3] {
 /// # Shapes
 /// -> [3, crop_h, crop_w] f32, channel-first as the vision tower expects
 pub fn pixels(img: &Rgb8, cfg: &PreprocessConfig) -> Vec<f32> {
-    let (rh, rw) = cfg.resized_size(img.height, img.width);
+    // SEARLE's target pad: the image on a black canvas, which is never made (its size grows
+    // with the long edge squared); the resize reads the image alone.
+    let (pad_w, pad_h) = match cfg.pipeline {
+        Pipeline::TargetPad => target_pad(img.width, img.height, TARGET_PAD_RATIO),
+        _ => (0, 0),
+    };
+    let (canvas_w, canvas_h) = (img.width + 2 * pad_w, img.height + 2 * pad_h);
+    let (rh, rw) = cfg.resized_size(canvas_h, canvas_w);
     let (ch, cw) = cfg.crop.unwrap_or((rh, rw));
-    // transformers' center_crop: top = (h - crop_h) // 2, zero padding when the image is smaller.
-    let top = (rh as i64 - ch as i64).div_euclid(2);
-    let left = (rw as i64 - cw as i64).div_euclid(2);
+    // transformers' center_crop: top = (h - crop_h) // 2; torchvision's rounds half to even;
+    // zero padding when the image is smaller.
+    let offset = |margin: i64| match cfg.pipeline {
+        Pipeline::Transformers => margin.div_euclid(2),
+        Pipeline::OpenAi | Pipeline::TargetPad => offset_round_half_even(margin),
+    };
+    let top = offset(rh as i64 - ch as i64);
+    let left = offset(rw as i64 - cw as i64);
     // Only the part of the resized image that the crop keeps is computed (a very long image's
     // full resize can be gigabytes).
     let clamp = |v: i64, n: usize| v.clamp(0, n as i64) as usize;
     let (y0, y1) = (clamp(top, rh), clamp(top + ch as i64, rh));
     let (x0, x1) = (clamp(left, rw), clamp(left + cw as i64, rw));
-    let window = resize_rgb8_window(&img.data, img.width, img.height, (rw, rh), cfg.filter, x0..x1, y0..y1);
+    let window = if (pad_w, pad_h) == (0, 0) {
+        resize_rgb8_window(&img.data, img.width, img.height, (rw, rh), cfg.filter, x0..x1, y0..y1)
+    } else {
+        let (size, pad, canvas) = ((img.width, img.height), (pad_w, pad_h), (canvas_w, canvas_h));
+        resize_padded_rgb8_window(&img.data, size, pad, canvas, (rw, rh), cfg.filter, x0..x1, y0..y1)
+    };
     let win_w = x1 - x0;
     let scale = cfg.rescale_factor.unwrap_or(1.0);
     let (mean, std) = cfg.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
@@ -351,6 +450,36 @@ mod tests {
         assert_eq!(cfg.resized_size(640, 480), (298, 224));
         assert_eq!(cfg.resized_size(224, 500), (224, 500));
         assert_eq!(cfg.resized_size(100, 100), (224, 224));
+    }
+
+    #[test]
+    fn target_pad_follows_searle() {
+        // 640 x 427: 640 / 1.25 = 512, (512 - 427) / 2 = 42.5 -> 42 rows above and below.
+        assert_eq!(target_pad(640, 427, 1.25), (0, 42));
+        assert_eq!(target_pad(427, 640, 1.25), (42, 0));
+        // Less elongated than 1.25: unchanged; exactly 1.25: a border of 0.
+        assert_eq!(target_pad(120, 100, 1.25), (0, 0));
+        assert_eq!(target_pad(500, 400, 1.25), (0, 0));
+        assert_eq!(target_pad(100_000, 1, 1.25), (0, 39_999));
+        assert_eq!(target_pad(0, 10, 1.25), (0, 0));
+    }
+
+    #[test]
+    fn crop_offsets_round_half_to_even_as_python() {
+        // Python: int(round(m / 2.0)) for m in -5..=7
+        let want = [-2, -2, -2, -1, 0, 0, 0, 1, 2, 2, 2, 3, 4];
+        let got: Vec<i64> = (-5..=7).map(offset_round_half_even).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_transformers_cache_key_is_the_one_indexes_were_made_with() {
+        // The text `format!("{:?}")` gave before pipelines existed: changing it would orphan
+        // every feature cache and make every index re-embed.
+        let key = PreprocessConfig::clip_default(224).cache_key();
+        assert_eq!(key, "PreprocessConfig { resize: Some(ShortestEdge(224)), filter: Bicubic, crop: Some((224, 224)), rescale_factor: Some(0.003921569), normalize: Some(([0.48145467, 0.4578275, 0.40821072], [0.26862955, 0.2613026, 0.2757771])) }");
+        let pad = PreprocessConfig::clip_default(224).with_pipeline(Pipeline::TargetPad, 224).cache_key();
+        assert!(pad.starts_with(&key) && pad.ends_with("pipeline: targetpad"), "{pad}");
     }
 
     #[test]

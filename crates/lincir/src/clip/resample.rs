@@ -82,11 +82,37 @@ struct Coefficients {
 }
 
 impl Coefficients {
-    /// The input indices these outputs read.
+    /// The input indices these outputs read (outputs that read nothing do not count).
     fn span(&self) -> std::ops::Range<usize> {
-        let first = self.bounds.iter().map(|b| b.0).min().unwrap_or(0);
-        let last = self.bounds.iter().map(|b| b.0 + b.1).max().unwrap_or(0);
+        let taps = || self.bounds.iter().filter(|b| b.1 > 0);
+        let first = taps().map(|b| b.0).min().unwrap_or(0);
+        let last = taps().map(|b| b.0 + b.1).max().unwrap_or(0);
         first..last.max(first)
+    }
+
+    /// Each output reading every input once at full weight: a pass that changes nothing (exact:
+    /// the rounding half is below one unit of the fixed point).
+    fn identity(out: std::ops::Range<usize>) -> Coefficients {
+        let n = out.len();
+        Coefficients { ksize: 1, bounds: out.map(|x| (x, 1)).collect(), weights: vec![1 << PRECISION_BITS; n] }
+    }
+
+    /// The coefficients of an input that is black outside `lo..lo + len`, expressed on that part
+    /// alone: taps on black pixels add nothing to Pillow's integer sums, so dropping them gives
+    /// the same bytes without the black pixels existing. Indices become relative to `lo`; an
+    /// output that reads only black gets no taps (its value is 0).
+    fn restricted(mut self, lo: usize, len: usize) -> Coefficients {
+        for (slot, b) in self.bounds.iter_mut().enumerate() {
+            let (start, end) = (b.0.max(lo), (b.0 + b.1).min(lo + len));
+            if start >= end {
+                *b = (start.min(lo + len) - lo, 0);
+                continue;
+            }
+            let row = &mut self.weights[slot * self.ksize..(slot + 1) * self.ksize];
+            row.copy_within(start - b.0..end - b.0, 0);
+            *b = (start - lo, end - start);
+        }
+        self
     }
 }
 
@@ -167,6 +193,47 @@ pub fn resize_rgb8_window(
         cols,
     };
     let order = if vertical_first(w, h, out_w, out_h) { Order::VerticalFirst } else { Order::HorizontalFirst };
+    passes(src, w, &window, horiz.as_ref(), vert.as_ref(), order)
+}
+
+/// [`resize_rgb8_window`] of the image placed at (`left`, `top`) on a black canvas of
+/// `canvas_w` x `canvas_h` (torchvision's constant padding with 0, as SEARLE's "target pad"
+/// does before resizing), without making the canvas: its size is bounded only by the image's
+/// long edge squared, the work and memory here by the image and the window.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_padded_rgb8_window(
+    src: &[u8],
+    (w, h): (usize, usize),
+    (left, top): (usize, usize),
+    (canvas_w, canvas_h): (usize, usize),
+    (out_w, out_h): (usize, usize),
+    filter: Filter,
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
+    assert_eq!(src.len(), w * h * 3, "rgb buffer size");
+    assert!(left + w <= canvas_w && top + h <= canvas_h, "image outside the canvas");
+    assert!(cols.end <= out_w && rows.end <= out_h, "window outside the output");
+    // An axis with padding always gets a pass (the identity where its size is kept), so that
+    // the black border is made by the restriction.
+    let axis = |size: usize, canvas: usize, out: usize, pad: usize, range: std::ops::Range<usize>| {
+        if canvas != out {
+            Some(coefficients(canvas, out, filter, range).restricted(pad, size))
+        } else if canvas != size {
+            Some(Coefficients::identity(range).restricted(pad, size))
+        } else {
+            None
+        }
+    };
+    let vert = axis(h, canvas_h, out_h, top, rows.clone());
+    let horiz = axis(w, canvas_w, out_w, left, cols.clone());
+    let window = Window {
+        in_rows: vert.as_ref().map_or(rows.clone(), Coefficients::span),
+        in_cols: horiz.as_ref().map_or(cols.clone(), Coefficients::span),
+        rows,
+        cols,
+    };
+    let order = if vertical_first(canvas_w, canvas_h, out_w, out_h) { Order::VerticalFirst } else { Order::HorizontalFirst };
     passes(src, w, &window, horiz.as_ref(), vert.as_ref(), order)
 }
 
@@ -252,6 +319,9 @@ fn horizontal_pass(src: &[u8], w: usize, rows: std::ops::Range<usize>, first_col
         }
         let out = &mut img[y * outputs * 3..(y + 1) * outputs * 3];
         for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
+            if n == 0 {
+                continue; // reads only black padding: 0, already there
+            }
             let k = &c.weights[xx * c.ksize..xx * c.ksize + n];
             let x0 = xmin - first_col;
             for ch in 0..3 {
@@ -322,6 +392,35 @@ mod tests {
                 let expect: Vec<u8> = rows.clone().flat_map(|y| full[(y * ow + cols.start) * 3..(y * ow + cols.end) * 3].to_vec()).collect();
                 assert_eq!(win, expect, "{ow}x{oh} window {cols:?} x {rows:?}");
             }
+        }
+    }
+
+    /// The black border made by restricting coefficients equals resizing a real black canvas:
+    /// padding on one axis or both, enlarging and shrinking, both pass orders, axes whose size
+    /// is kept (identity passes), windows.
+    #[test]
+    fn a_padded_resize_equals_resizing_the_padded_canvas() {
+        let mut rng = crate::rng::Rng::new(7);
+        let mut pick = |lo: usize, hi: usize| lo + (rng.next_u64() % (hi - lo) as u64) as usize;
+        for case in 0..300 {
+            let (w, h) = (pick(1, 40), pick(1, 40));
+            let (left, top) = if case % 3 == 0 { (pick(0, 12), 0) } else if case % 3 == 1 { (0, pick(0, 12)) } else { (pick(0, 12), pick(0, 12)) };
+            let (cw, ch) = (w + 2 * left, h + 2 * top);
+            let (ow, oh) = match case % 4 {
+                0 => (cw, pick(1, 60)),
+                1 => (pick(1, 60), ch),
+                _ => (pick(1, 60), pick(1, 60)),
+            };
+            let filter = [Filter::Bicubic, Filter::Bilinear, Filter::Lanczos][case % 3];
+            let src: Vec<u8> = (0..w * h * 3).map(|v| (v * 37 % 251 + case) as u8).collect();
+            let mut canvas = vec![0u8; cw * ch * 3];
+            for y in 0..h {
+                canvas[((y + top) * cw + left) * 3..((y + top) * cw + left + w) * 3].copy_from_slice(&src[y * w * 3..(y + 1) * w * 3]);
+            }
+            let (cols, rows) = if case % 2 == 0 { (0..ow, 0..oh) } else { (ow / 3..ow, oh / 4..oh - oh / 4) };
+            let want = resize_rgb8_window(&canvas, cw, ch, (ow, oh), filter, cols.clone(), rows.clone());
+            let got = resize_padded_rgb8_window(&src, (w, h), (left, top), (cw, ch), (ow, oh), filter, cols.clone(), rows.clone());
+            assert!(got == want, "case {case}: {w}x{h} padded ({left}, {top}) to {cw}x{ch} -> {ow}x{oh} {filter:?}, window {cols:?} x {rows:?}");
         }
     }
 
