@@ -46,6 +46,29 @@ fn extreme_aspect_ratios_are_cropped_without_resizing_the_whole_image() {
     }
 }
 
+/// SEARLE's target pad on the same images: the black canvas (100,000 x 80,000 pixels, 24 GB) is
+/// never made; the crop is the 1-pixel line smeared by the resize between black bars, done in
+/// bounded time and memory, and every hostile case that embeds still embeds.
+#[test]
+fn target_padding_extreme_aspect_ratios_stays_bounded() {
+    use lincir::clip::preprocess::Pipeline;
+    let cfg = PreprocessConfig::clip_default(224).with_pipeline(Pipeline::TargetPad, 224);
+    let started = std::time::Instant::now();
+    for case in hostile::cases() {
+        let Ok(img) = decode_rgb8(&case.bytes, case.file) else { continue };
+        let px = pixels(&img, &cfg);
+        assert_eq!(px.len(), 3 * 224 * 224, "{}", case.name);
+        assert!(px.iter().all(|v| v.is_finite()), "{}", case.name);
+        if case.file == "wide.png" || case.file == "tall.png" {
+            // Mostly black border: the first channel's value for 0 is -mean/std.
+            let black = -lincir::clip::preprocess::CLIP_MEAN[0] / lincir::clip::preprocess::CLIP_STD[0];
+            let dark = px[..224 * 224].iter().filter(|&&v| (v - black).abs() < 1e-5).count();
+            assert!(dark > 224 * 200, "{}: {dark} black values", case.name);
+        }
+    }
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
+
 /// The corpus cases PIL accepts whose decoding is unusual (CMYK JPEG, palette with transparency,
 /// grey + alpha, EXIF orientations 1-8; scripts/make_hostile_fixtures.py): pixels identical to
 /// transformers' PIL processor (sizes that need no resampling, so decoding is what is compared).
