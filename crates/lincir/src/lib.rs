@@ -16,6 +16,7 @@ pub mod io;
 pub mod mapper;
 pub mod method;
 pub mod phi;
+pub mod pic2word;
 pub mod prompt;
 pub mod rng;
 pub mod search;
