@@ -17,6 +17,7 @@ mod search;
 mod serve;
 mod submit;
 mod train;
+mod train_pic2word;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,8 @@ struct Cli {
 enum Command {
     /// Train phi on captions alone (self-masking projection).
     Train(train::TrainArgs),
+    /// Train Pic2Word's mapping network on unlabelled images (to compare with LinCIR).
+    TrainPic2word(train_pic2word::TrainPic2WordArgs),
     /// Zero-shot composed retrieval metrics on a benchmark.
     Eval(eval::EvalArgs),
     /// Write the files the CIRR and CIRCO test servers accept.
@@ -79,6 +82,7 @@ fn main() {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Train(args) => train::run(args),
+        Command::TrainPic2word(args) => train_pic2word::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Submit(args) => submit::run(args),
         Command::Index(args) => index::run(args),

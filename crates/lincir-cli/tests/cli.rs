@@ -261,6 +261,57 @@ fn train_then_eval_writes_checkpoints_metrics_and_recall() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// `train-pic2word` on a folder of images: checkpoints, metrics, unreadable images left out, a
+/// network `eval` loads as Pic2Word's; a run extended with --resume continues at its last
+/// step; an existing run is not overwritten without --resume, nor resumed with other settings.
+/// (Resuming to the same bytes after a kill: kill_resume.rs.)
+#[test]
+fn train_pic2word_trains_extends_and_evaluates() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let m = model.path().to_str().unwrap();
+    let imgs = work.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for f in ["astronaut_512x512.jpg", "camera_gray_256.png", "chelsea_small_120x90.png", "coffee_400x600.webp", "rocket_427x640.jpg"] {
+        std::fs::copy(fixtures().join("images").join(f), imgs.join(f)).unwrap();
+    }
+    std::fs::write(imgs.join("broken.jpg"), b"not a jpeg").unwrap();
+    let train = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut a = vec!["train-pic2word", "--model", m, "--images", imgs.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--batch-size", "2", "--max-steps", steps, "--checkpointing-steps", "2", "--warmup-steps", "2", "--lr", "1e-3", "--hidden-dim", "8", "--no-cache"];
+        a.extend_from_slice(extra);
+        lincir(&a)
+    };
+    let straight = work.path().join("straight");
+    let o = train(&straight, "6", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("5 images embedded") && stdout.contains("1 unreadable left out"), "{stdout}");
+    let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 6);
+    std::fs::remove_file(imgs.join("broken.jpg")).unwrap(); // the same 5 images, one error line
+
+    let resumed = work.path().join("resumed");
+    let o = train(&resumed, "4", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_clean_failure(&train(&resumed, "6", &[]), &["train_state.safetensors", "--resume"]);
+    let o = train(&resumed, "6", &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("| 6 (from 4) |"), "{}", String::from_utf8_lossy(&o.stdout));
+    let steps: Vec<u64> = std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    // Resuming with other settings is refused.
+    assert_clean_failure(&train(&resumed, "8", &["--resume", "--seed", "3"]), &["train_state.safetensors", "other settings"]);
+
+    let bench = work.path().join("CIRR");
+    mini_cirr(&bench);
+    let net = straight.join("im2text_latest.safetensors");
+    let json = work.path().join("eval.json");
+    let o = lincir(&["eval", "--model", m, "--phi", net.to_str().unwrap(), "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["mode"], "pic2word", "an IM2TEXT is evaluated as Pic2Word: {report}");
+}
+
 #[test]
 fn keywords_prints_one_json_line_per_caption() {
     let o = lincir(&["keywords", "A man riding a brown horse on the beach at sunset", "$$"]);

@@ -82,6 +82,34 @@ fn train_killed_anywhere_resumes_to_the_same_phi() {
     }
 }
 
+#[test]
+fn train_pic2word_killed_anywhere_resumes_to_the_same_network() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("photos");
+    photos(&images, 64);
+    let cache = work.path().join("cache");
+    let args = |out: &Path| {
+        s(&["train-pic2word", "--model", m, "--images", images.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--batch-size", "8",
+            "--max-steps", "40", "--checkpointing-steps", "5", "--warmup-steps", "5", "--lr", "1e-3", "--seed", "3", "--threads", "1"])
+    };
+    let straight = work.path().join("straight");
+    let total = run_to_end(&args(&straight), &cache);
+    let expected = tensors(&straight.join("im2text_latest.safetensors"));
+    for (k, at) in kill_points(total, 4).into_iter().enumerate() {
+        let out = work.path().join(format!("killed{k}"));
+        kill_after(&args(&out), &cache, at);
+        let mut again = args(&out);
+        if out.join("train_state.safetensors").exists() {
+            again.push("--resume".into());
+        }
+        run_to_end(&again, &cache);
+        assert_eq!(tensors(&out.join("im2text_latest.safetensors")), expected, "killed after {at:?}: the resumed network differs");
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), 40, "killed after {at:?}: one metrics line per step");
+    }
+}
+
 fn photos(dir: &Path, n: usize) {
     for i in 0..n {
         write_bmp(&dir.join(format!("p{i:03}.bmp")), [(i * 37 % 256) as u8, (i * 91 % 256) as u8, (i * 13 % 256) as u8]);

@@ -151,7 +151,7 @@ fn save_state(dir: &Path, step: u64, net: &Im2TextNet, opt: &Optimizer, cfg: &Tr
     crate::io::write_safetensors_atomic(&dir.join(STATE_FILE), &tensors, meta)
 }
 
-/// Restores a run's state; the settings must be the run's own.
+/// Restores a run's state; the settings must be the run's own (but for the number of steps).
 fn load_state(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<(u64, Im2TextNet, Optimizer)> {
     let path = dir.join(STATE_FILE);
     let (tensors, meta) = crate::io::read_safetensors(&path)?;
@@ -159,7 +159,8 @@ fn load_state(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<(u64, Im
         .get("config")
         .and_then(|c| serde_json::from_str(c).ok())
         .ok_or_else(|| Error::file(&path, "no training settings in the metadata: not a train-pic2word state"))?;
-    if saved != *cfg {
+    // --max-steps may change: a run can be extended (the schedule then follows the new total).
+    if (TrainConfig { max_steps: cfg.max_steps, ..saved.clone() }) != *cfg {
         return Err(Error::file(
             &path,
             format!("was written with other settings ({}); resume with the same ones, or use a new --output-dir", serde_json::to_string(&saved).unwrap_or_default()),
