@@ -243,11 +243,13 @@ pub fn train(
         let masks = dropout_masks(cfg, step, &device)?;
         let (loss, grads) = loss_and_grads(text, &net, &batch, &ids, Some(&masks), logit_scale)?;
         if !loss.is_finite() {
-            return Err(Error::Invalid(format!(
-                "step {}: the loss is {loss}; stopped, the last checkpoint ({}) resumes (with a lower --lr)",
-                step + 1,
-                dir.join(STATE_FILE).display()
-            )));
+            let state = dir.join(STATE_FILE);
+            let resume = if state.is_file() {
+                format!("the last checkpoint ({}) resumes with --resume", state.display())
+            } else {
+                "no checkpoint was written yet".to_string()
+            };
+            return Err(Error::Invalid(format!("step {}: the loss is {loss}; stopped before updating ({resume}); try a lower --lr", step + 1)));
         }
         let lr = learning_rate(cfg.lr, step, cfg.warmup_steps, cfg.max_steps);
         opt.step(&net, grads, lr)?;
