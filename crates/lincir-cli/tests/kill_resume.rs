@@ -53,6 +53,27 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// A training command run straight through, then killed at each kill point and run again (with
+/// --resume once it has saved a state): every time, `output` ends with the straight run's bytes
+/// and `metrics.jsonl` has one line per step.
+fn killed_training_resumes_exactly(work: &Path, cache: &Path, salt: u64, args: impl Fn(&Path) -> Vec<String>, output: &str, steps: usize) {
+    let straight = work.join("straight");
+    let total = run_to_end(&args(&straight), cache);
+    let expected = tensors(&straight.join(output));
+    for (k, at) in kill_points(total, salt).into_iter().enumerate() {
+        let out = work.join(format!("killed{k}"));
+        kill_after(&args(&out), cache, at);
+        let mut again = args(&out);
+        if out.join("train_state.safetensors").exists() {
+            again.push("--resume".into());
+        }
+        run_to_end(&again, cache);
+        assert_eq!(tensors(&out.join(output)), expected, "killed after {at:?}: the resumed {output} differs");
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), steps, "killed after {at:?}: one metrics line per step");
+    }
+}
+
 #[test]
 fn train_killed_anywhere_resumes_to_the_same_phi() {
     let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
@@ -60,26 +81,11 @@ fn train_killed_anywhere_resumes_to_the_same_phi() {
     let captions = work.path().join("captions.txt");
     let lines: Vec<String> = (0..200).map(|i| format!("a photo of {} red dogs near a {} house number {i}", i % 7, ["big", "small", "blue"][i % 3])).collect();
     std::fs::write(&captions, lines.join("\n")).unwrap();
-    let cache = work.path().join("cache");
     let args = |out: &Path| {
         s(&["train", "--model", m, "--captions", captions.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--batch-size", "8",
             "--max-steps", "40", "--checkpointing-steps", "5", "--seed", "3", "--threads", "1"])
     };
-    let straight = work.path().join("straight");
-    let total = run_to_end(&args(&straight), &cache);
-    let expected = tensors(&straight.join("phi_latest.safetensors"));
-    for (k, at) in kill_points(total, 1).into_iter().enumerate() {
-        let out = work.path().join(format!("killed{k}"));
-        kill_after(&args(&out), &cache, at);
-        let mut again = args(&out);
-        if out.join("train_state.safetensors").exists() {
-            again.push("--resume".into());
-        }
-        run_to_end(&again, &cache);
-        assert_eq!(tensors(&out.join("phi_latest.safetensors")), expected, "killed after {at:?}: the resumed phi differs");
-        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-        assert_eq!(metrics.lines().count(), 40, "killed after {at:?}: one metrics line per step");
-    }
+    killed_training_resumes_exactly(work.path(), &work.path().join("cache"), 1, args, "phi_latest.safetensors", 40);
 }
 
 #[test]
@@ -88,26 +94,11 @@ fn train_pic2word_killed_anywhere_resumes_to_the_same_network() {
     let m = model.path().to_str().unwrap();
     let images = work.path().join("photos");
     photos(&images, 64);
-    let cache = work.path().join("cache");
     let args = |out: &Path| {
         s(&["train-pic2word", "--model", m, "--images", images.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--batch-size", "8",
             "--max-steps", "40", "--checkpointing-steps", "5", "--warmup-steps", "5", "--lr", "1e-3", "--seed", "3", "--threads", "1"])
     };
-    let straight = work.path().join("straight");
-    let total = run_to_end(&args(&straight), &cache);
-    let expected = tensors(&straight.join("im2text_latest.safetensors"));
-    for (k, at) in kill_points(total, 4).into_iter().enumerate() {
-        let out = work.path().join(format!("killed{k}"));
-        kill_after(&args(&out), &cache, at);
-        let mut again = args(&out);
-        if out.join("train_state.safetensors").exists() {
-            again.push("--resume".into());
-        }
-        run_to_end(&again, &cache);
-        assert_eq!(tensors(&out.join("im2text_latest.safetensors")), expected, "killed after {at:?}: the resumed network differs");
-        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-        assert_eq!(metrics.lines().count(), 40, "killed after {at:?}: one metrics line per step");
-    }
+    killed_training_resumes_exactly(work.path(), &work.path().join("cache"), 4, args, "im2text_latest.safetensors", 40);
 }
 
 fn photos(dir: &Path, n: usize) {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod guard;
 pub mod index;
 pub mod io;
+pub mod linear;
 pub mod mapper;
 pub mod method;
 pub mod phi;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -60,44 +60,21 @@ pub struct DropoutMasks {
 
 pub struct Phi {
     pub config: PhiConfig,
-    /// (weight [out, in], bias [out]) per layer, trainable.
-    layers: Vec<(Var, Var)>,
+    /// The three linear layers, trainable.
+    layers: Vec<crate::linear::Linear>,
 }
 
 impl Phi {
     /// PyTorch's default `nn.Linear` initialisation: U(-1/sqrt(in), 1/sqrt(in)) for weights and
     /// biases, drawn from a seeded generator.
     pub fn init(config: PhiConfig, seed: u64, device: &Device) -> Result<Self> {
-        let mut rng = crate::rng::Rng::new(seed);
-        let layers = config
-            .weight_shapes()
-            .iter()
-            .map(|&(o, i)| {
-                let bound = 1.0 / (i as f32).sqrt();
-                let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect() };
-                let w = Tensor::from_vec(uniform(o * i), (o, i), device)?;
-                let b = Tensor::from_vec(uniform(o), o, device)?;
-                Ok((Var::from_tensor(&w)?, Var::from_tensor(&b)?))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Phi { config, layers })
+        Ok(Phi { config, layers: crate::linear::init(&config.weight_shapes(), seed, device)? })
     }
 
     /// Builds phi from named tensors (official key names), checking every shape against `config`.
     pub fn from_tensors(config: PhiConfig, tensors: &HashMap<String, Tensor>, source: &Path, device: &Device) -> Result<Self> {
-        let mut layers = Vec::with_capacity(3);
-        for (name, (o, i)) in LAYER_NAMES.iter().zip(config.weight_shapes()) {
-            let get = |suffix: &str, shape: &[usize]| -> Result<Var> {
-                let key = format!("{name}.{suffix}");
-                let t = tensors.get(&key).ok_or_else(|| Error::tensor(source, &key, "missing from the phi checkpoint"))?;
-                if t.dims() != shape {
-                    return Err(Error::tensor(source, &key, format!("has shape {:?}, expected {shape:?}", t.dims())));
-                }
-                Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?)
-            };
-            layers.push((get("weight", &[o, i])?, get("bias", &[o])?));
-        }
-        Ok(Phi { config, layers })
+        let names: Vec<String> = LAYER_NAMES.iter().map(|n| n.to_string()).collect();
+        Ok(Phi { config, layers: crate::linear::load(tensors, &names, &config.weight_shapes(), source, device, "phi")? })
     }
 
     /// Builds phi from a state dict alone, its sizes read from the weight shapes (a `.pt` file
@@ -165,11 +142,8 @@ impl Phi {
 
     /// Parameters by official name.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        LAYER_NAMES
-            .iter()
-            .zip(&self.layers)
-            .flat_map(|(n, (w, b))| [(format!("{n}.weight"), w.as_tensor().clone()), (format!("{n}.bias"), b.as_tensor().clone())])
-            .collect()
+        let names: Vec<String> = LAYER_NAMES.iter().map(|n| n.to_string()).collect();
+        crate::linear::named(&names, &self.layers)
     }
 
     /// The forward pass. Dropout is applied only with masks (training); evaluation passes `None`.

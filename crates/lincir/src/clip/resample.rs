@@ -181,19 +181,7 @@ pub fn resize_rgb8_window(
     cols: std::ops::Range<usize>,
     rows: std::ops::Range<usize>,
 ) -> Vec<u8> {
-    assert_eq!(src.len(), w * h * 3, "rgb buffer size");
-    assert!(cols.end <= out_w && rows.end <= out_h, "window outside the output");
-    let vert = (out_h != h).then(|| coefficients(h, out_h, filter, rows.clone()));
-    let horiz = (out_w != w).then(|| coefficients(w, out_w, filter, cols.clone()));
-    let window = Window {
-        // The input rows and columns the passes read (the window's own without a pass).
-        in_rows: vert.as_ref().map_or(rows.clone(), Coefficients::span),
-        in_cols: horiz.as_ref().map_or(cols.clone(), Coefficients::span),
-        rows,
-        cols,
-    };
-    let order = if vertical_first(w, h, out_w, out_h) { Order::VerticalFirst } else { Order::HorizontalFirst };
-    passes(src, w, &window, horiz.as_ref(), vert.as_ref(), order)
+    resize_padded_rgb8_window(src, (w, h), (0, 0), (w, h), (out_w, out_h), filter, cols, rows)
 }
 
 /// [`resize_rgb8_window`] of the image placed at (`left`, `top`) on a black canvas of
@@ -214,8 +202,8 @@ pub fn resize_padded_rgb8_window(
     assert_eq!(src.len(), w * h * 3, "rgb buffer size");
     assert!(left + w <= canvas_w && top + h <= canvas_h, "image outside the canvas");
     assert!(cols.end <= out_w && rows.end <= out_h, "window outside the output");
-    // An axis with padding always gets a pass (the identity where its size is kept), so that
-    // the black border is made by the restriction.
+    // An axis whose size changes gets a pass; an axis with padding always does (the identity
+    // where its size is kept), so that the black border is made by the restriction.
     let axis = |size: usize, canvas: usize, out: usize, pad: usize, range: std::ops::Range<usize>| {
         if canvas != out {
             Some(coefficients(canvas, out, filter, range).restricted(pad, size))
@@ -228,6 +216,7 @@ pub fn resize_padded_rgb8_window(
     let vert = axis(h, canvas_h, out_h, top, rows.clone());
     let horiz = axis(w, canvas_w, out_w, left, cols.clone());
     let window = Window {
+        // The input rows and columns the passes read (the window's own without a pass).
         in_rows: vert.as_ref().map_or(rows.clone(), Coefficients::span),
         in_cols: horiz.as_ref().map_or(cols.clone(), Coefficients::span),
         rows,

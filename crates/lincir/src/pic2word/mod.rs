@@ -10,9 +10,9 @@ pub mod train;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
-use crate::{Error, Result};
+use crate::Result;
 
 pub use loss::{contrastive_loss, loss_and_grads, prompt_ids, PROMPT};
 
@@ -48,8 +48,8 @@ impl Im2TextConfig {
 /// IM2TEXT with trainable parameters.
 pub struct Im2TextNet {
     pub config: Im2TextConfig,
-    /// (weight [out, in], bias [out]) per linear layer, `fc_out` last.
-    linears: Vec<(Var, Var)>,
+    /// Each linear layer, `fc_out` last.
+    linears: Vec<crate::linear::Linear>,
 }
 
 const FORMAT: &str = "lincir-im2text-1";
@@ -58,36 +58,12 @@ impl Im2TextNet {
     /// PyTorch's default `nn.Linear` initialisation (U(-1/sqrt(in), 1/sqrt(in)) for weights and
     /// biases), from a seeded generator.
     pub fn init(config: Im2TextConfig, seed: u64, device: &Device) -> Result<Self> {
-        let mut rng = crate::rng::Rng::new(seed);
-        let linears = config
-            .shapes()
-            .into_iter()
-            .map(|(o, i)| {
-                let bound = 1.0 / (i as f32).sqrt();
-                let mut uniform = |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect() };
-                let w = Tensor::from_vec(uniform(o * i), (o, i), device)?;
-                let b = Tensor::from_vec(uniform(o), o, device)?;
-                Ok((Var::from_tensor(&w)?, Var::from_tensor(&b)?))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Im2TextNet { config, linears })
+        Ok(Im2TextNet { config, linears: crate::linear::init(&config.shapes(), seed, device)? })
     }
 
     /// The network from Pic2Word-named tensors, every shape checked against `config`.
     pub fn from_tensors(config: Im2TextConfig, tensors: &HashMap<String, Tensor>, source: &Path, device: &Device) -> Result<Self> {
-        let mut linears = Vec::new();
-        for (name, (o, i)) in config.layer_names().iter().zip(config.shapes()) {
-            let get = |suffix: &str, shape: &[usize]| -> Result<Var> {
-                let key = format!("{name}.{suffix}");
-                let t = tensors.get(&key).ok_or_else(|| Error::tensor(source, &key, "missing from the IM2TEXT checkpoint"))?;
-                if t.dims() != shape {
-                    return Err(Error::tensor(source, &key, format!("has shape {:?}, expected {shape:?}", t.dims())));
-                }
-                Ok(Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?)
-            };
-            linears.push((get("weight", &[o, i])?, get("bias", &[o])?));
-        }
-        Ok(Im2TextNet { config, linears })
+        Ok(Im2TextNet { config, linears: crate::linear::load(tensors, &config.layer_names(), &config.shapes(), source, device, "IM2TEXT")? })
     }
 
     /// The trainable parameters: weight and bias of each linear layer, `fc_out` last.
@@ -102,12 +78,7 @@ impl Im2TextNet {
 
     /// Parameters by Pic2Word's names, in [`Self::vars`] order.
     pub fn named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.config
-            .layer_names()
-            .iter()
-            .zip(&self.linears)
-            .flat_map(|(n, (w, b))| [(format!("{n}.weight"), w.as_tensor().clone()), (format!("{n}.bias"), b.as_tensor().clone())])
-            .collect()
+        crate::linear::named(&self.config.layer_names(), &self.linears)
     }
 
     /// The forward pass; dropout only with masks (one [batch, hidden] inverted mask per block).
