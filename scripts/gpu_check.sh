@@ -188,7 +188,7 @@ for k, v in summary.items():
         lines.append(f"| {k}: p50 ms total / query encoding / ranking | {v.get('total_ms_p50', 0):.2f} / {v.get('encode_ms_p50', 0):.2f} / {v.get('rank_ms_p50', 0):.2f} | | |")
 for r in summary["resume"]:
     lines.append(f"\nresumed {r['dtype']}: bit-identical {r['bit_identical']}, max abs diff {r['max_abs_diff']:.2e}")
-for dt in ("f32", "bf16", "fused_bf16"):
+for dt in ("f32", "bf16", "fused_bf16", "pic2word"):
     k = f"shapes_eval_{dt}"
     if k in summary:
         lines.append(f"\nshapes {dt}: {json.dumps(summary[k])[:400]}")
@@ -461,6 +461,20 @@ PYEOF
 }
 export -f shapes_resume
 section shapes_resume 180 shapes_resume
+# Pic2Word trained on the device (`train-pic2word` on the gallery's 512 images, 1,000 x 64): the
+# second training objective through the GPU's text-tower backward; R@1 against the CPU's
+# 52.47 +- 0.49 over three seeds (docs/TRAINING.md, "Pic2Word").
+shapes_pic2word() {
+  local s
+  s=$(shapes_dir) || return 3
+  rm -rf "$W/p2w"
+  "$BIN" train-pic2word --model $s/clip --images $s/bench/dev --output-dir "$W/p2w" --batch-size 64 --max-steps "$SHAPES_STEPS" \
+    --lr 1e-4 --seed 0 --device "$DEV" --no-cache > "$OUT/shapes_pic2word_train.txt" || return 1
+  "$BIN" eval --model $s/clip --phi "pic2word=$W/p2w/im2text_latest.safetensors" --dataset cirr --dataset-path $s/bench \
+    --device "$DEV" --json "$OUT/shapes_eval_pic2word.json"
+}
+export -f shapes_pic2word
+section shapes_pic2word 120 shapes_pic2word
 # The shapes world in bf16 through the fused GPU ops: R@1 within the seed spread of the above.
 fused_shapes() {
   LINCIR_CUDA_FUSED=1 shapes_run bf16 fused_bf16

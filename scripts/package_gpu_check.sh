@@ -29,7 +29,7 @@ strip gpu-bin/lincir gpu-bin/smp_parity gpu-bin/cuda_ops
 # (about 12 + 10 + 10 MB); scripts/gpu_check.sh unpacks them there.
 xz -T0 -6 -f gpu-bin/lincir gpu-bin/smp_parity gpu-bin/cuda_ops
 # The shapes world (69 MB) travels as one archive of about 49 MB, its weights' bytes in planes
-# (scripts/pack_floats.py): with the repository's own files (about 16 MB) that fits in 64 MiB.
+# (scripts/pack_floats.py): with the repository's own files (about 18 MB) that fits in 64 MiB.
 shared=${LINCIR_SHARED:-../shared}
 if [ -d "$shared/shapes/clip" ]; then
   rm -rf gpu-data && mkdir -p gpu-data/stage
