@@ -5,7 +5,9 @@
 #   - all 512 gallery images (transductive: the images the queries are ranked among, without
 #     any caption or query), and
 #   - the 384 images whose background is not cyan (the cyan quarter held out of training);
-# then one `lincir eval` of the three with the image+text baseline.
+# each without and with Pic2Word's augmentation (`--augment`: a random crop of 90-100% of each
+# image, embedded again at every step); then one `lincir eval` per training set with the
+# image+text baseline.
 #   scripts/pic2word_on_shapes.sh SHARED_DIR OUT_DIR [SEEDS...]
 set -euo pipefail
 shared=$1; out=$2; shift 2
@@ -23,10 +25,13 @@ for s in $seeds; do
     --output-dir "$out/lincir-$s" --batch-size 64 --max-steps 1000 --lr 1e-4 --seed "$s" > "$out/lincir-$s.log"
   for set in gallery nocyan; do
     images="$bench/dev"; [ "$set" = nocyan ] && images="$out/nocyan"
-    [ -f "$out/pic2word-$set-$s/im2text_latest.safetensors" ] || "$lincir" train-pic2word --model "$model" --images "$images" \
-      --output-dir "$out/pic2word-$set-$s" --batch-size 64 --max-steps 1000 --lr 1e-4 --seed "$s" > "$out/pic2word-$set-$s.log"
+    for aug in "" -aug; do
+      run="$out/pic2word-$set$aug-$s"
+      [ -f "$run/im2text_latest.safetensors" ] || "$lincir" train-pic2word --model "$model" --images "$images" \
+        --output-dir "$run" --batch-size 64 --max-steps 1000 --lr 1e-4 --seed "$s" ${aug:+--augment} > "$run.log"
+    done
   done
-  for set in gallery nocyan; do
+  for set in gallery gallery-aug nocyan nocyan-aug; do
     "$lincir" eval --model "$model" --dataset cirr --dataset-path "$bench" --preprocess method \
       --phi "lincir=$out/lincir-$s/phi_latest.safetensors" --phi "pic2word=$out/pic2word-$set-$s/im2text_latest.safetensors" \
       --baseline sum --json "$out/eval-$set-$s.json" | tee "$out/eval-$set-$s.txt"

@@ -72,6 +72,12 @@ pub struct TrainPic2WordArgs {
     /// How the training images become pixels (default: OpenAI CLIP's transform, Pic2Word's).
     #[arg(long, value_enum, default_value = "openai")]
     preprocess: PipelineArg,
+    /// Pic2Word's augmentation: every image decoded and embedded again at every step after a
+    /// random crop of 90-100% of its area (aspect 3:4 to 4:3), resized to the tower's size. A
+    /// vision-tower pass per image per step (GPU work at scale); without it each image is
+    /// embedded once.
+    #[arg(long, conflicts_with = "embeddings")]
+    augment: bool,
     /// Do not read or write the embedding cache.
     #[arg(long)]
     no_cache: bool,
@@ -103,8 +109,15 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
             f64::from(w.get("logit_scale", &[])?.to_scalar::<f32>()?).exp()
         }
     };
-    let embeddings = image_embeddings(&args, &clip)?;
-    let n = embeddings.dim(0)?;
+    let source = if args.augment { Source::Files(readable_images(&args)?) } else { Source::Embeddings(image_embeddings(&args, &clip)?) };
+    let images = match &source {
+        Source::Files(paths) => train::Images::Augmented(paths),
+        Source::Embeddings(e) => train::Images::Embeddings(e),
+    };
+    let n = match &source {
+        Source::Files(paths) => paths.len(),
+        Source::Embeddings(e) => e.dim(0)?,
+    };
     if n < args.batch_size {
         bail!("{n} training images for batches of {}: use more images or a smaller --batch-size", args.batch_size);
     }
@@ -123,6 +136,7 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
         checkpointing_steps: args.checkpointing_steps.max(1),
         net: Im2TextConfig { hidden_dim: args.hidden_dim, layers: args.layers, dropout: args.dropout, ..Im2TextConfig::for_backbone(text.projection_dim(), text.width()) },
         images: n,
+        augment: args.augment,
     };
     println!(
         "training Pic2Word's IM2TEXT ({} -> {} x {} -> {}) on {n} images: {max_steps} steps of {}, lr {}, logit scale {logit_scale:.2}",
@@ -134,7 +148,7 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
         pb.set_position(r.step);
         pb.set_message(format!("loss {:.4}", r.loss));
     };
-    let summary = train::train(&clip, logit_scale, &embeddings, &cfg, &args.output_dir, args.resume, &on_step)?;
+    let summary = train::train(&clip, logit_scale, &images, &cfg, &args.output_dir, args.resume, &on_step)?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!("| steps | final loss | seconds | images/s |");
@@ -151,6 +165,55 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
     Ok(())
 }
 
+/// The training images: embeddings computed once, or the files themselves (`--augment`).
+enum Source {
+    Embeddings(candle_core::Tensor),
+    Files(Vec<PathBuf>),
+}
+
+/// The image files of `--images`.
+fn walk(args: &TrainPic2WordArgs) -> Result<Vec<PathBuf>> {
+    let walk = lincir::embed::walk_images(&args.images)?;
+    if let Some(note) = lincir::embed::describe_unsupported(&walk.unsupported) {
+        eprintln!("{note}");
+    }
+    if walk.images.is_empty() {
+        bail!("no image files found in {}", args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(walk.images)
+}
+
+/// The files of `--images` that decode (checked once, in parallel), for `--augment`.
+fn readable_images(args: &TrainPic2WordArgs) -> Result<Vec<PathBuf>> {
+    use rayon::prelude::*;
+    let paths = walk(args)?;
+    let pb = crate::progress::bar(paths.len(), "checked");
+    let readable: Vec<Option<String>> = paths
+        .par_iter()
+        .map(|p| {
+            let r = lincir::clip::preprocess::load_rgb8(p).err().map(|e| e.to_string());
+            pb.inc(1);
+            r
+        })
+        .collect();
+    pb.finish_and_clear();
+    let mut kept = Vec::new();
+    let mut skipped = 0;
+    for (p, err) in paths.into_iter().zip(readable) {
+        match err {
+            None => kept.push(p),
+            Some(e) => {
+                if skipped < 5 {
+                    eprintln!("skipped {}: {e}", p.display());
+                }
+                skipped += 1;
+            }
+        }
+    }
+    println!("{} images readable ({skipped} unreadable left out); each is embedded again at every step (--augment)", kept.len());
+    Ok(kept)
+}
+
 /// The training images' CLIP embeddings: from `--embeddings`, or embedded now (through the
 /// feature cache), unreadable images left out and counted.
 fn image_embeddings(args: &TrainPic2WordArgs, clip: &Clip) -> Result<candle_core::Tensor> {
@@ -163,15 +226,8 @@ fn image_embeddings(args: &TrainPic2WordArgs, clip: &Clip) -> Result<candle_core
         }
         return Ok(e.clone());
     }
-    let walk = lincir::embed::walk_images(&args.images)?;
-    if let Some(note) = lincir::embed::describe_unsupported(&walk.unsupported) {
-        eprintln!("{note}");
-    }
-    if walk.images.is_empty() {
-        bail!("no image files found in {}", args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    }
     let cache = if args.no_cache { None } else { default_root().map(|root| FeatureCache::for_model(clip, &root)).transpose()? };
-    let images: Vec<BenchImage> = walk.images.into_iter().map(BenchImage::file).collect();
+    let images: Vec<BenchImage> = walk(args)?.into_iter().map(BenchImage::file).collect();
     let pb = crate::progress::bar(images.len(), "images");
     let batch = crate::compute::default_batch_size(&clip.device);
     let embedded = embed_images(clip, cache.as_ref(), &images, batch, BadImages::Skip, &|k| pb.inc(k as u64))?;

@@ -302,6 +302,16 @@ fn train_pic2word_trains_extends_and_evaluates() {
     // Resuming with other settings is refused.
     assert_clean_failure(&train(&resumed, "8", &["--resume", "--seed", "3"]), &["train_state.safetensors", "other settings"]);
 
+    // Pic2Word's augmentation re-embeds random crops at every step: another network than
+    // embedding once, from the same settings otherwise.
+    let augmented = work.path().join("augmented");
+    let o = train(&augmented, "6", &["--augment"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let weights = |dir: &Path| std::fs::read(dir.join("im2text_latest.safetensors")).unwrap();
+    assert!(weights(&augmented) != weights(&straight));
+    let usage = lincir(&["train-pic2word", "--model", m, "--embeddings", "e.safetensors", "--augment", "--output-dir", "x"]);
+    assert_eq!(usage.status.code(), Some(2), "--augment needs the image files");
+
     let bench = work.path().join("CIRR");
     mini_cirr(&bench);
     let net = straight.join("im2text_latest.safetensors");

@@ -101,6 +101,26 @@ fn train_pic2word_killed_anywhere_resumes_to_the_same_network() {
     killed_training_resumes_exactly(work.path(), &work.path().join("cache"), 4, args, "im2text_latest.safetensors", 40);
 }
 
+/// With Pic2Word's augmentation every step decodes and crops the images at random: the crops are
+/// derived from (seed, step, slot), so a resumed run still ends with the same bytes.
+#[test]
+fn train_pic2word_augmented_killed_anywhere_resumes_to_the_same_network() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("photos");
+    std::fs::create_dir_all(&images).unwrap();
+    // Textured pictures, so that every crop gives another embedding.
+    for i in 0..24u32 {
+        let img = image::RgbImage::from_fn(40 + i, 30 + 2 * i, |x, y| image::Rgb([(x * 7 + i * 11) as u8, (y * 13 + x * y) as u8, (x ^ y ^ i) as u8 * 9]));
+        img.save(images.join(format!("p{i:02}.png"))).unwrap();
+    }
+    let args = |out: &Path| {
+        s(&["train-pic2word", "--model", m, "--images", images.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--batch-size", "8",
+            "--max-steps", "24", "--checkpointing-steps", "4", "--warmup-steps", "4", "--lr", "1e-3", "--seed", "5", "--augment", "--threads", "1"])
+    };
+    killed_training_resumes_exactly(work.path(), &work.path().join("cache"), 5, args, "im2text_latest.safetensors", 24);
+}
+
 fn photos(dir: &Path, n: usize) {
     for i in 0..n {
         write_bmp(&dir.join(format!("p{i:03}.bmp")), [(i * 37 % 256) as u8, (i * 91 % 256) as u8, (i * 13 % 256) as u8]);

@@ -47,7 +47,7 @@ impl BenchImage {
         let img = preprocess::load_rgb8(&self.path)?;
         Ok(match self.region {
             None => img,
-            Some(r) => expand_to_square(&crop(&img, dilated_box(r, img.width, img.height))),
+            Some(r) => expand_to_square(&img.crop(dilated_box(r, img.width, img.height))),
         })
     }
 }
@@ -63,21 +63,6 @@ fn dilated_box(r: Region, width: usize, height: usize) -> (usize, usize, usize, 
     (round(left), round(top), round(right), round(bottom))
 }
 
-/// PIL's `crop`: pixels outside the image are black; an empty box gives a 1x1 black image.
-fn crop(img: &Rgb8, (l, t, r, b): (usize, usize, usize, usize)) -> Rgb8 {
-    let (w, h) = (r.saturating_sub(l).max(1), b.saturating_sub(t).max(1));
-    let mut data = vec![0u8; w * h * 3];
-    for y in 0..h {
-        for x in 0..w {
-            let (sx, sy) = (l + x, t + y);
-            if sx < img.width && sy < img.height {
-                let s = (sy * img.width + sx) * 3;
-                data[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&img.data[s..s + 3]);
-            }
-        }
-    }
-    Rgb8 { width: w, height: h, data }
-}
 
 /// Pads to a square with black, the image centred along the padded axis (`expand2square`).
 pub fn expand_to_square(img: &Rgb8) -> Rgb8 {
@@ -238,7 +223,7 @@ mod tests {
 
     #[test]
     fn crops_outside_the_image_are_black() {
-        let c = crop(&img(2, 2), (1, 1, 3, 3));
+        let c = img(2, 2).crop((1, 1, 3, 3));
         assert_eq!((c.width, c.height), (2, 2));
         assert_eq!(&c.data[..3], &img(2, 2).data[9..12]);
         assert!(c.data[3..].iter().all(|&v| v == 0));

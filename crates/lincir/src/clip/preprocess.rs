@@ -249,6 +249,25 @@ pub struct Rgb8 {
     pub data: Vec<u8>,
 }
 
+impl Rgb8 {
+    /// The box (left, top, right, bottom) as Pillow's `crop` makes it: at least 1 x 1, black
+    /// where the box leaves the image.
+    pub fn crop(&self, (l, t, r, b): (usize, usize, usize, usize)) -> Rgb8 {
+        let (w, h) = (r.saturating_sub(l).max(1), b.saturating_sub(t).max(1));
+        let mut data = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let (sx, sy) = (l + x, t + y);
+                if sx < self.width && sy < self.height {
+                    let s = (sy * self.width + sx) * 3;
+                    data[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&self.data[s..s + 3]);
+                }
+            }
+        }
+        Rgb8 { width: w, height: h, data }
+    }
+}
+
 /// Decodes an image file, applies its EXIF orientation and converts it to 8-bit RGB.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;

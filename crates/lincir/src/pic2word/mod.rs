@@ -4,6 +4,7 @@
 //! `fc_out`; its checkpoints use Pic2Word's key names and load wherever a pseudo-word network
 //! does (`eval --phi pic2word=...`, `search`, `serve`).
 
+pub mod augment;
 mod loss;
 pub mod train;
 

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
@@ -30,6 +30,59 @@ pub const CONFIG_FILE: &str = "train_config.json";
 // Purposes of the derived random streams.
 const SHUFFLE: u64 = 1;
 const DROPOUT: u64 = 2;
+const AUGMENT: u64 = 3;
+
+/// Where a step's image embeddings come from.
+pub enum Images<'a> {
+    /// Computed once: [images, P] f32, un-normalised.
+    Embeddings(&'a Tensor),
+    /// Image files, decoded and embedded again at every step after Pic2Word's random crop
+    /// ([`super::augment`]): what Pic2Word does, at a vision-tower pass per image per step.
+    Augmented(&'a [PathBuf]),
+}
+
+impl Images<'_> {
+    fn len(&self) -> Result<usize> {
+        Ok(match self {
+            Images::Embeddings(e) => e.dims2()?.0,
+            Images::Augmented(paths) => paths.len(),
+        })
+    }
+
+    fn dim(&self, clip: &Clip) -> Result<usize> {
+        Ok(match self {
+            Images::Embeddings(e) => e.dims2()?.1,
+            Images::Augmented(_) => clip.config.projection_dim,
+        })
+    }
+}
+
+/// The embeddings of the images `rows` at step `step` ([batch, P] f32 on the CLIP's device).
+fn batch_embeddings(clip: &Clip, images: &Images, on_device: Option<&Tensor>, rows: Vec<u32>, seed: u64, step: u64) -> Result<Tensor> {
+    match images {
+        Images::Embeddings(_) => {
+            let all = on_device.expect("embeddings moved to the device");
+            let n = rows.len();
+            Ok(all.index_select(&Tensor::from_vec(rows, n, &clip.device)?, 0)?)
+        }
+        Images::Augmented(paths) => {
+            use rayon::prelude::*;
+            let n = clip.config.vision.image_size;
+            let batch = rows.len() as u64;
+            let pixels = rows
+                .par_iter()
+                .enumerate()
+                .map(|(k, &r)| {
+                    let img = crate::clip::preprocess::load_rgb8(&paths[r as usize])?;
+                    let mut rng = Rng::derive(seed, AUGMENT, step * batch + k as u64);
+                    Ok(super::augment::augmented_pixels(&img, &clip.preprocess, n, &mut rng))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let px = crate::clip::preprocess::stack(pixels, &clip.preprocess, &clip.device)?;
+            Ok(clip.vision()?.embed(&px)?.to_dtype(candle_core::DType::F32)?)
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
@@ -43,6 +96,8 @@ pub struct TrainConfig {
     pub net: Im2TextConfig,
     /// Number of training images (a resumed run must see the same set).
     pub images: usize,
+    /// Whether the images are re-embedded at every step after a random crop ([`Images::Augmented`]).
+    pub augment: bool,
 }
 
 /// open_clip's `cosine_lr` (Pic2Word's schedule): linear warm-up to `base` reached at step
@@ -194,19 +249,22 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     crate::io::write_atomic(path, kept.as_bytes())
 }
 
-/// Trains IM2TEXT on `embeddings` ([images, P] f32, un-normalised CLIP image embeddings) into
-/// `dir`, from scratch or (with `resume`) from the run's last checkpoint.
+/// Trains IM2TEXT on `images` into `dir`, from scratch or (with `resume`) from the run's last
+/// checkpoint.
 pub fn train(
     clip: &Clip,
     logit_scale: f64,
-    embeddings: &Tensor,
+    images: &Images,
     cfg: &TrainConfig,
     dir: &Path,
     resume: bool,
     on_step: &dyn Fn(&StepReport),
 ) -> Result<Summary> {
     let (text, tokenizer, device) = (clip.text()?, &clip.tokenizer, clip.device.clone());
-    let (n, p) = embeddings.dims2()?;
+    let (n, p) = (images.len()?, images.dim(clip)?);
+    if cfg.augment != matches!(images, Images::Augmented(_)) || cfg.images != n {
+        return Err(Error::Invalid(format!("the settings say {} images, augment {}; given {n} images, augmented {}", cfg.images, cfg.augment, !cfg.augment)));
+    }
     if n < cfg.batch_size || cfg.batch_size < 2 {
         return Err(Error::Invalid(format!("{n} images for batches of {}: the contrastive loss needs batches of at least 2 and at least one whole batch", cfg.batch_size)));
     }
@@ -229,7 +287,10 @@ pub fn train(
 
     let prompt = prompt_ids(tokenizer)?;
     let ids = Tensor::from_vec(prompt.repeat(cfg.batch_size), (cfg.batch_size, prompt.len()), &device)?;
-    let embeddings = embeddings.to_device(&device)?;
+    let on_device = match images {
+        Images::Embeddings(e) => Some(e.to_device(&device)?),
+        Images::Augmented(_) => None,
+    };
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -239,7 +300,7 @@ pub fn train(
     let mut last = f32::NAN;
     for step in first_step..cfg.max_steps {
         let rows = batch_rows(cfg.seed, n, cfg.batch_size, step, &mut perm);
-        let batch = embeddings.index_select(&Tensor::from_vec(rows, cfg.batch_size, &device)?, 0)?;
+        let batch = batch_embeddings(clip, images, on_device.as_ref(), rows, cfg.seed, step)?;
         let masks = dropout_masks(cfg, step, &device)?;
         let (loss, grads) = loss_and_grads(text, &net, &batch, &ids, Some(&masks), logit_scale)?;
         if !loss.is_finite() {
