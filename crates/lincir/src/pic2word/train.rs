@@ -57,11 +57,11 @@ impl Images<'_> {
     }
 }
 
-/// The embeddings of the images `rows` at step `step` ([batch, P] f32 on the CLIP's device).
-fn batch_embeddings(clip: &Clip, images: &Images, on_device: Option<&Tensor>, rows: Vec<u32>, seed: u64, step: u64) -> Result<Tensor> {
+/// The embeddings of the images `rows` at step `step` ([batch, P] f32 on the CLIP's device;
+/// precomputed embeddings are already there).
+fn batch_embeddings(clip: &Clip, images: &Images, rows: Vec<u32>, seed: u64, step: u64) -> Result<Tensor> {
     match images {
-        Images::Embeddings(_) => {
-            let all = on_device.expect("embeddings moved to the device");
+        Images::Embeddings(all) => {
             let n = rows.len();
             Ok(all.index_select(&Tensor::from_vec(rows, n, &clip.device)?, 0)?)
         }
@@ -287,9 +287,14 @@ pub fn train(
 
     let prompt = prompt_ids(tokenizer)?;
     let ids = Tensor::from_vec(prompt.repeat(cfg.batch_size), (cfg.batch_size, prompt.len()), &device)?;
-    let on_device = match images {
-        Images::Embeddings(e) => Some(e.to_device(&device)?),
-        Images::Augmented(_) => None,
+    // The embeddings live on the CLIP's device for the whole run.
+    let moved;
+    let images = match images {
+        Images::Embeddings(e) => {
+            moved = e.to_device(&device)?;
+            Images::Embeddings(&moved)
+        }
+        Images::Augmented(paths) => Images::Augmented(paths),
     };
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
@@ -300,7 +305,7 @@ pub fn train(
     let mut last = f32::NAN;
     for step in first_step..cfg.max_steps {
         let rows = batch_rows(cfg.seed, n, cfg.batch_size, step, &mut perm);
-        let batch = batch_embeddings(clip, images, on_device.as_ref(), rows, cfg.seed, step)?;
+        let batch = batch_embeddings(clip, &images, rows, cfg.seed, step)?;
         let masks = dropout_masks(cfg, step, &device)?;
         let (loss, grads) = loss_and_grads(text, &net, &batch, &ids, Some(&masks), logit_scale)?;
         if !loss.is_finite() {
