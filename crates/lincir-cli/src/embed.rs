@@ -52,18 +52,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         let names: Vec<usize> = (1..=texts.len()).collect();
         (e, serde_json::json!(names), "text")
     } else {
-        let walk = embed::walk_images(&args.images)?;
-        let (paths, unsupported) = (walk.images, embed::describe_unsupported(&walk.unsupported));
-        if paths.is_empty() {
-            let given: Vec<String> = args.images.iter().map(|p| p.display().to_string()).collect();
-            match unsupported {
-                Some(note) => bail!("no image files lincir can read in {}; {note}", given.join(", ")),
-                None => bail!("no image files found in {} (extensions: {})", given.join(", "), embed::image_extensions().join(", ")),
-            }
-        }
-        if let Some(note) = unsupported {
-            eprintln!("{note}");
-        }
+        let paths = image_files(&args.images)?;
         let pb = progress::bar(paths.len(), "images");
         let e = embed::embed_image_files(&clip, &paths, batch_size, &|n| pb.inc(n as u64))?;
         pb.finish_and_clear();
@@ -85,4 +74,22 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         embeddings.dim(1)?
     );
     Ok(())
+}
+
+/// The image files under `inputs` (files and folders, walked in sorted order); photos in formats
+/// this build cannot read are counted on stderr, and finding none is an error that says why.
+pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let walk = embed::walk_images(inputs)?;
+    let unsupported = embed::describe_unsupported(&walk.unsupported);
+    if walk.images.is_empty() {
+        let given: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+        match unsupported {
+            Some(note) => bail!("no image files lincir can read in {}; {note}", given.join(", ")),
+            None => bail!("no image files found in {} (extensions: {})", given.join(", "), embed::image_extensions().join(", ")),
+        }
+    }
+    if let Some(note) = unsupported {
+        eprintln!("{note}");
+    }
+    Ok(walk.images)
 }

@@ -63,8 +63,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let first = &reports[0].0;
     // Which transform made each row's pixels, when it is not transformers' for all of them.
-    let pipelines: Vec<String> = loaded.runs.iter().map(|r| format!("{} {}", r.label, r.pipeline.name())).collect();
     if loaded.runs.iter().any(|r| r.pipeline != lincir::clip::preprocess::Pipeline::Transformers) {
+        let pipelines: Vec<String> = loaded.runs.iter().map(|r| format!("{} {}", r.label, r.pipeline.name())).collect();
         println!("image preprocessing: {}", pipelines.join(", "));
     }
     if reports.len() == 1 {

@@ -114,10 +114,7 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
         Source::Files(paths) => train::Images::Augmented(paths),
         Source::Embeddings(e) => train::Images::Embeddings(e),
     };
-    let n = match &source {
-        Source::Files(paths) => paths.len(),
-        Source::Embeddings(e) => e.dim(0)?,
-    };
+    let n = images.count()?;
     if n < args.batch_size {
         bail!("{n} training images for batches of {}: use more images or a smaller --batch-size", args.batch_size);
     }
@@ -171,22 +168,10 @@ enum Source {
     Files(Vec<PathBuf>),
 }
 
-/// The image files of `--images`.
-fn walk(args: &TrainPic2WordArgs) -> Result<Vec<PathBuf>> {
-    let walk = lincir::embed::walk_images(&args.images)?;
-    if let Some(note) = lincir::embed::describe_unsupported(&walk.unsupported) {
-        eprintln!("{note}");
-    }
-    if walk.images.is_empty() {
-        bail!("no image files found in {}", args.images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    }
-    Ok(walk.images)
-}
-
 /// The files of `--images` that decode (checked once, in parallel), for `--augment`.
 fn readable_images(args: &TrainPic2WordArgs) -> Result<Vec<PathBuf>> {
     use rayon::prelude::*;
-    let paths = walk(args)?;
+    let paths = crate::embed::image_files(&args.images)?;
     let pb = crate::progress::bar(paths.len(), "checked");
     let readable: Vec<Option<String>> = paths
         .par_iter()
@@ -227,7 +212,7 @@ fn image_embeddings(args: &TrainPic2WordArgs, clip: &Clip) -> Result<candle_core
         return Ok(e.clone());
     }
     let cache = if args.no_cache { None } else { default_root().map(|root| FeatureCache::for_model(clip, &root)).transpose()? };
-    let images: Vec<BenchImage> = walk(args)?.into_iter().map(BenchImage::file).collect();
+    let images: Vec<BenchImage> = crate::embed::image_files(&args.images)?.into_iter().map(BenchImage::file).collect();
     let pb = crate::progress::bar(images.len(), "images");
     let batch = crate::compute::default_batch_size(&clip.device);
     let embedded = embed_images(clip, cache.as_ref(), &images, batch, BadImages::Skip, &|k| pb.inc(k as u64))?;

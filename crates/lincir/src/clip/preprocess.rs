@@ -17,7 +17,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use serde_json::Value;
 
 use super::{heif, image_limits, jpeg};
-use super::resample::{resize_padded_rgb8_window, resize_rgb8_window, Filter};
+use super::resample::{resize_padded_rgb8_window, Filter};
 use crate::{Error, Result};
 
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
@@ -37,7 +37,7 @@ pub enum Resize {
 
 /// Which published image transform turns a decoded image into the tower's pixels. The methods
 /// compared in `eval` were evaluated by their authors with different ones (docs/PREPROCESSING.md,
-/// "Pipelines of other methods").
+/// "Other methods' transforms").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pipeline {
     /// transformers' `CLIPImageProcessor`, settings from `preprocessor_config.json`: LinCIR's.
@@ -421,12 +421,8 @@ pub fn pixels(img: &Rgb8, cfg: &PreprocessConfig) -> Vec<f32> {
     let clamp = |v: i64, n: usize| v.clamp(0, n as i64) as usize;
     let (y0, y1) = (clamp(top, rh), clamp(top + ch as i64, rh));
     let (x0, x1) = (clamp(left, rw), clamp(left + cw as i64, rw));
-    let window = if (pad_w, pad_h) == (0, 0) {
-        resize_rgb8_window(&img.data, img.width, img.height, (rw, rh), cfg.filter, x0..x1, y0..y1)
-    } else {
-        let (size, pad, canvas) = ((img.width, img.height), (pad_w, pad_h), (canvas_w, canvas_h));
-        resize_padded_rgb8_window(&img.data, size, pad, canvas, (rw, rh), cfg.filter, x0..x1, y0..y1)
-    };
+    let (size, pad, canvas) = ((img.width, img.height), (pad_w, pad_h), (canvas_w, canvas_h));
+    let window = resize_padded_rgb8_window(&img.data, size, pad, canvas, (rw, rh), cfg.filter, x0..x1, y0..y1);
     let win_w = x1 - x0;
     let scale = cfg.rescale_factor.unwrap_or(1.0);
     let (mean, std) = cfg.normalize.unwrap_or(([0.0; 3], [1.0; 3]));

@@ -42,7 +42,8 @@ pub enum Images<'a> {
 }
 
 impl Images<'_> {
-    fn len(&self) -> Result<usize> {
+    /// The number of training images.
+    pub fn count(&self) -> Result<usize> {
         Ok(match self {
             Images::Embeddings(e) => e.dims2()?.0,
             Images::Augmented(paths) => paths.len(),
@@ -261,7 +262,7 @@ pub fn train(
     on_step: &dyn Fn(&StepReport),
 ) -> Result<Summary> {
     let (text, tokenizer, device) = (clip.text()?, &clip.tokenizer, clip.device.clone());
-    let (n, p) = (images.len()?, images.dim(clip)?);
+    let (n, p) = (images.count()?, images.dim(clip)?);
     if cfg.augment != matches!(images, Images::Augmented(_)) || cfg.images != n {
         return Err(Error::Invalid(format!("the settings say {} images, augment {}; given {n} images, augmented {}", cfg.images, cfg.augment, !cfg.augment)));
     }
