@@ -30,7 +30,7 @@ pub(super) struct Norm {
 }
 
 impl Norm {
-    fn forward(&self, x: &[f32]) -> Vec<f32> {
+    pub(super) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let w = self.weight.len();
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(w * ROWS_PER_TASK).zip(x.par_chunks(w * ROWS_PER_TASK)).for_each(|(o, x)| {
@@ -68,7 +68,7 @@ pub(super) struct LayerWeights {
 }
 
 impl LayerWeights {
-    fn hidden(&self) -> usize {
+    pub(super) fn hidden(&self) -> usize {
         self.ln1.weight.len()
     }
 }
@@ -154,11 +154,15 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 
 fn activate(act: Act, u: &[f32]) -> Vec<f32> {
     let mut g = u.to_vec();
-    g.par_chunks_mut(16 * 1024).for_each(|c| match act {
+    activate_in_place(act, &mut g);
+    g
+}
+
+pub(super) fn activate_in_place(act: Act, values: &mut [f32]) {
+    values.par_chunks_mut(16 * 1024).for_each(|c| match act {
         Act::QuickGelu => super::fastmath::quick_gelu_in_place(c),
         _ => c.iter_mut().for_each(|v| *v = act.value(*v)),
     });
-    g
 }
 
 fn activation_backward(act: Act, u: &[f32], g: &mut [f32]) {

@@ -9,6 +9,7 @@ pub mod jpeg;
 pub mod batched;
 pub mod blas;
 mod causal_layer;
+mod unmasked_layer;
 #[cfg(feature = "cuda")]
 pub mod cuda_ops;
 pub mod nn;

@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use super::ops::contiguous_f32;
 use super::causal_layer::{CausalLayerOp, LayerWeights, Norm};
+use super::unmasked_layer::{Outputs, UnmaskedLayerOp};
 use super::{batched, blas, panel};
 use super::config::{Activation, TowerConfig};
 use super::weights::Weights;
@@ -616,8 +617,8 @@ struct EncoderLayer {
     ln2: LayerNorm,
     act: Activation,
     /// The layer as one fused op, where its weights are packed and its activation has a fused
-    /// backward (the CPU's text path, `causal_layer.rs`).
-    causal: Option<Arc<LayerWeights>>,
+    /// backward: the CPU's text path (`causal_layer.rs`) and image path (`unmasked_layer.rs`).
+    fused: Option<Arc<LayerWeights>>,
 }
 
 impl EncoderLayer {
@@ -630,13 +631,13 @@ impl EncoderLayer {
             fc2: linear(w, &format!("{prefix}.mlp.fc2"), i, h, true)?,
             ln2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), h, eps)?,
             act: cfg.hidden_act,
-            causal: None,
+            fused: None,
         };
-        layer.causal = layer.causal_weights()?.map(Arc::new);
+        layer.fused = layer.fused_weights()?.map(Arc::new);
         Ok(layer)
     }
 
-    fn causal_weights(&self) -> Result<Option<LayerWeights>> {
+    fn fused_weights(&self) -> Result<Option<LayerWeights>> {
         let Some(act) = super::ops::Act::of(self.act) else { return Ok(None) };
         let dense = [&self.attn.qkv, &self.attn.out, &self.fc1, &self.fc2].map(Linear::packed);
         let [Some(qkv), Some(out), Some(fc1), Some(fc2)] = dense else { return Ok(None) };
@@ -736,7 +737,7 @@ impl Encoder {
     /// The path [`Self::forward_packed_last`] takes for input of this device and dtype.
     fn path(&self, device: &candle_core::Device, dtype: candle_core::DType, grad: Grad) -> Path {
         let fused = device.is_cpu() && dtype == candle_core::DType::F32 && fused_layers_enabled();
-        if fused && self.layers.iter().all(|l| l.causal.is_some()) {
+        if fused && self.layers.iter().all(|l| l.fused.is_some()) {
             Path::Fused
         } else if grad == Grad::Yes && taped_enabled() && taped::applies(&self.layers) {
             Path::Taped
@@ -761,7 +762,7 @@ impl Encoder {
         let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
         match path {
             Path::Fused => {
-                let layers = self.layers.iter().map(|l| l.causal.clone()).collect::<Option<Vec<_>>>();
+                let layers = self.layers.iter().map(|l| l.fused.clone()).collect::<Option<Vec<_>>>();
                 let layers = layers.ok_or_else(|| crate::Error::Invalid("a layer without fused weights".into()))?;
                 let mut x = x.contiguous()?;
                 let n = layers.len();
@@ -788,7 +789,24 @@ impl Encoder {
     /// # Shapes
     /// x: [batch, seq, hidden] -> [batch, hidden]
     pub fn forward_first_token(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
+        let fused = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && grad == Grad::No && fused_layers_enabled();
+        self.forward_first_token_via(x, grad, fused)
+    }
+
+    /// [`Self::forward_first_token`] through the fused layers where `fused` and every layer has
+    /// them (inference only), else through candle's ops.
+    fn forward_first_token_via(&self, x: &Tensor, grad: Grad, fused: bool) -> Result<Tensor> {
         let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
+        if let Some(layers) = self.layers.iter().map(|l| l.fused.clone()).collect::<Option<Vec<_>>>().filter(|_| fused && grad == Grad::No) {
+            let (batch, seq, _) = x.dims3()?;
+            let mut x = x.contiguous()?;
+            let n = layers.len();
+            for (i, weights) in layers.into_iter().enumerate() {
+                let outputs = if i + 1 == n { Outputs::First } else { Outputs::All };
+                x = x.apply_op1_no_bwd(&UnmaskedLayerOp { weights, batch, seq, outputs })?;
+            }
+            return Ok(x);
+        }
         let mut x = x.clone();
         for layer in rest {
             x = layer.forward(&x, grad)?;
@@ -812,10 +830,10 @@ mod tests {
         let w = Weights::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
         let encoder = Encoder::load(&w, "text_model.encoder", &cfg.text.tower).unwrap();
         if !panel::enabled() {
-            assert!(encoder.layers.iter().all(|l| l.causal.is_none()));
+            assert!(encoder.layers.iter().all(|l| l.fused.is_none()));
             return; // no packed weights on this CPU: the graph of ops is the only path
         }
-        assert!(encoder.layers.iter().all(|l| l.causal.is_some()));
+        assert!(encoder.layers.iter().all(|l| l.fused.is_some()));
         let lengths = [3, 1, 7, 5];
         let rows: usize = lengths.iter().sum();
         let h = cfg.text.tower.hidden_size;
@@ -843,6 +861,34 @@ mod tests {
         let (y3, y4) = (y3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y4.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         assert_eq!(y3, y1);
         assert!(rel(&y3, &y4) < 1e-5, "inference values differ by {}", rel(&y3, &y4));
+    }
+
+    /// The fused vision layers (unmasked, the last one computing the first token only) against
+    /// candle's graph of the same layers, for both fixtures' vision towers (QuickGELU and GELU,
+    /// heads of 8 and 20): sequences that end inside a micro-kernel block, cross a 16-column
+    /// panel, and cross the 256-deep block of the attention's second product (ViT-L/14's 257).
+    #[test]
+    fn fused_unmasked_layers_match_the_graph_of_ops() {
+        for fixture in ["clip-a", "clip-b"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
+            let cfg = super::super::ClipConfig::from_file(&dir.join("config.json")).unwrap();
+            let w = Weights::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+            let encoder = Encoder::load(&w, "vision_model.encoder", &cfg.vision.tower).unwrap();
+            if !panel::enabled() {
+                return; // no packed weights on this CPU: the graph of ops is the only path
+            }
+            assert!(encoder.layers.iter().all(|l| l.fused.is_some()), "{fixture}");
+            let h = cfg.vision.tower.hidden_size;
+            for (batch, seq) in [(1, 1), (2, 17), (3, 40), (2, 257), (1, 300)] {
+                let x = Tensor::randn(0f32, 1.0, (batch, seq, h), &Device::Cpu).unwrap();
+                let run = |fused| encoder.forward_first_token_via(&x, Grad::No, fused).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let (fused, graph) = (run(true), run(false));
+                assert_eq!(fused.len(), batch * h);
+                let scale = graph.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let err = fused.iter().zip(&graph).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+                assert!(err < 1e-5, "{fixture} batch {batch} x {seq}: values differ by {err}");
+            }
+        }
     }
 
     /// The hand-written backward (the GPU's training path) against candle's autograd of the same

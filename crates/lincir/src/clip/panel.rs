@@ -152,6 +152,41 @@ impl InputPanel {
     }
 }
 
+/// Where an f32 micro-kernel reads input value `(row r, depth i)` of its block: a packed panel,
+/// or rows in place. Both kernels add the same products in the same order, so a product's result
+/// does not depend on which one read its input.
+trait InputAccess: Copy {
+    /// # Safety
+    /// `r` < the block's rows and `i` < its depth.
+    unsafe fn at(self, i: usize, r: usize) -> *const f32;
+}
+
+/// A packed input panel ([`pack_input`]): depth step `i` holds the block's rows contiguously.
+#[derive(Clone, Copy)]
+struct PackedPanel(*const f32);
+
+impl InputAccess for PackedPanel {
+    #[inline(always)]
+    unsafe fn at(self, i: usize, r: usize) -> *const f32 {
+        self.0.add(i * MR + r)
+    }
+}
+
+/// Rows in place, `ld` floats apart: small products whose input is already in the cache
+/// (attention's, [`matmul_rows_serial`]), where packing would cost as much as it saves.
+#[derive(Clone, Copy)]
+struct InPlaceRows {
+    first: *const f32,
+    ld: usize,
+}
+
+impl InputAccess for InPlaceRows {
+    #[inline(always)]
+    unsafe fn at(self, i: usize, r: usize) -> *const f32 {
+        self.first.add(r * self.ld + i)
+    }
+}
+
 /// Calls `$kernel::<R, ...>` with R the block's row count (1 to 6) as a constant.
 macro_rules! by_rows {
     ($rows:expr, $kernel:ident [$($g:tt),*] ($($arg:expr),* $(,)?)) => {
@@ -175,9 +210,9 @@ impl Element for f32 {
     unsafe fn block(isa: Isa, kc: usize, x: InputPanel, w: *const f32, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize) {
         #[cfg(target_arch = "x86_64")]
         match (isa, np) {
-            (Isa::Avx2, _) => by_rows!(rows, avx2_f32[](kc, x.f32(), w, y, ldy, accumulate)),
-            (_, 1) => by_rows!(rows, avx512_f32[1](kc, x.f32(), w, wstride, y, ldy, accumulate)),
-            _ => by_rows!(rows, avx512_f32[2](kc, x.f32(), w, wstride, y, ldy, accumulate)),
+            (Isa::Avx2, _) => by_rows!(rows, avx2_f32[PackedPanel](kc, PackedPanel(x.f32()), w, y, ldy, accumulate)),
+            (_, 1) => by_rows!(rows, avx512_f32[1, PackedPanel](kc, PackedPanel(x.f32()), w, wstride, y, ldy, accumulate)),
+            _ => by_rows!(rows, avx512_f32[2, PackedPanel](kc, PackedPanel(x.f32()), w, wstride, y, ldy, accumulate)),
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
@@ -246,6 +281,57 @@ impl<E: Element> Packed<E> {
         Some(packed)
     }
 
+    /// The panels' memory, for packing another weight of the same element type into it.
+    pub fn into_buffer(self) -> Vec<E> {
+        self.panels
+    }
+}
+
+impl Packed<f32> {
+    /// `W[i, j] = src[i * ld + j]` for a `k x n` weight whose rows lie `ld` floats apart (the
+    /// value rows of one attention head), packed into `buffer`'s memory.
+    pub fn from_rows(buffer: Vec<f32>, src: &[f32], ld: usize, k: usize, n: usize) -> Option<Self> {
+        let mut packed = Self::empty(buffer, k, n, (k, n), src.len(), ld)?;
+        for i in 0..k {
+            let row = &src[i * ld..][..n];
+            for (p, part) in row.chunks(NR).enumerate() {
+                let at = packed.offset(i, p * NR);
+                packed.panels[at..at + part.len()].copy_from_slice(part);
+            }
+        }
+        Some(packed)
+    }
+
+    /// `W[i, j] = src[j * ld + i]`: the transpose of `n` rows of `k` values, `ld` floats apart
+    /// (`Kᵀ` from one attention head's key rows), packed into `buffer`'s memory.
+    pub fn from_transposed_rows(buffer: Vec<f32>, src: &[f32], ld: usize, k: usize, n: usize) -> Option<Self> {
+        let mut packed = Self::empty(buffer, k, n, (n, k), src.len(), ld)?;
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            for j in 0..n {
+                let at = packed.offset(pc, j);
+                let column = &src[j * ld + pc..][..kc];
+                for (i, &v) in column.iter().enumerate() {
+                    packed.panels[at + i * NR] = v;
+                }
+            }
+        }
+        Some(packed)
+    }
+
+    /// A zeroed `k x n` weight in `buffer`'s memory, where the source's `rows` rows of `width`
+    /// values, `ld` apart, fit in its `len`.
+    fn empty(mut buffer: Vec<f32>, k: usize, n: usize, (rows, width): (usize, usize), len: usize, ld: usize) -> Option<Self> {
+        if k == 0 || n == 0 || ld < width || (rows - 1) * ld + width > len {
+            return None;
+        }
+        buffer.clear();
+        buffer.resize(n.div_ceil(NR) * NR * k, 0.0);
+        Some(Packed { k, n, panels: buffer, transposed: std::sync::OnceLock::new() })
+    }
+}
+
+impl<E: Element> Packed<E> {
     /// Where `W[r, c]` is.
     fn offset(&self, r: usize, c: usize) -> usize {
         let pc = r / KC * KC;
@@ -369,6 +455,72 @@ pub fn matmul_on<E: Element>(isa: Isa, x: &[f32], m: usize, w: &Packed<E>) -> Op
     // the first depth block writes all m rows of each.
     unsafe { y.set_len(m * n) };
     Some(y)
+}
+
+/// `y = x · W` on this thread, with `x`'s `m` rows read in place (`ldx` floats apart) and `y`'s
+/// rows written `ldy` apart: attention's per-head products, small enough to stay in the cache,
+/// which the batch and the heads already spread over the threads. f32 weights only. The result is
+/// that of [`matmul_on`] with the same kernel, bit for bit. None where the kernel is not on this
+/// CPU or a slice is too short for the shapes.
+pub fn matmul_rows_serial(isa: Isa, x: &[f32], ldx: usize, m: usize, w: &Packed<f32>, y: &mut [f32], ldy: usize) -> Option<()> {
+    if m == 0 || ldy < w.n || (m - 1) * ldy + w.n > y.len() {
+        return None;
+    }
+    // SAFETY: just checked: y holds m rows of n floats, ldy apart, and is borrowed mutably.
+    unsafe { matmul_rows_serial_into(isa, x, ldx, m, w, y.as_mut_ptr(), ldy) }
+}
+
+/// [`matmul_rows_serial`] into rows that other threads write beside (each its own columns).
+///
+/// # Safety
+/// `y` points at `m` rows of `w.cols()` writable floats, `ldy` apart, which no other thread
+/// reads or writes meanwhile.
+pub unsafe fn matmul_rows_serial_into(isa: Isa, x: &[f32], ldx: usize, m: usize, w: &Packed<f32>, y: *mut f32, ldy: usize) -> Option<()> {
+    let (k, n) = (w.k, w.n);
+    if !available() || m == 0 || ldx < k || (m - 1) * ldx + k > x.len() || ldy < n || !Isa::supported().contains(&isa) {
+        return None;
+    }
+    let step = isa.panels_per_call();
+    let panels = n.div_ceil(NR);
+    for pc in (0..k).step_by(KC) {
+        let kc = KC.min(k - pc);
+        let wstride = kc * NR;
+        let wblock = w.panels[w.offset(pc, 0)..].as_ptr();
+        for p in (0..panels).step_by(step) {
+            let np = step.min(panels - p);
+            let c0 = p * NR;
+            let cols = (np * NR).min(n - c0);
+            for ir in (0..m).step_by(MR) {
+                let rows = MR.min(m - ir);
+                let input = InPlaceRows { first: x[ir * ldx + pc..].as_ptr(), ld: ldx };
+                // SAFETY: the checks above keep every input row and column the block reads inside
+                // x, the caller every output; the weight panels hold kc steps of np panels,
+                // wstride apart.
+                micro_in_place(isa, kc, input, wblock.add(p * wstride), wstride, np, y.add(ir * ldy + c0), ldy, pc > 0, rows, cols);
+            }
+        }
+    }
+    Some(())
+}
+
+/// [`micro`] for f32 weights and input rows in place.
+///
+/// # Safety
+/// As [`micro`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn micro_in_place(isa: Isa, kc: usize, x: InPlaceRows, w: *const f32, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
+    let block = |y: *mut f32, ldy: usize| {
+        #[cfg(target_arch = "x86_64")]
+        match (isa, np) {
+            (Isa::Avx2, _) => by_rows!(rows, avx2_f32[InPlaceRows](kc, x, w, y, ldy, accumulate)),
+            (_, 1) => by_rows!(rows, avx512_f32[1, InPlaceRows](kc, x, w, wstride, y, ldy, accumulate)),
+            _ => by_rows!(rows, avx512_f32[2, InPlaceRows](kc, x, w, wstride, y, ldy, accumulate)),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
+    };
+    with_whole_panels(y, ldy, accumulate, rows, cols, np * NR, block)
 }
 
 #[derive(Clone, Copy)]
@@ -545,20 +697,29 @@ unsafe fn bf16_pairs_avx512(row: &[f32], out: &mut [u32]) {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn micro<E: Element>(isa: Isa, kc: usize, x: InputPanel, w: *const E, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
-    if cols == np * NR {
-        return E::block(isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
+    with_whole_panels(y, ldy, accumulate, rows, cols, np * NR, |y, ldy| E::block(isa, kc, x, w, wstride, np, y, ldy, accumulate, rows))
+}
+
+/// Runs `block`, which writes (or adds to) `rows` x `width` outputs, on `y` itself when `cols`
+/// is the whole width; else (the last columns of an output whose width is not a multiple of 16)
+/// on a copy aside, of which the first `cols` columns are copied back.
+///
+/// # Safety
+/// `y` has `rows` rows of `cols` writable floats, `ldy` apart; `width` <= 2 panels.
+#[inline(always)]
+unsafe fn with_whole_panels(y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize, width: usize, block: impl FnOnce(*mut f32, usize)) {
+    if cols == width {
+        return block(y, ldy);
     }
-    // Last columns of a width that is not a multiple of 16: a full block aside, then copy.
     let mut tmp = [0f32; MR * 2 * NR];
-    let ld = np * NR;
     if accumulate {
         for r in 0..rows {
-            std::ptr::copy_nonoverlapping(y.add(r * ldy), tmp.as_mut_ptr().add(r * ld), cols);
+            std::ptr::copy_nonoverlapping(y.add(r * ldy), tmp.as_mut_ptr().add(r * width), cols);
         }
     }
-    E::block(isa, kc, x, w, wstride, np, tmp.as_mut_ptr(), ld, accumulate, rows);
+    block(tmp.as_mut_ptr(), width);
     for r in 0..rows {
-        std::ptr::copy_nonoverlapping(tmp.as_ptr().add(r * ld), y.add(r * ldy), cols);
+        std::ptr::copy_nonoverlapping(tmp.as_ptr().add(r * width), y.add(r * ldy), cols);
     }
 }
 
@@ -579,14 +740,14 @@ unsafe fn prefetch_output<const R: usize>(y: *mut f32, ldy: usize, cols: usize) 
 /// R rows (of the 6 an input panel holds) x 16 columns in twelve or fewer registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_f32<const R: usize>(kc: usize, x: *const f32, w: *const f32, y: *mut f32, ldy: usize, accumulate: bool) {
+unsafe fn avx2_f32<const R: usize, X: InputAccess>(kc: usize, x: X, w: *const f32, y: *mut f32, ldy: usize, accumulate: bool) {
     use std::arch::x86_64::*;
     prefetch_output::<R>(y, ldy, NR);
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for i in 0..kc {
         let (w0, w1) = (_mm256_loadu_ps(w.add(i * NR)), _mm256_loadu_ps(w.add(i * NR + 8)));
         for (r, a) in acc.iter_mut().enumerate() {
-            let xv = _mm256_broadcast_ss(&*x.add(i * MR + r));
+            let xv = _mm256_broadcast_ss(&*x.at(i, r));
             a[0] = _mm256_fmadd_ps(xv, w0, a[0]);
             a[1] = _mm256_fmadd_ps(xv, w1, a[1]);
         }
@@ -673,14 +834,14 @@ unsafe fn store_avx2<const R: usize>(acc: &[[std::arch::x86_64::__m256; 2]; R], 
 /// per load of an input value, and enough independent sums to keep two FMA units busy.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn avx512_f32<const R: usize, const P: usize>(kc: usize, x: *const f32, w: *const f32, wstride: usize, y: *mut f32, ldy: usize, accumulate: bool) {
+unsafe fn avx512_f32<const R: usize, const P: usize, X: InputAccess>(kc: usize, x: X, w: *const f32, wstride: usize, y: *mut f32, ldy: usize, accumulate: bool) {
     use std::arch::x86_64::*;
     prefetch_output::<R>(y, ldy, P * NR);
     let mut acc = [[_mm512_setzero_ps(); P]; R];
     for i in 0..kc {
         let wv: [__m512; P] = std::array::from_fn(|p| _mm512_loadu_ps(w.add(p * wstride + i * NR)));
         for (r, a) in acc.iter_mut().enumerate() {
-            let xv = _mm512_set1_ps(*x.add(i * MR + r));
+            let xv = _mm512_set1_ps(*x.at(i, r));
             for p in 0..P {
                 a[p] = _mm512_fmadd_ps(xv, wv[p], a[p]);
             }
@@ -865,6 +1026,43 @@ mod tests {
         for isa in [Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16].into_iter().filter(|i| !kernels.contains(i)) {
             assert!(matmul_on(isa, &[1.0; 2], 1, &packed).is_none(), "{isa:?} is not on this CPU: no product");
         }
+    }
+
+    /// Attention's products: weights packed from strided rows (as they are and transposed) equal
+    /// `Packed::new` of the same matrix, and the in-place product equals the packed one, bit for
+    /// bit, for every kernel, with input and output rows wider than the product.
+    #[test]
+    fn in_place_rows_products_equal_the_packed_product() {
+        let mut rng = crate::rng::Rng::new(11);
+        for (m, k, n, ld) in [(1, 1, 1, 3), (17, 8, 17, 40), (257, 64, 257, 270), (40, 300, 20, 333), (6, 20, 5, 20)] {
+            let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+            let want = Packed::new(&w, k, n).unwrap();
+            let strided: Vec<f32> = (0..k * ld).map(|i| if i % ld < n { w[i / ld * n + i % ld] } else { f32::NAN }).collect();
+            let rows = Packed::from_rows(vec![1.0; 5], &strided, ld, k, n).unwrap();
+            let wt = transpose(&w, k, n);
+            let strided_t: Vec<f32> = (0..n * ld).map(|i| if i % ld < k { wt[i / ld * k + i % ld] } else { f32::NAN }).collect();
+            let columns = Packed::from_transposed_rows(Vec::new(), &strided_t, ld, k, n).unwrap();
+            assert!(rows.panels == want.panels && columns.panels == want.panels, "packing {k}x{n}");
+            let ldx = k + 3;
+            let x: Vec<f32> = (0..m * ldx).map(|i| if i % ldx < k { rng.normal() } else { f32::NAN }).collect();
+            let dense: Vec<f32> = (0..m * k).map(|i| x[i / k * ldx + i % k]).collect();
+            for &isa in Isa::supported() {
+                let packed = matmul_on(isa, &dense, m, &want).unwrap();
+                let ldy = n + 5;
+                let mut y = vec![-7.0f32; m * ldy];
+                matmul_rows_serial(isa, &x, ldx, m, &columns, &mut y, ldy).unwrap();
+                for r in 0..m {
+                    assert!(y[r * ldy..r * ldy + n] == packed[r * n..(r + 1) * n], "{isa:?} {m}x{k}x{n} row {r}");
+                    assert!(y[r * ldy + n..(r + 1) * ldy].iter().all(|&v| v == -7.0), "{isa:?}: wrote past the row");
+                }
+                assert_close(&packed, &reference(&dense, &w, m, k, n), 1e-4, &format!("{isa:?} {m}x{k}x{n}"));
+            }
+        }
+        let w = Packed::new(&[1.0f32; 6], 2, 3).unwrap();
+        assert!(matmul_rows_serial(Isa::Avx2, &[1.0; 3], 2, 2, &w, &mut [0.0; 6], 3).is_none(), "input too short");
+        assert!(matmul_rows_serial(Isa::Avx2, &[1.0; 4], 2, 2, &w, &mut [0.0; 5], 3).is_none(), "output too short");
+        assert!(Packed::from_rows(Vec::new(), &[1.0; 5], 3, 2, 3).is_none(), "source too short");
+        assert!(Packed::from_transposed_rows(Vec::new(), &[1.0; 6], 2, 3, 2).is_none(), "stride narrower than a row");
     }
 
     /// bf16 weights: widened in registers, exactly the product of the widened weights; through
