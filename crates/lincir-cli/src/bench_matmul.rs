@@ -118,7 +118,10 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
             "gflops": names.iter().zip(&results).map(|(n, r)| (n.clone(), serde_json::json!(r))).collect::<serde_json::Map<_, _>>()}));
     }
     // Attention's products: many small ones, batched over images and heads: candle's batched
-    // product, then lincir's (one item per thread); the frozen-weight backends do not apply.
+    // product, lincir's batched product (one item per thread, the gemm crate's kernel; the
+    // training path's), then the vision layers' per-head product (each item's second operand
+    // packed into panels, the micro-kernel reading the first in place; `unmasked_layer.rs`). The
+    // frozen-weight backends do not apply.
     for (what, batch, m, k, n) in ATTENTION {
         let a = Tensor::randn(0f32, 1f32, (batch, m, k), &Device::Cpu)?;
         let b = Tensor::randn(0f32, 1f32, (batch, k, n), &Device::Cpu)?;
@@ -131,8 +134,14 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
             lincir::clip::batched::matmul(&a, &b)?;
             Ok(())
         })? / 1e9;
-        println!("{what:<50} {g:>24.1} {ours:>24.1}");
-        rows.push(serde_json::json!({"product": what, "batch": batch, "m": m, "k": k, "n": n, "gflops": {"candle gemm": g, "lincir batched": ours}}));
+        let per_head = if panel::enabled() {
+            let (av, bv) = (a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+            Some(flops / time(args.seconds, || per_head_products(&av, &bv, batch, m, k, n))? / 1e9)
+        } else {
+            None
+        };
+        println!("{what:<50} {g:>24.1} {ours:>24.1} {:>24}", per_head.map_or("-".into(), |p| format!("{p:.1}")));
+        rows.push(serde_json::json!({"product": what, "batch": batch, "m": m, "k": k, "n": n, "gflops": {"candle gemm": g, "lincir batched": ours, "lincir per head (panels)": per_head}}));
     }
     println!("{:<50} {:>24.1}", "arithmetic peak (FMA loop, measured)", peak.0);
     let peak_bf16 = bf16_peak_gflops(threads);
@@ -154,6 +163,20 @@ pub fn run(args: MatmulBenchArgs) -> Result<()> {
         println!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// `batch` products `a[i] · b[i]` as the vision layers run attention's: per item, on one thread,
+/// `b[i]` packed into panels and `a[i]` read in place.
+fn per_head_products(a: &[f32], b: &[f32], batch: usize, m: usize, k: usize, n: usize) -> Result<()> {
+    use rayon::prelude::*;
+    let isa = panel::isa();
+    let mut y = vec![0f32; batch * m * n];
+    y.par_chunks_mut(m * n).enumerate().try_for_each_init(Vec::new, |buffer, (i, y)| {
+        let w = panel::Packed::from_rows(std::mem::take(buffer), &b[i * k * n..][..k * n], n, k, n).ok_or_else(|| anyhow::anyhow!("packing failed"))?;
+        panel::matmul_rows_serial(isa, &a[i * m * k..][..m * k], k, m, &w, y, n).ok_or_else(|| anyhow::anyhow!("the {} kernel did not run", isa.name()))?;
+        *buffer = w.into_buffer();
+        Ok(())
+    })
 }
 
 /// The micro-kernels this CPU has besides the ones the layers use (`panel::isa()`), as (kernel,
