@@ -4,7 +4,9 @@
 //! candle multiplies the batch one item after the other and splits each item's product across
 //! the threads; attention's items are small (257 x 64 by 64 x 257 for a ViT-L/14 image), so
 //! most of that time went to splitting and joining (`lincir bench matmul` has both figures).
-//! The training path keeps candle's product, whose backward pass it needs.
+//! The training path keeps candle's product, whose backward pass it needs. The CPU's fused
+//! vision layers (`unmasked_layer.rs`) multiply per head through the packed-panel kernels
+//! instead; this product serves the graph of ops (a loaded BLAS, `LINCIR_FUSED_LAYERS=0`).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
