@@ -523,15 +523,17 @@ unsafe fn micro_in_place(isa: Isa, kc: usize, x: InPlaceRows, w: *const f32, wst
     with_whole_panels(y, ldy, accumulate, rows, cols, np * NR, block)
 }
 
+/// An output shared by threads that each write only their own part of it (columns of a product,
+/// (image, head) blocks of attention's context).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: each thread writes only its own columns.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: each thread writes only its own part.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// The pointer (a method, so that closures capture the Sync wrapper, not the raw field).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }

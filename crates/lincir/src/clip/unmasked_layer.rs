@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::causal_layer::{activate_in_place, LayerWeights, ROWS_PER_TASK};
 use super::ops::contiguous_f32;
-use super::panel::{self, Packed};
+use super::panel::{self, OutPtr, Packed};
 
 /// Which rows a layer outputs: all of them, or each sequence's first (the last layer: the vision
 /// tower pools the class token).
@@ -53,7 +53,7 @@ fn attention(qkv: &[f32], batch: usize, seq: usize, hidden: usize, heads: usize,
     let failed = std::sync::atomic::AtomicBool::new(false);
     // One task per (image, head); its context block is `queries` rows of `d` columns, `hidden`
     // apart, in its image's rows of ctx.
-    let out = CtxPtr(ctx.as_mut_ptr());
+    let out = OutPtr(ctx.as_mut_ptr());
     (0..batch * heads).into_par_iter().for_each_init(Scratch::default, |scratch, task| {
         let (image, head) = (task / heads, task % heads);
         let rows = &qkv[image * seq * width..][..seq * width];
@@ -69,18 +69,6 @@ fn attention(qkv: &[f32], batch: usize, seq: usize, hidden: usize, heads: usize,
         candle_core::bail!("unmasked-layer: the attention product's micro-kernel is not available on this CPU");
     }
     Ok(ctx)
-}
-
-#[derive(Clone, Copy)]
-struct CtxPtr(*mut f32);
-// SAFETY: each task writes only its own (image, head) block.
-unsafe impl Send for CtxPtr {}
-unsafe impl Sync for CtxPtr {}
-
-impl CtxPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// One head of one sequence: `softmax(q · kᵀ) · v` for its first `queries` rows, the q, k and v
