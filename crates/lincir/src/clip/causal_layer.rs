@@ -152,6 +152,11 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
 
+/// `y += x` over rows of `width`, in parallel (residual connections).
+pub(super) fn add_in_place(y: &mut [f32], x: &[f32], width: usize) {
+    y.par_chunks_mut(width * ROWS_PER_TASK).zip(x.par_chunks(width * ROWS_PER_TASK)).for_each(|(y, x)| axpy(y, 1.0, x));
+}
+
 fn activate(act: Act, u: &[f32]) -> Vec<f32> {
     let mut g = u.to_vec();
     activate_in_place(act, &mut g);
@@ -259,7 +264,7 @@ fn forward(w: &LayerWeights, geo: &Geometry, x: &[f32], keep: bool) -> candle_co
     }
     let u = w.fc1.forward_rows(&w.ln2.forward(&x1), o)?;
     let mut y = w.fc2.forward_rows(&activate(w.act, &u), o)?;
-    y.par_chunks_mut(h * ROWS_PER_TASK).zip(x1.par_chunks(h * ROWS_PER_TASK)).for_each(|(y, x1)| axpy(y, 1.0, x1));
+    add_in_place(&mut y, &x1, h);
     Ok((y, keep.then_some(Saved { qkv, probs, x1, u })))
 }
 
@@ -270,7 +275,7 @@ fn backward(w: &LayerWeights, geo: &Geometry, saved: &Saved, x: &[f32], dy: &[f3
     let mut dg = w.fc2.backward_rows(dy, o)?;
     activation_backward(w.act, &saved.u, &mut dg);
     let mut dx1 = w.ln2.backward(&saved.x1, &w.fc1.backward_rows(&dg, o)?);
-    dx1.par_chunks_mut(h * ROWS_PER_TASK).zip(dy.par_chunks(h * ROWS_PER_TASK)).for_each(|(a, b)| axpy(a, 1.0, b));
+    add_in_place(&mut dx1, dy, h);
     let dqkv = attention_backward(&saved.qkv, &saved.probs, &w.out.backward_rows(&dx1, o)?, geo, h, w.heads);
     let mut dx = w.ln1.backward(x, &w.qkv.backward_rows(&dqkv, t)?);
     for (g, q) in dx1.chunks_exact(h).zip(geo.query_rows()) {

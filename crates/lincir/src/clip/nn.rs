@@ -725,6 +725,11 @@ impl Encoder {
         Ok(Encoder { layers })
     }
 
+    /// Every layer's fused weights, where all have them.
+    fn fused_layers(&self) -> Option<Vec<Arc<LayerWeights>>> {
+        self.layers.iter().map(|l| l.fused.clone()).collect()
+    }
+
     /// Causal encoder over packed sequences, returning only each sequence's last token (the last
     /// layer computes nothing else: only that row is pooled).
     ///
@@ -762,8 +767,7 @@ impl Encoder {
         let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
         match path {
             Path::Fused => {
-                let layers = self.layers.iter().map(|l| l.fused.clone()).collect::<Option<Vec<_>>>();
-                let layers = layers.ok_or_else(|| crate::Error::Invalid("a layer without fused weights".into()))?;
+                let layers = self.fused_layers().ok_or_else(|| crate::Error::Invalid("a layer without fused weights".into()))?;
                 let mut x = x.contiguous()?;
                 let n = layers.len();
                 for (i, weights) in layers.into_iter().enumerate() {
@@ -789,7 +793,7 @@ impl Encoder {
     /// # Shapes
     /// x: [batch, seq, hidden] -> [batch, hidden]
     pub fn forward_first_token(&self, x: &Tensor, grad: Grad) -> Result<Tensor> {
-        let fused = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && grad == Grad::No && fused_layers_enabled();
+        let fused = x.device().is_cpu() && x.dtype() == candle_core::DType::F32 && fused_layers_enabled();
         self.forward_first_token_via(x, grad, fused)
     }
 
@@ -797,7 +801,7 @@ impl Encoder {
     /// them (inference only), else through candle's ops.
     fn forward_first_token_via(&self, x: &Tensor, grad: Grad, fused: bool) -> Result<Tensor> {
         let (last, rest) = self.layers.split_last().ok_or_else(|| crate::Error::Invalid("an encoder without layers".into()))?;
-        if let Some(layers) = self.layers.iter().map(|l| l.fused.clone()).collect::<Option<Vec<_>>>().filter(|_| fused && grad == Grad::No) {
+        if let Some(layers) = self.fused_layers().filter(|_| fused && grad == Grad::No) {
             let (batch, seq, _) = x.dims3()?;
             let mut x = x.contiguous()?;
             let n = layers.len();

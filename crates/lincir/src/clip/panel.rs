@@ -208,15 +208,25 @@ impl Element for f32 {
     }
     #[inline(always)]
     unsafe fn block(isa: Isa, kc: usize, x: InputPanel, w: *const f32, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize) {
-        #[cfg(target_arch = "x86_64")]
-        match (isa, np) {
-            (Isa::Avx2, _) => by_rows!(rows, avx2_f32[PackedPanel](kc, PackedPanel(x.f32()), w, y, ldy, accumulate)),
-            (_, 1) => by_rows!(rows, avx512_f32[1, PackedPanel](kc, PackedPanel(x.f32()), w, wstride, y, ldy, accumulate)),
-            _ => by_rows!(rows, avx512_f32[2, PackedPanel](kc, PackedPanel(x.f32()), w, wstride, y, ldy, accumulate)),
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
+        f32_block(isa, kc, PackedPanel(x.f32()), w, wstride, np, y, ldy, accumulate, rows)
     }
+}
+
+/// [`Element::block`] for f32 weights, the input read through `x` (packed, or rows in place).
+///
+/// # Safety
+/// As [`micro`], with a full-width block.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn f32_block<X: InputAccess>(isa: Isa, kc: usize, x: X, w: *const f32, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize) {
+    #[cfg(target_arch = "x86_64")]
+    match (isa, np) {
+        (Isa::Avx2, _) => by_rows!(rows, avx2_f32[X](kc, x, w, y, ldy, accumulate)),
+        (_, 1) => by_rows!(rows, avx512_f32[1, X](kc, x, w, wstride, y, ldy, accumulate)),
+        _ => by_rows!(rows, avx512_f32[2, X](kc, x, w, wstride, y, ldy, accumulate)),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
 }
 
 impl Element for half::bf16 {
@@ -322,7 +332,7 @@ impl Packed<f32> {
     /// A zeroed `k x n` weight in `buffer`'s memory, where the source's `rows` rows of `width`
     /// values, `ld` apart, fit in its `len`.
     fn empty(mut buffer: Vec<f32>, k: usize, n: usize, (rows, width): (usize, usize), len: usize, ld: usize) -> Option<Self> {
-        if k == 0 || n == 0 || ld < width || (rows - 1) * ld + width > len {
+        if k == 0 || n == 0 || !rows_fit(len, rows, width, ld) {
             return None;
         }
         buffer.clear();
@@ -463,7 +473,7 @@ pub fn matmul_on<E: Element>(isa: Isa, x: &[f32], m: usize, w: &Packed<E>) -> Op
 /// that of [`matmul_on`] with the same kernel, bit for bit. None where the kernel is not on this
 /// CPU or a slice is too short for the shapes.
 pub fn matmul_rows_serial(isa: Isa, x: &[f32], ldx: usize, m: usize, w: &Packed<f32>, y: &mut [f32], ldy: usize) -> Option<()> {
-    if m == 0 || ldy < w.n || (m - 1) * ldy + w.n > y.len() {
+    if !rows_fit(y.len(), m, w.n, ldy) {
         return None;
     }
     // SAFETY: just checked: y holds m rows of n floats, ldy apart, and is borrowed mutably.
@@ -477,7 +487,7 @@ pub fn matmul_rows_serial(isa: Isa, x: &[f32], ldx: usize, m: usize, w: &Packed<
 /// reads or writes meanwhile.
 pub unsafe fn matmul_rows_serial_into(isa: Isa, x: &[f32], ldx: usize, m: usize, w: &Packed<f32>, y: *mut f32, ldy: usize) -> Option<()> {
     let (k, n) = (w.k, w.n);
-    if !available() || m == 0 || ldx < k || (m - 1) * ldx + k > x.len() || ldy < n || !Isa::supported().contains(&isa) {
+    if !available() || !rows_fit(x.len(), m, k, ldx) || ldy < n || !Isa::supported().contains(&isa) {
         return None;
     }
     let step = isa.panels_per_call();
@@ -503,6 +513,11 @@ pub unsafe fn matmul_rows_serial_into(isa: Isa, x: &[f32], ldx: usize, m: usize,
     Some(())
 }
 
+/// Whether `rows` (at least one) rows of `width` values, `ld` apart, fit in `len`.
+fn rows_fit(len: usize, rows: usize, width: usize, ld: usize) -> bool {
+    rows > 0 && ld >= width && (rows - 1) * ld + width <= len
+}
+
 /// [`micro`] for f32 weights and input rows in place.
 ///
 /// # Safety
@@ -510,17 +525,7 @@ pub unsafe fn matmul_rows_serial_into(isa: Isa, x: &[f32], ldx: usize, m: usize,
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn micro_in_place(isa: Isa, kc: usize, x: InPlaceRows, w: *const f32, wstride: usize, np: usize, y: *mut f32, ldy: usize, accumulate: bool, rows: usize, cols: usize) {
-    let block = |y: *mut f32, ldy: usize| {
-        #[cfg(target_arch = "x86_64")]
-        match (isa, np) {
-            (Isa::Avx2, _) => by_rows!(rows, avx2_f32[InPlaceRows](kc, x, w, y, ldy, accumulate)),
-            (_, 1) => by_rows!(rows, avx512_f32[1, InPlaceRows](kc, x, w, wstride, y, ldy, accumulate)),
-            _ => by_rows!(rows, avx512_f32[2, InPlaceRows](kc, x, w, wstride, y, ldy, accumulate)),
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (isa, kc, x, w, wstride, np, y, ldy, accumulate, rows);
-    };
-    with_whole_panels(y, ldy, accumulate, rows, cols, np * NR, block)
+    with_whole_panels(y, ldy, accumulate, rows, cols, np * NR, |y, ldy| f32_block(isa, kc, x, w, wstride, np, y, ldy, accumulate, rows))
 }
 
 /// An output shared by threads that each write only their own part of it (columns of a product,

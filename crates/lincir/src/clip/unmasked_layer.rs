@@ -14,7 +14,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
 
-use super::causal_layer::{activate_in_place, LayerWeights, ROWS_PER_TASK};
+use super::causal_layer::{activate_in_place, add_in_place, LayerWeights, ROWS_PER_TASK};
 use super::ops::contiguous_f32;
 use super::panel::{self, OutPtr, Packed};
 
@@ -24,11 +24,6 @@ use super::panel::{self, OutPtr, Packed};
 pub(super) enum Outputs {
     All,
     First,
-}
-
-/// `y += x`, row by row in parallel.
-fn add_in_place(y: &mut [f32], x: &[f32], width: usize) {
-    y.par_chunks_mut(width * ROWS_PER_TASK).zip(x.par_chunks(width * ROWS_PER_TASK)).for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, x)| *y += x));
 }
 
 /// Per-thread memory of the attention products, kept across the (image, head) pairs a thread
