@@ -18,6 +18,7 @@ pub mod mapper;
 pub mod method;
 pub mod phi;
 pub mod pic2word;
+pub mod searle;
 pub mod prompt;
 pub mod rng;
 pub mod search;

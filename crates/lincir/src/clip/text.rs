@@ -43,6 +43,11 @@ impl TextTower {
         self.projection_dim
     }
 
+    /// The device the tower's weights live on.
+    pub fn device(&self) -> &candle_core::Device {
+        self.token_embedding.device()
+    }
+
     pub fn max_positions(&self) -> usize {
         self.cfg.max_position_embeddings
     }

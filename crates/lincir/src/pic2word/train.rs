@@ -113,7 +113,7 @@ pub fn learning_rate(base: f64, step: u64, warmup: u64, total: u64) -> f64 {
 
 /// The rows of step `step`'s batch: epoch `step / per_epoch` is a seeded permutation of the
 /// images, cut into `per_epoch` whole batches.
-fn batch_rows(seed: u64, images: usize, batch: usize, step: u64, cached: &mut Option<(u64, Vec<u32>)>) -> Vec<u32> {
+pub(crate) fn batch_rows(seed: u64, images: usize, batch: usize, step: u64, cached: &mut Option<(u64, Vec<u32>)>) -> Vec<u32> {
     let per_epoch = (images / batch) as u64;
     let (epoch, i) = (step / per_epoch, (step % per_epoch) as usize);
     if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
@@ -240,7 +240,7 @@ fn load_state(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<(u64, Im
 }
 
 /// Keeps the metric lines of steps up to `step` (a resumed run rewrites what followed).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: String = text
         .lines()

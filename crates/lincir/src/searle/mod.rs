@@ -1,0 +1,57 @@
+//! Training SEARLE (Baldrati, Agnolucci, Bertini, Del Bimbo; ICCV 2023) for any backbone, so that
+//! LinCIR can be compared with it on the same CLIP and data (docs/TRAINING.md, "SEARLE"). SEARLE
+//! learns the same phi network as LinCIR from unlabelled **images**, in two stages:
+//!
+//! 1. **OTI** (optimisation-based textual inversion, [`oti`]): for each image a pseudo word is
+//!    optimised so that "a photo of $"-like templates embed like the image, regularised by phrases
+//!    about concepts the image resembles ([`concepts`], [`phrases`]);
+//! 2. **phi** ([`train`]): phi learns to predict those pseudo words from the image embedding
+//!    (a contrastive distillation loss), with the same phrase regularisation.
+//!
+//! The checkpoints are SEARLE's format (`{'Phi': state_dict}`) and load wherever a phi does
+//! (`eval --phi searle=...`, `search`, `serve`).
+
+pub mod concepts;
+pub mod loss;
+pub mod oti;
+pub mod phrases;
+pub mod train;
+
+/// The 24 sentence templates SEARLE inverts with (PALAVRA's, Cohen et al. 2022); `{}` is the word.
+/// The same list builds the concept embeddings (an ensemble over the templates).
+pub const TEMPLATES: [&str; 24] = [
+    "This is a photo of a {}",
+    "This photo contains a {}",
+    "A photo of a {}",
+    "This is an illustration of a {}",
+    "This illustration contains a {}",
+    "An illustrations of a {}",
+    "This is a sketch of a {}",
+    "This sketch contains a {}",
+    "A sketch of a {}",
+    "This is a diagram of a {}",
+    "This diagram contains a {}",
+    "A diagram of a {}",
+    "A {}",
+    "We see a {}",
+    "{}",
+    "We see a {} in this photo",
+    "We see a {} in this image",
+    "We see a {} in this illustration",
+    "We see a {} photo",
+    "We see a {} image",
+    "We see a {} illustration",
+    "{} photo",
+    "{} image",
+    "{} illustration",
+];
+
+/// A template with the pseudo word's placeholder in it (SEARLE formats with `" $ "`).
+pub fn template_with_placeholder(template: &str) -> String {
+    template.replace("{}", " $ ")
+}
+
+/// Python's `str.replace(old, new, 1)`: the first occurrence only.
+pub fn replace_first(text: &str, old: &str, new: &str) -> String {
+    text.replacen(old, new, 1)
+}

@@ -1,0 +1,258 @@
+//! SEARLE's phi training (its `train_phi.py`) over precomputed image embeddings and their OTI
+//! pseudo words: phi (LinCIR's architecture, dropout 0.5) predicts each image's pseudo word;
+//!
+//! loss = l_distil * distillation(oti words, phi(v), t) + l_gpt * cosine(phrase, phrase with phi(v))
+//!
+//! where the phrase is a random phrase of a random usable concept of the image, the concept's
+//! every occurrence replaced by ` $ ` and only the first `$` taking the pseudo word (SEARLE's
+//! encoder). AdamW (weight decay on every parameter, as `optim.AdamW(phi.parameters())`), constant
+//! learning rate, shuffled batches with each epoch's last incomplete batch dropped.
+//!
+//! Files in the output folder:
+//! - `phi_latest.safetensors`: phi (official key names), at every checkpoint;
+//! - `searle_phi.pt`: the same weights in SEARLE's release format (`{'Phi': state_dict}`);
+//! - `train_state.safetensors`, `metrics.jsonl`, `train_config.json` (as `train-pic2word`).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::loss::{cosine_loss, distillation_loss};
+use crate::clip::tokenizer::pad_batch;
+use crate::clip::{Clip, ClipTokenizer, Grad, TextTower};
+use crate::method::DOLLAR_ID;
+use crate::phi::{DropoutMasks, Phi, PhiConfig};
+use crate::pic2word::train::{batch_rows, truncate_metrics};
+use crate::rng::Rng;
+use crate::smp::optim::{AdamW, AdamWConfig};
+use crate::{Error, Result};
+
+pub const PHI_FILE: &str = "phi_latest.safetensors";
+pub const RELEASE_FILE: &str = "searle_phi.pt";
+pub const STATE_FILE: &str = "train_state.safetensors";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const CONFIG_FILE: &str = "train_config.json";
+
+// Purposes of the derived random streams.
+const DROPOUT: u64 = 31;
+const DRAW: u64 = 32;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub max_steps: u64,
+    pub seed: u64,
+    pub checkpointing_steps: u64,
+    /// Weight of the distillation loss (1), of the phrase regulariser (0.25), and the
+    /// distillation's temperature (0.25).
+    pub lambda_distil: f64,
+    pub lambda_gpt: f64,
+    pub temperature: f64,
+    pub phi: PhiConfig,
+    /// Number of training images (a resumed run must see the same set).
+    pub images: usize,
+}
+
+/// One image's usable concepts, each with its phrases.
+pub type ImageConcepts<'a> = Vec<(&'a str, &'a [String])>;
+
+/// The token ids of one step's phrases.
+pub struct StepTexts {
+    /// The batch rows that have a phrase (the others have no usable concept).
+    pub rows: Vec<u32>,
+    /// [rows, seq] each: the phrases with every occurrence of the concept replaced by ` $ `, and
+    /// as written.
+    pub replaced: Tensor,
+    pub plain: Tensor,
+}
+
+impl StepTexts {
+    /// `None` when no row has a phrase.
+    pub fn new(tokenizer: &ClipTokenizer, chosen: &[Option<(&str, &str)>], device: &Device) -> Result<Option<Self>> {
+        let rows: Vec<u32> = (0..chosen.len() as u32).filter(|&i| chosen[i as usize].is_some()).collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let pairs: Vec<(&str, &str)> = chosen.iter().flatten().copied().collect();
+        let replaced: Vec<String> = pairs.iter().map(|(c, p)| p.replace(c, " $ ")).collect();
+        let plain: Vec<&str> = pairs.iter().map(|(_, p)| *p).collect();
+        let replaced: Vec<&str> = replaced.iter().map(String::as_str).collect();
+        Ok(Some(StepTexts {
+            rows,
+            replaced: pad_batch(&tokenizer.encode_batch(&replaced)?, device)?,
+            plain: pad_batch(&tokenizer.encode_batch(&plain)?, device)?,
+        }))
+    }
+
+    /// A step's draws: per image a concept (uniform over its usable ones), then one of its
+    /// phrases (uniform).
+    pub fn draw(tokenizer: &ClipTokenizer, concepts: &[&ImageConcepts], rng: &mut Rng, device: &Device) -> Result<Option<Self>> {
+        let chosen: Vec<Option<(&str, &str)>> = concepts
+            .iter()
+            .map(|c| {
+                (!c.is_empty()).then(|| {
+                    let (concept, phrases) = c[rng.below(c.len())];
+                    (concept, phrases[rng.below(phrases.len())].as_str())
+                })
+            })
+            .collect();
+        Self::new(tokenizer, &chosen, device)
+    }
+}
+
+/// The parts of one step's loss.
+pub struct StepLoss {
+    pub total: Tensor,
+    pub distillation: f32,
+    pub gpt: f32,
+}
+
+/// One step's loss, whose graph reaches phi's parameters.
+///
+/// # Shapes
+/// image: [batch, P]; oti: [batch, width] (the images' OTI pseudo words)
+pub fn phi_loss(text: &TextTower, phi: &Phi, image: &Tensor, oti: &Tensor, masks: Option<&DropoutMasks>, texts: Option<&StepTexts>, cfg: &TrainConfig) -> Result<StepLoss> {
+    let predicted = phi.forward(image, masks)?;
+    let distillation = distillation_loss(oti, &predicted, cfg.temperature)?;
+    let mut total = (&distillation * cfg.lambda_distil)?;
+    let mut gpt_value = 0.0;
+    if let Some(t) = texts {
+        let rows = Tensor::from_vec(t.rows.clone(), t.rows.len(), image.device())?;
+        let with_word = text.embed_with_pseudo_words_at(&t.replaced, &predicted.index_select(&rows, 0)?, DOLLAR_ID, false, Grad::Yes)?;
+        let gpt = cosine_loss(&text.embed(&t.plain)?.detach(), &with_word)?;
+        gpt_value = gpt.to_scalar::<f32>()?;
+        total = (total + (gpt * cfg.lambda_gpt)?)?;
+    }
+    Ok(StepLoss { distillation: distillation.to_scalar::<f32>()?, gpt: gpt_value, total })
+}
+
+/// The loss parts and the gradient of every phi parameter (in [`Phi::vars`] order).
+pub fn loss_and_grads(text: &TextTower, phi: &Phi, image: &Tensor, oti: &Tensor, masks: Option<&DropoutMasks>, texts: Option<&StepTexts>, cfg: &TrainConfig) -> Result<(f32, f32, f32, Vec<Tensor>)> {
+    let loss = phi_loss(text, phi, image, oti, masks, texts, cfg)?;
+    let mut grads = loss.total.backward()?;
+    let grads = phi.vars().into_iter().map(|v| grads.remove(v.as_tensor()).ok_or_else(|| Error::Invalid("a phi parameter received no gradient".into()))).collect::<Result<Vec<_>>>()?;
+    Ok((loss.total.to_scalar::<f32>()?, loss.distillation, loss.gpt, grads))
+}
+
+/// One step's report to the caller (progress, logs).
+pub struct StepReport {
+    pub step: u64,
+    pub loss: f32,
+}
+
+pub struct Summary {
+    pub first_step: u64,
+    pub steps: u64,
+    pub final_loss: f32,
+}
+
+fn adam(weight_decay: f64, phi: &Phi) -> Result<AdamW> {
+    AdamW::new(AdamWConfig { weight_decay, ..AdamWConfig::default() }, &phi.vars())
+}
+
+fn save_state(dir: &Path, step: u64, phi: &Phi, opt: &AdamW, cfg: &TrainConfig) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = phi.named_tensors();
+    for (i, (m, v)) in opt.m.iter().zip(&opt.v).enumerate() {
+        tensors.push((format!("adam.{i}.m"), m.clone()));
+        tensors.push((format!("adam.{i}.v"), v.clone()));
+    }
+    let tensors = tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?))).collect::<Result<Vec<_>>>()?;
+    let meta = HashMap::from([
+        ("step".to_string(), step.to_string()),
+        ("adam_t".to_string(), opt.t.to_string()),
+        ("config".to_string(), serde_json::to_string(cfg).expect("config serialises")),
+    ]);
+    crate::io::write_safetensors_atomic(&dir.join(STATE_FILE), &tensors, meta)
+}
+
+/// Restores a run's state; the settings must be the run's own (but for the number of steps).
+fn load_state(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<(u64, Phi, AdamW)> {
+    let path = dir.join(STATE_FILE);
+    let (tensors, meta) = crate::io::read_safetensors(&path)?;
+    let saved: TrainConfig = meta
+        .get("config")
+        .and_then(|c| serde_json::from_str(c).ok())
+        .ok_or_else(|| Error::file(&path, "no training settings in the metadata: not a train-searle state"))?;
+    if (TrainConfig { max_steps: cfg.max_steps, ..saved.clone() }) != *cfg {
+        return Err(Error::file(
+            &path,
+            format!("was written with other settings ({}); resume with the same ones, or use a new --output-dir", serde_json::to_string(&saved).unwrap_or_default()),
+        ));
+    }
+    let number = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| Error::file(&path, format!("metadata {k} missing")));
+    let (step, t) = (number("step")?, number("adam_t")?);
+    let phi = Phi::from_tensors(cfg.phi, &tensors, &path, device)?;
+    let mut opt = adam(cfg.weight_decay, &phi)?;
+    opt.t = t;
+    for i in 0..opt.m.len() {
+        let get = |k: String| -> Result<Tensor> { Ok(tensors.get(&k).ok_or_else(|| Error::tensor(&path, &k, "missing"))?.to_device(device)?) };
+        opt.m[i] = get(format!("adam.{i}.m"))?;
+        opt.v[i] = get(format!("adam.{i}.v"))?;
+    }
+    Ok((step, phi, opt))
+}
+
+/// Trains phi into `dir` from scratch or (with `resume`) from the run's last checkpoint.
+///
+/// # Shapes
+/// images: [n, P] f32 (un-normalised CLIP image embeddings); oti: [n, width] (their OTI words)
+#[allow(clippy::too_many_arguments)]
+pub fn train(clip: &Clip, images: &Tensor, oti: &Tensor, concepts: &[ImageConcepts], cfg: &TrainConfig, dir: &Path, resume: bool, on_step: &dyn Fn(&StepReport)) -> Result<Summary> {
+    let (text, tokenizer, device) = (clip.text()?, &clip.tokenizer, clip.device.clone());
+    let (n, p) = images.dims2()?;
+    if cfg.images != n || oti.dims2()? != (n, text.width()) || concepts.len() != n {
+        return Err(Error::Invalid(format!("{n} images, {:?} pseudo words and {} concept lists for a run of {} images", oti.dims(), concepts.len(), cfg.images)));
+    }
+    if n < cfg.batch_size || cfg.batch_size < 2 {
+        return Err(Error::Invalid(format!("{n} images for batches of {}: the distillation loss needs batches of at least 2 and at least one whole batch", cfg.batch_size)));
+    }
+    if p != cfg.phi.input_dim || text.width() != cfg.phi.output_dim {
+        return Err(Error::Invalid(format!("embeddings of dim {p} for a phi {} -> {}", cfg.phi.input_dim, cfg.phi.output_dim)));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the output folder: {e}")))?;
+    let has_state = dir.join(STATE_FILE).is_file();
+    let (first_step, phi, mut opt) = if resume && has_state {
+        load_state(dir, cfg, &device)?
+    } else if has_state {
+        return Err(Error::file(dir.join(STATE_FILE), "a run is already here: pass --resume to continue it, or choose another --output-dir"));
+    } else {
+        let phi = Phi::init(cfg.phi, cfg.seed, &device)?;
+        let opt = adam(cfg.weight_decay, &phi)?;
+        (0, phi, opt)
+    };
+    truncate_metrics(&dir.join(METRICS_FILE), first_step)?;
+    crate::io::write_atomic(&dir.join(CONFIG_FILE), (serde_json::to_string_pretty(cfg).expect("config serialises") + "\n").as_bytes())?;
+    let (images, oti) = (images.to_device(&device)?, oti.to_device(&device)?.to_dtype(candle_core::DType::F32)?);
+    let metrics_path = dir.join(METRICS_FILE);
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::file(&metrics_path, e))?;
+    let mut perm = None;
+    let mut last = f32::NAN;
+    for step in first_step..cfg.max_steps {
+        let rows = batch_rows(cfg.seed, n, cfg.batch_size, step, &mut perm);
+        let index = Tensor::from_vec(rows.clone(), rows.len(), &device)?;
+        let batch_concepts: Vec<&ImageConcepts> = rows.iter().map(|&r| &concepts[r as usize]).collect();
+        let texts = StepTexts::draw(tokenizer, &batch_concepts, &mut Rng::derive(cfg.seed, DRAW, step), &device)?;
+        let masks = DropoutMasks::draw(&mut Rng::derive(cfg.seed, DROPOUT, step), cfg.batch_size, cfg.phi.hidden_dim, cfg.phi.dropout, &device)?;
+        let (loss, distillation, gpt, grads) = loss_and_grads(text, &phi, &images.index_select(&index, 0)?, &oti.index_select(&index, 0)?, Some(&masks), texts.as_ref(), cfg)?;
+        if !loss.is_finite() {
+            return Err(Error::Invalid(format!("step {}: the loss is {loss}; stopped before updating (resume from the last checkpoint with --resume; try a lower --lr)", step + 1)));
+        }
+        opt.step(&phi.vars(), &grads, cfg.lr)?;
+        last = loss;
+        writeln!(metrics, "{}", serde_json::json!({"step": step + 1, "loss": loss, "distillation": distillation, "gpt": gpt})).map_err(|e| Error::file(&metrics_path, e))?;
+        let done = step + 1;
+        if done % cfg.checkpointing_steps.max(1) == 0 || done == cfg.max_steps {
+            metrics.flush().map_err(|e| Error::file(&metrics_path, e))?;
+            phi.save(&dir.join(PHI_FILE), &[("step", done.to_string()), ("method", "searle".to_string())])?;
+            save_state(dir, done, &phi, &opt, cfg)?;
+        }
+        on_step(&StepReport { step: done, loss });
+    }
+    let epoch = (cfg.max_steps / (n / cfg.batch_size) as u64) as usize;
+    phi.save_official(&dir.join(RELEASE_FILE), epoch)?;
+    Ok(Summary { first_step, steps: cfg.max_steps - first_step, final_loss: last })
+}
