@@ -18,6 +18,7 @@ mod serve;
 mod submit;
 mod train;
 mod train_pic2word;
+mod train_searle;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Train Pic2Word's mapping network on unlabelled images (to compare with LinCIR).
     TrainPic2word(train_pic2word::TrainPic2WordArgs),
+    /// Train SEARLE's phi on unlabelled images (textual inversion, then distillation; to compare with LinCIR).
+    TrainSearle(train_searle::TrainSearleArgs),
     /// Zero-shot composed retrieval metrics on a benchmark.
     Eval(eval::EvalArgs),
     /// Write the files the CIRR and CIRCO test servers accept.
@@ -83,6 +86,7 @@ fn main() {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Train(args) => train::run(args),
         Command::TrainPic2word(args) => train_pic2word::run(args),
+        Command::TrainSearle(args) => train_searle::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Submit(args) => submit::run(args),
         Command::Index(args) => index::run(args),

@@ -109,7 +109,7 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
             f64::from(w.get("logit_scale", &[])?.to_scalar::<f32>()?).exp()
         }
     };
-    let source = if args.augment { Source::Files(readable_images(&args)?) } else { Source::Embeddings(image_embeddings(&args, &clip)?) };
+    let source = if args.augment { Source::Files(readable_images(&args)?) } else { Source::Embeddings(image_embeddings(&args.images, args.embeddings.as_deref(), args.no_cache, &clip)?) };
     let images = match &source {
         Source::Files(paths) => train::Images::Augmented(paths),
         Source::Embeddings(e) => train::Images::Embeddings(e),
@@ -199,10 +199,11 @@ fn readable_images(args: &TrainPic2WordArgs) -> Result<Vec<PathBuf>> {
     Ok(kept)
 }
 
-/// The training images' CLIP embeddings: from `--embeddings`, or embedded now (through the
-/// feature cache), unreadable images left out and counted.
-fn image_embeddings(args: &TrainPic2WordArgs, clip: &Clip) -> Result<candle_core::Tensor> {
-    if let Some(path) = &args.embeddings {
+/// The training images' CLIP embeddings: from `embeddings` (a `lincir embed --images` output), or
+/// the files under `images` embedded now (through the feature cache unless `no_cache`),
+/// unreadable images left out and counted. Shared by `train-pic2word` and `train-searle`.
+pub(crate) fn image_embeddings(images: &[PathBuf], embeddings: Option<&std::path::Path>, no_cache: bool, clip: &Clip) -> Result<candle_core::Tensor> {
+    if let Some(path) = embeddings {
         let (tensors, _) = lincir::io::read_safetensors(path)?;
         let e = tensors.get("embeddings").with_context(|| format!("{}: no tensor `embeddings` (a `lincir embed --images` output)", path.display()))?;
         let (_, p) = e.dims2().with_context(|| format!("{}: `embeddings` is not a matrix", path.display()))?;
@@ -211,8 +212,8 @@ fn image_embeddings(args: &TrainPic2WordArgs, clip: &Clip) -> Result<candle_core
         }
         return Ok(e.clone());
     }
-    let cache = if args.no_cache { None } else { default_root().map(|root| FeatureCache::for_model(clip, &root)).transpose()? };
-    let images: Vec<BenchImage> = crate::embed::image_files(&args.images)?.into_iter().map(BenchImage::file).collect();
+    let cache = if no_cache { None } else { default_root().map(|root| FeatureCache::for_model(clip, &root)).transpose()? };
+    let images: Vec<BenchImage> = crate::embed::image_files(images)?.into_iter().map(BenchImage::file).collect();
     let pb = crate::progress::bar(images.len(), "images");
     let batch = crate::compute::default_batch_size(&clip.device);
     let embedded = embed_images(clip, cache.as_ref(), &images, batch, BadImages::Skip, &|k| pb.inc(k as u64))?;

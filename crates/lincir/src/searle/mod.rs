@@ -15,6 +15,7 @@ pub mod concepts;
 pub mod loss;
 pub mod oti;
 pub mod phrases;
+pub mod store;
 pub mod train;
 
 /// The 24 sentence templates SEARLE inverts with (PALAVRA's, Cohen et al. 2022); `{}` is the word.
