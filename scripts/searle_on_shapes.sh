@@ -10,12 +10,12 @@
 # each image-trained method on (a) the 512 gallery images (transductive: no caption or query is
 # used, but the queries' own images are the training set) and (b) the 384 whose background is not
 # cyan. Each method is evaluated with its own query rule and image transform (--preprocess method).
-#   scripts/searle_on_shapes.sh SHARED_DIR OUT_DIR [SEEDS...]
+#   [LINCIR_BIN=path/to/lincir] scripts/searle_on_shapes.sh SHARED_DIR OUT_DIR [SEEDS...]
 set -euo pipefail
 shared=$1; out=$2; shift 2
 seeds=${*:-0 1 2}
 here=$(cd "$(dirname "$0")/.." && pwd)
-lincir="$here/target/release/lincir"
+lincir="${LINCIR_BIN:-$here/target/release/lincir}"
 model="$shared/shapes/clip"; bench="$shared/shapes/bench"
 mkdir -p "$out/nocyan"
 export LINCIR_CACHE="$out/cache"
