@@ -322,6 +322,74 @@ fn train_pic2word_trains_extends_and_evaluates() {
     assert_eq!(report["mode"], "pic2word", "an IM2TEXT is evaluated as Pic2Word: {report}");
 }
 
+/// `train-searle` on a folder of images: concepts, textual inversion stored per batch, phi with
+/// its checkpoints and SEARLE's release file, which `eval` loads as SEARLE's; --resume reads the
+/// inverted batches back and extends phi; other inversion settings are refused on resume; phrases
+/// from captions work as well as a JSON file. (Resuming to the same bytes after a kill:
+/// kill_resume.rs.)
+#[test]
+fn train_searle_inverts_trains_resumes_and_evaluates() {
+    let model = model_dir();
+    let work = tempfile::tempdir().unwrap();
+    let m = model.path().to_str().unwrap();
+    let imgs = work.path().join("imgs");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for f in ["astronaut_512x512.jpg", "camera_gray_256.png", "chelsea_small_120x90.png", "coffee_400x600.webp", "rocket_427x640.jpg"] {
+        std::fs::copy(fixtures().join("images").join(f), imgs.join(f)).unwrap();
+    }
+    let vocabulary = work.path().join("vocabulary.txt");
+    std::fs::write(&vocabulary, "cat\nrocket\ncoffee cup\ncamera\nastronaut\n").unwrap();
+    let phrases = work.path().join("phrases.json");
+    let json = serde_json::json!({
+        "cat": ["a photo of cat that sleeps", "a photo of cat that is orange"],
+        "rocket": ["a photo of rocket that flies"],
+        "coffee cup": ["a photo of coffee cup that is hot", "a photo of a mug"], // not all name it: not used
+        "camera": ["a photo of camera that is old"],
+    });
+    std::fs::write(&phrases, json.to_string()).unwrap();
+    let train = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut a = vec!["train-searle", "--model", m, "--images", imgs.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--vocabulary", vocabulary.to_str().unwrap(),
+            "--batch-size", "2", "--max-steps", steps, "--checkpointing-steps", "2", "--oti-steps", "3", "--oti-batch-size", "2", "--top-k", "3", "--no-cache"];
+        if !extra.contains(&"--phrase-captions") {
+            a.extend(["--phrases", phrases.to_str().unwrap()]);
+        }
+        a.extend_from_slice(extra);
+        lincir(&a)
+    };
+    let run = work.path().join("run");
+    let o = train(&run, "4", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("5 concepts, 3 with usable phrases; 5 images") && stdout.contains("5 images in 3 batches of 2, 3 steps each"), "{stdout}");
+    assert_eq!(std::fs::read_dir(run.join("oti")).unwrap().count(), 3, "one file per inverted batch");
+    assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().count(), 4);
+    assert_clean_failure(&train(&run, "6", &[]), &["train_state.safetensors", "--resume"]);
+    let o = train(&run, "6", &["--resume"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| 6 (from 4) |") && stdout.contains("3 of 3 batches' pseudo words read back"), "{stdout}");
+    assert_clean_failure(&train(&run, "8", &["--resume", "--oti-lr", "0.01"]), &["batch-0000000.safetensors", "other settings"]);
+
+    let bench = work.path().join("CIRR");
+    mini_cirr(&bench);
+    let release = format!("searle={}", run.join("searle_phi.pt").display());
+    let report = work.path().join("eval.json");
+    let o = lincir(&["eval", "--model", m, "--phi", &release, "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["mode"], "searle", "{report}");
+
+    // Phrases from captions: the captions naming each concept.
+    let captions = work.path().join("captions.txt");
+    std::fs::write(&captions, "A cat on a sofa\nthe rocket at dawn\na Camera and a cat\nno concept here\n").unwrap();
+    let from_captions = work.path().join("captions-run");
+    let o = train(&from_captions, "2", &["--phrase-captions", captions.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("5 concepts, 3 with usable phrases"), "{}", String::from_utf8_lossy(&o.stdout));
+    let usage = lincir(&["train-searle", "--model", m, "--images", "x", "--output-dir", "y", "--vocabulary", "v"]);
+    assert_eq!(usage.status.code(), Some(2), "phrases are required");
+}
+
 #[test]
 fn keywords_prints_one_json_line_per_caption() {
     let o = lincir(&["keywords", "A man riding a brown horse on the beach at sunset", "$$"]);

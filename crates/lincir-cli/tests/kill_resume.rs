@@ -64,7 +64,7 @@ fn killed_training_resumes_exactly(work: &Path, cache: &Path, salt: u64, args: i
         let out = work.join(format!("killed{k}"));
         kill_after(&args(&out), cache, at);
         let mut again = args(&out);
-        if out.join("train_state.safetensors").exists() {
+        if out.join("train_state.safetensors").exists() && !again.iter().any(|a| a == "--resume") {
             again.push("--resume".into());
         }
         run_to_end(&again, cache);
@@ -99,6 +99,28 @@ fn train_pic2word_killed_anywhere_resumes_to_the_same_network() {
             "--max-steps", "40", "--checkpointing-steps", "5", "--warmup-steps", "5", "--lr", "1e-3", "--seed", "3", "--threads", "1"])
     };
     killed_training_resumes_exactly(work.path(), &work.path().join("cache"), 4, args, "im2text_latest.safetensors", 40);
+}
+
+/// SEARLE's two stages: the inverted batches of a killed run are read back (each file written
+/// atomically), phi resumes from its checkpoint; the run ends with the same bytes. `--resume`
+/// is always given: it starts a run that has nothing yet.
+#[test]
+fn train_searle_killed_anywhere_resumes_to_the_same_phi() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("photos");
+    photos(&images, 32);
+    let vocabulary = work.path().join("vocabulary.txt");
+    std::fs::write(&vocabulary, "red\ngreen\nblue\ndog\nhouse\n").unwrap();
+    let captions = work.path().join("captions.txt");
+    let lines: Vec<String> = (0..60).map(|i| format!("a {} dog near a {} house number {i}", ["red", "green", "blue"][i % 3], ["big", "small"][i % 2])).collect();
+    std::fs::write(&captions, lines.join("\n")).unwrap();
+    let args = |out: &Path| {
+        s(&["train-searle", "--model", m, "--images", images.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--vocabulary", vocabulary.to_str().unwrap(),
+            "--phrase-captions", captions.to_str().unwrap(), "--oti-steps", "6", "--oti-batch-size", "4", "--batch-size", "8", "--max-steps", "24",
+            "--checkpointing-steps", "4", "--top-k", "3", "--seed", "3", "--threads", "1", "--resume"])
+    };
+    killed_training_resumes_exactly(work.path(), &work.path().join("cache"), 6, args, "phi_latest.safetensors", 24);
 }
 
 /// With Pic2Word's augmentation every step decodes and crops the images at random: the crops are
