@@ -6,7 +6,8 @@ here from that description with transformers' CLIP:
     concept embedding = normalise(mean_t normalise(text(template_t with " {concept} ")))
     cos(a, b)         = mean_i 1 - a_i.b_i / sqrt((|a_i|^2 + 1e-12)(|b_i|^2 + 1e-12))
     OTI step          = (1 * cos(text(template with w), image)
-                         + 0.5 * cos(text(phrase, concept's first occurrence -> w), text(phrase))) / 1.5
+                         + 0.5 * cos(text(phrase, concept's first occurrence -> w), text(phrase)) * R / B) / 1.5
+                        (R of the B images have a phrase: the phrase term divides by the batch)
                         AdamW(lr, wd 0.01) on w; ema = 0.99 ema + 0.01 w
     phi step          = NT-Xent(oti, phi(image), t=0.25)
                         + 0.25 * cos(text(phrase), text(phrase, every concept occurrence -> " $ ",
@@ -123,7 +124,9 @@ def main():
         chosen = [pairs[i] for i in rows]
         rep = ids([p.replace(c, " $ ", 1) for c, p in chosen])
         reg = features(model, ids([p for _, p in chosen]))
-        gpt = cos_loss(with_word(model, rep, words[rows]), reg)
+        # lincir's rule for an image without a phrase (SEARLE's code has none): the phrase term
+        # sums over the images with one and divides by the batch size.
+        gpt = cos_loss(with_word(model, rep, words[rows]), reg) * len(rows) / B
         loss = (1.0 * cosine + 0.5 * gpt) / 1.5
         loss.backward()
         if s == 0:

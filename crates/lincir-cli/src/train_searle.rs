@@ -269,7 +269,8 @@ fn invert_all(args: &TrainSearleArgs, clip: &Clip, images: &Tensor, per_image: &
                     .iter()
                     .map(|c| c.iter().flat_map(|(name, phrases)| phrases.iter().map(move |p| (*name, p.as_str()))).collect())
                     .collect();
-                let inverted = oti::invert(text, &clip.tokenizer, &images.narrow(0, start, rows)?, &choices, cfg, args.seed, b as u64)?;
+                let keys: Vec<u64> = (start as u64..(start + rows) as u64).collect();
+                let inverted = oti::invert(text, &clip.tokenizer, &images.narrow(0, start, rows)?, &choices, cfg, args.seed, &keys)?;
                 store.save(b as u64, &inverted)?;
                 pb.set_message(format!("loss {:.4}", inverted.loss));
                 inverted.ema.to_device(&candle_core::Device::Cpu)?

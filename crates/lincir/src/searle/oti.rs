@@ -77,11 +77,15 @@ impl StepTexts {
         Ok(StepTexts { templates, rows, phrases })
     }
 
-    /// A step's random choices: a template per image (uniform over the 24) and a phrase per image
-    /// (uniform over all of its concepts' phrases, as SEARLE flattens them).
-    pub fn draw(tokenizer: &ClipTokenizer, choices: &[ConceptPhrases], rng: &mut Rng, device: &Device) -> Result<Self> {
-        let templates: Vec<&str> = choices.iter().map(|_| super::TEMPLATES[rng.below(super::TEMPLATES.len())]).collect();
-        let phrases: Vec<Option<(&str, &str)>> = choices.iter().map(|c| (!c.is_empty()).then(|| c[rng.below(c.len())])).collect();
+    /// A step's random choices, each image from its own stream: a template (uniform over the
+    /// 24) and a phrase (uniform over all of its concepts' phrases, as SEARLE flattens them).
+    pub fn draw(tokenizer: &ClipTokenizer, choices: &[ConceptPhrases], streams: &mut [Rng], device: &Device) -> Result<Self> {
+        let mut templates = Vec::with_capacity(choices.len());
+        let mut phrases = Vec::with_capacity(choices.len());
+        for (c, rng) in choices.iter().zip(streams.iter_mut()) {
+            templates.push(super::TEMPLATES[rng.below(super::TEMPLATES.len())]);
+            phrases.push((!c.is_empty()).then(|| c[rng.below(c.len())]));
+        }
         Self::new(tokenizer, &templates, &phrases, device)
     }
 }
@@ -92,7 +96,8 @@ fn encode(tokenizer: &ClipTokenizer, texts: &[String]) -> Result<Vec<Vec<u32>>> 
 }
 
 /// One step's loss, differentiable with respect to `words`. Images without a phrase this step
-/// contribute the template term only; the phrase term is the mean over those with one.
+/// contribute the template term only; the phrase term sums over those with one and divides by
+/// the batch size.
 ///
 /// # Shapes
 /// words: [batch, width]; image: [batch, P] (the images' CLIP embeddings) -> []
@@ -103,7 +108,11 @@ pub fn oti_loss(text: &TextTower, words: &Tensor, image: &Tensor, texts: &StepTe
     let rows = Tensor::from_vec(texts.rows.clone(), texts.rows.len(), words.device())?;
     let with_word = text.embed_with_pseudo_words_at(replaced, &words.index_select(&rows, 0)?, DOLLAR_ID, false, Grad::Yes)?;
     let target = text.embed(plain)?.detach();
-    let gpt = cosine_loss(&with_word, &target)?;
+    // Summed over the images with a phrase and divided by the whole batch: every image's gradient
+    // is its own terms over the batch size, which AdamW's normalisation cancels, so an image is
+    // inverted alike in any batch. With a phrase for every image (SEARLE's case) it is the mean.
+    let with_phrase = texts.rows.len() as f64 / image.dim(0)? as f64;
+    let gpt = (cosine_loss(&with_word, &target)? * with_phrase)?;
     let total = cfg.lambda_cos + cfg.lambda_gpt;
     Ok(((cosine * (cfg.lambda_cos / total))? + (gpt * (cfg.lambda_gpt / total))?)?)
 }
@@ -117,20 +126,27 @@ pub struct Inverted {
     pub loss: f32,
 }
 
-/// Inverts batch number `batch_index` of a run: its draws (initial words, templates, phrases)
-/// come from (seed, batch_index), so a resumed run inverts the same batch to the same words.
+/// Inverts a batch of images. Each image's draws (initial word, templates, phrases) come from
+/// its own stream, (seed, key): an image is inverted the same way whatever batch it is in, and a
+/// resumed run inverts it again to the same word. Training uses the image's index as its key.
 ///
 /// # Shapes
-/// image: [batch, P] f32 on the text tower's device
-pub fn invert(text: &TextTower, tokenizer: &ClipTokenizer, image: &Tensor, choices: &[ConceptPhrases], cfg: &OtiConfig, seed: u64, batch_index: u64) -> Result<Inverted> {
+/// image: [batch, P] f32 on the text tower's device; keys: one per image
+pub fn invert(text: &TextTower, tokenizer: &ClipTokenizer, image: &Tensor, choices: &[ConceptPhrases], cfg: &OtiConfig, seed: u64, keys: &[u64]) -> Result<Inverted> {
     let (b, device) = (image.dim(0)?, image.device().clone());
+    if keys.len() != b || choices.len() != b {
+        return Err(crate::Error::Invalid(format!("{b} images, {} keys and {} choice lists", keys.len(), choices.len())));
+    }
     let width = text.width();
-    let mut init = Rng::derive(seed, INIT, batch_index);
-    let start: Vec<f32> = (0..b * width).map(|_| 0.02 * init.normal()).collect();
-    let mut draw = Rng::derive(seed, DRAW, batch_index);
-    let mut texts = |_step: u64| StepTexts::draw(tokenizer, choices, &mut draw, &device);
+    let mut start = Vec::with_capacity(b * width);
+    for &key in keys {
+        let mut init = Rng::derive(seed, INIT, key);
+        start.extend((0..width).map(|_| 0.02 * init.normal()));
+    }
+    let mut streams: Vec<Rng> = keys.iter().map(|&k| Rng::derive(seed, DRAW, k)).collect();
+    let mut texts = |_step: u64| StepTexts::draw(tokenizer, choices, &mut streams, &device);
     invert_from(text, image, &Tensor::from_vec(start, (b, width), &device)?, cfg, &mut texts)
-        .map_err(|e| crate::Error::Invalid(format!("textual inversion of batch {}: {e}", batch_index + 1)))
+        .map_err(|e| crate::Error::Invalid(format!("textual inversion of images {}..{}: {e}", keys[0] + 1, keys[b - 1] + 1)))
 }
 
 /// The optimisation itself, from initial words and each step's texts.
