@@ -112,8 +112,21 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
     if args.batch_size < 2 || args.oti_batch_size == 0 || args.top_k == 0 || args.phrases_per_concept == 0 {
         bail!("--batch-size must be at least 2, and --oti-batch-size, --top-k and --phrases-per-concept at least 1");
     }
-    if !(0.0..1.0).contains(&args.dropout) || !(0.0..1.0).contains(&args.ema_decay) || args.temperature <= 0.0 {
-        bail!("--dropout and --ema-decay must be in [0, 1), --temperature positive");
+    if !(0.0..1.0).contains(&args.dropout) || !(0.0..1.0).contains(&args.ema_decay) {
+        bail!("--dropout and --ema-decay must be in [0, 1)");
+    }
+    for (flag, value) in [("--lr", args.lr), ("--oti-lr", args.oti_lr), ("--temperature", args.temperature)] {
+        if !(value.is_finite() && value > 0.0) {
+            bail!("{flag} must be a finite number above 0");
+        }
+    }
+    for (flag, value) in [("--weight-decay", args.weight_decay), ("--oti-lambda-gpt", args.oti_lambda_gpt), ("--lambda-distil", args.lambda_distil), ("--lambda-gpt", args.lambda_gpt)] {
+        if !(value.is_finite() && value >= 0.0) {
+            bail!("{flag} must be a finite number, 0 or more");
+        }
+    }
+    if args.lambda_distil + args.lambda_gpt == 0.0 {
+        bail!("--lambda-distil and --lambda-gpt are both 0: phi would learn nothing");
     }
     if !args.resume && args.output_dir.join(train::STATE_FILE).is_file() {
         bail!("{}: a run is already here: pass --resume to continue it, or choose another --output-dir", args.output_dir.join(train::STATE_FILE).display());

@@ -15,6 +15,15 @@ fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Refuses a file larger than `limit` bytes before it is read whole (`what` names it).
+pub fn check_file_size(path: &Path, limit: u64, what: &str) -> Result<()> {
+    let len = std::fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?.len();
+    if len > limit {
+        return Err(Error::file(path, format!("the {what} is {len} bytes, more than the {limit} accepted")));
+    }
+    Ok(())
+}
+
 /// Writes bytes to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = partial_path(path);

@@ -12,6 +12,8 @@ use crate::{Error, Result};
 
 /// A vocabulary larger than this is refused (Open Images V7 has about 20,000 classes).
 pub const MAX_CONCEPTS: usize = 1_000_000;
+/// A vocabulary file larger than this is refused (Open Images V7's is under 1 MiB).
+const MAX_VOCABULARY_BYTES: u64 = 256 << 20;
 /// A concept name longer than this (bytes) is refused.
 const MAX_CONCEPT_LEN: usize = 200;
 
@@ -19,6 +21,7 @@ const MAX_CONCEPT_LEN: usize = 200;
 /// column (Open Images' `oidv7-class-descriptions.csv`). Names are trimmed; empty lines and
 /// repeats are dropped (the first occurrence keeps its place).
 pub fn read_vocabulary(path: &Path) -> Result<Vec<String>> {
+    crate::io::check_file_size(path, MAX_VOCABULARY_BYTES, "vocabulary")?;
     let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read the vocabulary: {e}")))?;
     let first = text.lines().next().unwrap_or_default();
     let names: Vec<String> = if first.split(',').any(|c| c.trim().trim_matches('"') == "DisplayName") {
@@ -88,13 +91,14 @@ pub fn embed_vocabulary(text: &TextTower, tokenizer: &ClipTokenizer, concepts: &
 /// # Shapes
 /// images: [n, P] (any norm); vocabulary: [concepts, P] unit rows
 pub fn nearest_concepts(images: &Tensor, vocabulary: &Tensor, k: usize) -> Result<Vec<Vec<u32>>> {
-    const BLOCK: usize = 1024;
+    // At most 2^26 similarities (256 MiB) at a time, whatever the vocabulary's size.
     let n = images.dim(0)?;
     let vocabulary = vocabulary.to_device(images.device())?;
+    let block = ((1usize << 26) / vocabulary.dim(0)?.max(1)).clamp(1, 1024);
     let k = k.min(vocabulary.dim(0)?);
     let mut out = Vec::with_capacity(n);
-    for start in (0..n).step_by(BLOCK) {
-        let rows = unit_rows(&images.narrow(0, start, BLOCK.min(n - start))?.to_dtype(candle_core::DType::F32)?)?;
+    for start in (0..n).step_by(block) {
+        let rows = unit_rows(&images.narrow(0, start, block.min(n - start))?.to_dtype(candle_core::DType::F32)?)?;
         let sims = rows.matmul(&vocabulary.t()?)?.to_vec2::<f32>()?;
         for row in sims {
             let mut order: Vec<u32> = (0..row.len() as u32).collect();

@@ -10,8 +10,12 @@ use std::path::Path;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
-/// A phrase longer than this (bytes) is not used (CLIP reads 75 tokens of it at most).
-const MAX_PHRASE_LEN: usize = 1000;
+/// A phrase longer than this (bytes) is not used (CLIP reads 75 tokens of it at most): with 256
+/// phrases per concept, 20,000 concepts hold at most 2 GB of phrases.
+const MAX_PHRASE_LEN: usize = 400;
+/// A phrases file larger than this is refused (SEARLE's 256 GPT phrases for each of Open Images'
+/// ~20,000 concepts are about 0.6 GB).
+const MAX_JSON_BYTES: u64 = 4 << 30;
 /// Random stream of the caption sampling.
 const SAMPLE: u64 = 11;
 
@@ -25,6 +29,7 @@ impl Phrases {
     /// SEARLE's `concept_to_phrases` as JSON: `{"concept": ["phrase", ...], ...}` (from its
     /// pickle: `json.dump(pickle.load(f), out)`).
     pub fn read_json(path: &Path) -> Result<Self> {
+        crate::io::check_file_size(path, MAX_JSON_BYTES, "phrases file")?;
         let file = std::fs::File::open(path).map_err(|e| Error::file(path, format!("cannot read the phrases: {e}")))?;
         let by_concept: HashMap<String, Vec<String>> = serde_json::from_reader(std::io::BufReader::new(file))
             .map_err(|e| Error::file(path, format!("not a JSON object of concept -> list of phrases: {e}")))?;
