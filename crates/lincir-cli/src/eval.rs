@@ -60,6 +60,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         json["preprocess"] = serde_json::json!(pipeline.name());
         json["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
         reports.push((report, json));
+        drop(ev);
+        loaded.inverted.finish_and_clear();
     }
     let first = &reports[0].0;
     // Which transform made each row's pixels, when it is not transformers' for all of them.

@@ -14,6 +14,10 @@ use lincir::clip::{Clip, PreprocessConfig};
 use lincir::mapper::{Mapper, PseudoWordNet};
 use lincir::method::Method;
 use lincir::phi::Phi;
+use lincir::searle::concepts;
+use lincir::searle::inverter::{InversionSetup, Inverter};
+use lincir::searle::oti::OtiConfig;
+use lincir::searle::phrases::Phrases;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Baseline {
@@ -36,8 +40,10 @@ pub struct ModelArgs {
     /// IM2TEXT; the architecture is read from the weights). CHECKPOINT is a lincir safetensors
     /// file or a published .pt, a file or `owner/repo/file` on the hub (e.g.
     /// navervision/zeroshot-cir-models/lincir_large.pt). Not needed with --baseline.
-    #[arg(long, required_unless_present = "baseline")]
+    #[arg(long, required_unless_present_any = ["baseline", "searle_oti"])]
     pub phi: Vec<String>,
+    #[command(flatten)]
+    pub oti: OtiArgs,
     /// Also rank without a pseudo word: by the reference image, the text, or their normalised
     /// sum (repeatable).
     #[arg(long, value_enum)]
@@ -56,6 +62,64 @@ pub struct ModelArgs {
     pub skip_bad_images: bool,
 }
 
+/// SEARLE-OTI: pseudo words found by inverting each reference image (docs/EVALUATION.md).
+#[derive(Args)]
+pub struct OtiArgs {
+    /// Also evaluate SEARLE-OTI: each reference image's pseudo word is found by textual
+    /// inversion of the image itself (SEARLE's settings; no checkpoint), queried with SEARLE's
+    /// rule. Needs --oti-vocabulary and --oti-phrases or --oti-phrase-captions.
+    #[arg(long, requires = "oti_vocabulary")]
+    pub searle_oti: bool,
+    /// Concept vocabulary for SEARLE-OTI (as `train-searle --vocabulary`).
+    #[arg(long, requires = "searle_oti")]
+    pub oti_vocabulary: Option<PathBuf>,
+    /// Phrases per concept as JSON (as `train-searle --phrases`).
+    #[arg(long, requires = "searle_oti", conflicts_with = "oti_phrase_captions")]
+    pub oti_phrases: Option<PathBuf>,
+    /// Or phrases from captions (as `train-searle --phrase-captions`).
+    #[arg(long, num_args = 1.., requires = "searle_oti")]
+    pub oti_phrase_captions: Vec<String>,
+    /// Inversion steps per reference image (SEARLE: 350).
+    #[arg(long, default_value_t = 350)]
+    pub oti_steps: u64,
+    /// Nearest concepts per image for the phrase regulariser (SEARLE: 15).
+    #[arg(long, default_value_t = 15)]
+    pub oti_top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    pub oti_seed: u64,
+}
+
+impl OtiArgs {
+    /// The inversion's concepts, phrases and settings, when SEARLE-OTI is asked for.
+    fn setup(&self, clip: &Clip) -> Result<Option<InversionSetup>> {
+        if !self.searle_oti {
+            return Ok(None);
+        }
+        if self.oti_phrases.is_none() && self.oti_phrase_captions.is_empty() {
+            bail!("--searle-oti needs --oti-phrases or --oti-phrase-captions");
+        }
+        if self.oti_top_k == 0 || self.oti_steps == 0 {
+            bail!("--oti-top-k and --oti-steps must be at least 1");
+        }
+        let path = self.oti_vocabulary.as_ref().expect("clap requires it");
+        let mut vocabulary = concepts::read_vocabulary(path)?;
+        let phrases = match &self.oti_phrases {
+            Some(p) => Phrases::read_json(p)?,
+            None => {
+                vocabulary = concepts::lowercased(vocabulary);
+                let corpus = lincir::smp::corpus::Corpus::open(&self.oti_phrase_captions, "text")?;
+                Phrases::from_captions(corpus.captions(), &vocabulary, 256, self.oti_seed)?
+            }
+        };
+        let pb = crate::progress::bar(vocabulary.len(), "concepts");
+        let batch = crate::compute::default_batch_size(&clip.device).max(lincir::searle::TEMPLATES.len());
+        let embeddings = concepts::embed_vocabulary(clip.text()?, &clip.tokenizer, &vocabulary, batch, &|k| pb.inc(k as u64))?;
+        pb.finish_and_clear();
+        let config = OtiConfig { steps: self.oti_steps, ..OtiConfig::default() };
+        Ok(Some(InversionSetup { vocabulary, embeddings, phrases, top_k: self.oti_top_k, config, seed: self.oti_seed }))
+    }
+}
+
 /// One thing evaluated: a method with its checkpoint, or a baseline.
 pub struct Run {
     /// The method's name, or the baseline's (`image-only`, ...): the row of the table.
@@ -63,6 +127,8 @@ pub struct Run {
     pub mode: QueryMode,
     pub method: Method,
     pub mapper: Option<Mapper>,
+    /// SEARLE-OTI's inversion setup (then `mapper` is `None`).
+    pub oti: Option<InversionSetup>,
     /// The checkpoint as the user named it.
     pub checkpoint: Option<String>,
     /// The image transform of this run's gallery and reference images.
@@ -75,6 +141,9 @@ pub struct Loaded {
     cache_root: Option<PathBuf>,
     /// The model's own preprocessing, from which each run's pipeline is made.
     preprocess: PreprocessConfig,
+    /// Counts SEARLE-OTI's inverted reference images.
+    pub inverted: indicatif::ProgressBar,
+    on_inverted: Box<dyn Fn(usize) + Sync + Send>,
 }
 
 /// Splits `[METHOD=]CHECKPOINT`; a prefix that is no method name is part of a path.
@@ -130,10 +199,15 @@ impl ModelArgs {
                 mode: QueryMode::Composed,
                 method,
                 mapper: Some(mapper),
+                oti: None,
                 checkpoint: Some(spec),
                 pipeline: self.pipeline.pipeline_for(Some(method)),
             })
             .collect();
+        if let Some(setup) = self.oti.setup(&clip)? {
+            let method = Method::Searle;
+            runs.push(Run { label: "searle-oti".into(), mode: QueryMode::Composed, method, mapper: None, oti: Some(setup), checkpoint: None, pipeline: self.pipeline.pipeline_for(Some(method)) });
+        }
         for b in &self.baseline {
             let mode = match b {
                 Baseline::Image => QueryMode::Image,
@@ -142,12 +216,14 @@ impl ModelArgs {
             };
             if !runs.iter().any(|r| r.mode == mode) {
                 let pipeline = self.pipeline.pipeline_for(None);
-                runs.push(Run { label: mode.name().into(), mode, method: Method::Lincir, mapper: None, checkpoint: None, pipeline });
+                runs.push(Run { label: mode.name().into(), mode, method: Method::Lincir, mapper: None, oti: None, checkpoint: None, pipeline });
             }
         }
         let cache_root = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_root) };
         let preprocess = clip.preprocess.clone();
-        Ok(Loaded { clip, runs, cache_root, preprocess })
+        let inverted = crate::progress::counter("references inverted");
+        let counter = inverted.clone();
+        Ok(Loaded { clip, runs, cache_root, preprocess, inverted, on_inverted: Box::new(move |n| counter.inc(n as u64)) })
     }
 
     pub fn bad_images(&self) -> BadImages {
@@ -168,7 +244,12 @@ impl Loaded {
         let cache = self.cache_root.as_ref().map(|root| FeatureCache::for_model(&self.clip, root)).transpose()?;
         Ok(Evaluator {
             clip: &self.clip,
-            phi: run.mapper.as_ref().map(|m| m as &dyn PseudoWordNet),
+            phi: match (&run.mapper, &run.oti) {
+                (Some(m), _) => Some(Box::new(m) as Box<dyn PseudoWordNet>),
+                (None, Some(setup)) => Some(Box::new(Inverter::new(self.clip.text()?, &self.clip.tokenizer, setup, &*self.on_inverted))),
+                (None, None) => None,
+            },
+            label: run.oti.is_some().then_some("searle-oti"),
             method: run.method,
             mode: run.mode,
             cache,

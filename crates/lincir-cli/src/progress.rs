@@ -12,6 +12,14 @@ pub fn bar(len: usize, what: &str) -> ProgressBar {
     pb
 }
 
+/// A count without a known total (shown from its first increment).
+pub fn counter(what: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{msg:>8} [{elapsed_precise}] {pos} ({per_sec})").expect("valid template"));
+    pb.set_message(what.to_string());
+    pb
+}
+
 /// One bar at a time for the galleries a library call embeds (its progress callback).
 #[derive(Default)]
 pub struct Bars(std::sync::Mutex<Option<ProgressBar>>);

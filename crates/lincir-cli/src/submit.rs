@@ -68,6 +68,8 @@ pub fn run(args: SubmitArgs) -> Result<()> {
                 println!("{}: CIRCO {split}: {n} queries -> {}", shown, a.display());
             }
         }
+        drop(ev);
+        loaded.inverted.finish_and_clear();
     }
     Ok(())
 }

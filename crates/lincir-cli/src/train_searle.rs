@@ -148,7 +148,7 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
     let from_captions = args.phrases.is_none();
     let mut vocabulary = concepts::read_vocabulary(&args.vocabulary)?;
     if from_captions {
-        vocabulary = dedup(vocabulary.into_iter().map(|c| c.to_lowercase()).collect());
+        vocabulary = concepts::lowercased(vocabulary);
     }
     let vocab_embeddings = vocabulary_embeddings(&clip, &vocabulary, &args.output_dir)?;
     let nearest = concepts::nearest_concepts(&images, &vocab_embeddings, args.top_k)?;
@@ -215,11 +215,6 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
     let release = args.output_dir.join(train::RELEASE_FILE);
     println!("phi: {} and {} (evaluate with `lincir eval --phi searle={}`)", args.output_dir.join(train::PHI_FILE).display(), release.display(), release.display());
     Ok(())
-}
-
-fn dedup(names: Vec<String>) -> Vec<String> {
-    let mut seen = std::collections::HashSet::new();
-    names.into_iter().filter(|n| seen.insert(n.clone())).collect()
 }
 
 /// The vocabulary's ensemble embeddings, kept in the output folder (`concepts.safetensors`) for

@@ -388,6 +388,19 @@ fn train_searle_inverts_trains_resumes_and_evaluates() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("5 concepts, 3 with usable phrases"), "{}", String::from_utf8_lossy(&o.stdout));
     let usage = lincir(&["train-searle", "--model", m, "--images", "x", "--output-dir", "y", "--vocabulary", "v"]);
     assert_eq!(usage.status.code(), Some(2), "phrases are required");
+
+    // SEARLE-OTI: the references inverted at query time, beside the trained SEARLE, in one table.
+    let both = work.path().join("both.json");
+    let (b, v, p, j) = (bench.to_str().unwrap(), vocabulary.to_str().unwrap(), phrases.to_str().unwrap(), both.to_str().unwrap());
+    let o = lincir(&["eval", "--model", m, "--phi", &release, "--searle-oti", "--oti-vocabulary", v, "--oti-phrases", p, "--oti-steps", "2", "--dataset", "cirr", "--dataset-path", b, "--json", j]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("| searle-oti |"), "{}", String::from_utf8_lossy(&o.stdout));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&both).unwrap()).unwrap();
+    let modes: Vec<&str> = report["runs"].as_array().unwrap().iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["searle", "searle-oti"]);
+    let usage = lincir(&["eval", "--model", m, "--searle-oti", "--dataset", "cirr", "--dataset-path", b]);
+    assert_eq!(usage.status.code(), Some(2), "--searle-oti needs a vocabulary");
+    assert_clean_failure(&lincir(&["eval", "--model", m, "--searle-oti", "--oti-vocabulary", v, "--dataset", "cirr", "--dataset-path", b]), &["--oti-phrases"]);
 }
 
 #[test]

@@ -219,6 +219,12 @@ pub trait PseudoWordNet: Sync {
     fn pseudo_words(&self, x: &Tensor) -> Result<Tensor>;
 }
 
+impl<T: PseudoWordNet + ?Sized> PseudoWordNet for &T {
+    fn pseudo_words(&self, x: &Tensor) -> Result<Tensor> {
+        (**self).pseudo_words(x)
+    }
+}
+
 impl PseudoWordNet for Phi {
     fn pseudo_words(&self, x: &Tensor) -> Result<Tensor> {
         self.forward(x, None)

@@ -155,3 +155,31 @@ fn an_image_is_inverted_alike_in_any_batch() {
     let other_seed = oti::invert(&f.text, &f.tokenizer, &image.narrow(0, 2, 1).unwrap(), &phrases[2..], &cfg, 8, &[12]).unwrap();
     assert!(rel_err(&other_seed.ema, &alone.ema) > 1e-2, "the seed changes the word");
 }
+
+/// SEARLE-OTI at query time: a reference repeated across queries is inverted once, and its word
+/// does not depend on the other references it comes with.
+#[test]
+fn the_query_time_inverter_inverts_each_reference_once() {
+    use lincir::mapper::PseudoWordNet;
+    use lincir::searle::inverter::{InversionSetup, Inverter};
+    let f = Fixture::load();
+    let vocabulary: Vec<String> = ["dog", "cat", "red square"].iter().map(|s| s.to_string()).collect();
+    let embeddings = concepts::embed_vocabulary(&f.text, &f.tokenizer, &vocabulary, 24, &|_| {}).unwrap();
+    let captions = ["a dog on the grass", "a cat on a red square", "the dog and the cat"].iter().map(|c| Ok(Some(c.to_string())));
+    let phrases = lincir::searle::phrases::Phrases::from_captions(captions, &vocabulary, 8, 0).unwrap();
+    let setup = InversionSetup { vocabulary, embeddings, phrases, top_k: 2, config: oti::OtiConfig { steps: 3, ..oti::OtiConfig::default() }, seed: 1 };
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    let on_inverted = |n: usize| {
+        count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    };
+    let image = f.get("oti.image");
+    let (a, b) = (image.narrow(0, 0, 1).unwrap(), image.narrow(0, 1, 1).unwrap());
+    let inverter = Inverter::new(&f.text, &f.tokenizer, &setup, &on_inverted);
+    let words = inverter.pseudo_words(&Tensor::cat(&[&a, &b, &a], 0).unwrap()).unwrap();
+    assert_eq!((inverter.inverted(), count.load(std::sync::atomic::Ordering::Relaxed)), (2, 2));
+    assert_eq!(words.get(0).unwrap().to_vec1::<f32>().unwrap(), words.get(2).unwrap().to_vec1::<f32>().unwrap());
+    inverter.pseudo_words(&a).unwrap();
+    assert_eq!(inverter.inverted(), 2, "a reference seen before is not inverted again");
+    let fresh = Inverter::new(&f.text, &f.tokenizer, &setup, &on_inverted);
+    check("reference alone vs with others", &fresh.pseudo_words(&a).unwrap(), &words.narrow(0, 0, 1).unwrap(), 1e-5);
+}

@@ -21,8 +21,11 @@ pub enum Progress<'a> {
 
 pub struct Evaluator<'a> {
     pub clip: &'a Clip,
-    /// The pseudo-word network (phi, or a peer method's) for composed queries.
-    pub phi: Option<&'a dyn PseudoWordNet>,
+    /// The pseudo-word network (phi, a peer method's, or SEARLE-OTI's inverter) for composed
+    /// queries.
+    pub phi: Option<Box<dyn PseudoWordNet + 'a>>,
+    /// The row's name when it is not the method's (SEARLE-OTI: `searle-oti`).
+    pub label: Option<&'static str>,
     /// How composed queries are built (template, placeholder).
     pub method: Method,
     pub mode: QueryMode,
@@ -57,11 +60,14 @@ impl Evaluator<'_> {
     /// # Shapes
     /// references: [n, P] -> [n, P]
     pub fn queries(&self, references: &Tensor, texts: &[String]) -> Result<Tensor> {
-        query::query_features(self.clip, self.phi, self.method, self.mode, references, texts, self.batch_size)
+        query::query_features(self.clip, self.phi.as_deref(), self.method, self.mode, references, texts, self.batch_size)
     }
 
     /// The name of what is evaluated: the method for composed queries, else the baseline.
     pub fn mode_name(&self) -> &'static str {
+        if let Some(label) = self.label {
+            return label;
+        }
         match self.mode {
             QueryMode::Composed => self.method.name(),
             other => other.name(),

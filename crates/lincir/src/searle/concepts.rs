@@ -58,6 +58,13 @@ pub fn read_vocabulary(path: &Path) -> Result<Vec<String>> {
     Ok(kept)
 }
 
+/// The vocabulary lower-cased, repeats dropped (the first keeps its place): how it pairs with
+/// phrases taken from captions ([`super::phrases::Phrases::from_captions`]).
+pub fn lowercased(vocabulary: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    vocabulary.into_iter().map(|c| c.to_lowercase()).filter(|c| seen.insert(c.clone())).collect()
+}
+
 /// The texts that embed one concept: each template with ` {concept} ` in it (SEARLE's spacing).
 pub fn concept_prompts(concept: &str) -> Vec<String> {
     super::TEMPLATES.iter().map(|t| t.replace("{}", &format!(" {concept} "))).collect()

@@ -12,6 +12,7 @@
 //! (`eval --phi searle=...`, `search`, `serve`).
 
 pub mod concepts;
+pub mod inverter;
 pub mod loss;
 pub mod oti;
 pub mod phrases;
