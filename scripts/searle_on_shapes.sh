@@ -9,7 +9,8 @@
 #     batches of 32), then phi 1,000 x 64 at lr 1e-4;
 # each image-trained method on (a) the 512 gallery images (transductive: no caption or query is
 # used, but the queries' own images are the training set) and (b) the 384 whose background is not
-# cyan. Each method is evaluated with its own query rule and image transform (--preprocess method).
+# cyan; and SEARLE-OTI, each reference image inverted at query time (`eval --searle-oti`). Each
+# method is evaluated with its own query rule and image transform (--preprocess method).
 #   [LINCIR_BIN=path/to/lincir] scripts/searle_on_shapes.sh SHARED_DIR OUT_DIR [SEEDS...]
 set -euo pipefail
 shared=$1; out=$2; shift 2
@@ -42,8 +43,12 @@ for s in $seeds; do
     [ -f "$run/searle_phi.pt" ] || "$lincir" train-searle --model "$model" --images "$images" --vocabulary "$out/vocabulary.txt" \
       --phrase-captions "$shared/shapes/captions.txt" --output-dir "$run" --batch-size 64 --max-steps 1000 --lr 1e-4 \
       --seed "$s" --resume > "$run.log"
+    # SEARLE-OTI inverts the references themselves (no training set): once per seed, in the
+    # gallery set's table.
+    oti=(); [ "$set" = gallery ] && oti=(--searle-oti --oti-vocabulary "$out/vocabulary.txt" \
+      --oti-phrase-captions "$shared/shapes/captions.txt" --oti-seed "$s")
     "$lincir" eval --model "$model" --dataset cirr --dataset-path "$bench" --preprocess method \
       --phi "lincir=$out/lincir-$s/phi_latest.safetensors" --phi "pic2word=$out/pic2word-$set-$s/im2text_latest.safetensors" \
-      --phi "searle=$out/searle-$set-$s/searle_phi.pt" --baseline sum --json "$out/eval-$set-$s.json" | tee "$out/eval-$set-$s.txt"
+      --phi "searle=$out/searle-$set-$s/searle_phi.pt" "${oti[@]}" --baseline sum --json "$out/eval-$set-$s.json" | tee "$out/eval-$set-$s.txt"
   done
 done
