@@ -24,5 +24,6 @@ pub mod rng;
 pub mod search;
 pub mod smp;
 pub mod torch_save;
+pub(crate) mod train_state;
 
 pub use error::{Error, Result};

@@ -9,7 +9,6 @@
 //! - `metrics.jsonl`: one line per step (`step`, `loss`, `lr`);
 //! - `train_config.json`: the settings and the model, for the record.
 
-use std::collections::HashMap;
 use std::f64::consts::PI;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -191,63 +190,18 @@ fn split<T>(items: Vec<T>) -> (Vec<T>, Vec<T>) {
 }
 
 fn save_state(dir: &Path, step: u64, net: &Im2TextNet, opt: &Optimizer, cfg: &TrainConfig) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = net.named_tensors();
-    for (group, adam) in [("weights", &opt.weights), ("biases", &opt.biases)] {
-        for (i, (m, v)) in adam.m.iter().zip(&adam.v).enumerate() {
-            tensors.push((format!("adam.{group}.{i}.m"), m.clone()));
-            tensors.push((format!("adam.{group}.{i}.v"), v.clone()));
-        }
-    }
-    let tensors = tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?))).collect::<Result<Vec<_>>>()?;
-    let meta = HashMap::from([
-        ("step".to_string(), step.to_string()),
-        ("adam_t".to_string(), opt.weights.t.to_string()),
-        ("config".to_string(), serde_json::to_string(cfg).expect("config serialises")),
-    ]);
-    crate::io::write_safetensors_atomic(&dir.join(STATE_FILE), &tensors, meta)
+    crate::train_state::save(&dir.join(STATE_FILE), step, net.named_tensors(), &[("weights", &opt.weights), ("biases", &opt.biases)], cfg)
 }
 
-/// Restores a run's state; the settings must be the run's own (but for the number of steps).
+/// Restores a run's state; the settings must be the run's own (but for the number of steps:
+/// a run can be extended, the schedule then follows the new total).
 fn load_state(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<(u64, Im2TextNet, Optimizer)> {
-    let path = dir.join(STATE_FILE);
-    let (tensors, meta) = crate::io::read_safetensors(&path)?;
-    let saved: TrainConfig = meta
-        .get("config")
-        .and_then(|c| serde_json::from_str(c).ok())
-        .ok_or_else(|| Error::file(&path, "no training settings in the metadata: not a train-pic2word state"))?;
-    // --max-steps may change: a run can be extended (the schedule then follows the new total).
-    if (TrainConfig { max_steps: cfg.max_steps, ..saved.clone() }) != *cfg {
-        return Err(Error::file(
-            &path,
-            format!("was written with other settings ({}); resume with the same ones, or use a new --output-dir", serde_json::to_string(&saved).unwrap_or_default()),
-        ));
-    }
-    let number = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| Error::file(&path, format!("metadata {k} missing")));
-    let (step, t) = (number("step")?, number("adam_t")?);
-    let net = Im2TextNet::from_tensors(cfg.net, &tensors, &path, device)?;
+    let saved = crate::train_state::load(&dir.join(STATE_FILE), cfg, |s| TrainConfig { max_steps: cfg.max_steps, ..s }, "train-pic2word")?;
+    let net = Im2TextNet::from_tensors(cfg.net, &saved.tensors, &saved.path, device)?;
     let mut opt = Optimizer::new(&net, cfg.weight_decay)?;
-    for (group, adam) in [("weights", &mut opt.weights), ("biases", &mut opt.biases)] {
-        adam.t = t;
-        for i in 0..adam.m.len() {
-            let get = |k: String| -> Result<Tensor> {
-                Ok(tensors.get(&k).ok_or_else(|| Error::tensor(&path, &k, "missing"))?.to_device(device)?)
-            };
-            adam.m[i] = get(format!("adam.{group}.{i}.m"))?;
-            adam.v[i] = get(format!("adam.{group}.{i}.v"))?;
-        }
-    }
-    Ok((step, net, opt))
-}
-
-/// Keeps the metric lines of steps up to `step` (a resumed run rewrites what followed).
-pub(crate) fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    crate::io::write_atomic(path, kept.as_bytes())
+    saved.restore("weights", &mut opt.weights, device)?;
+    saved.restore("biases", &mut opt.biases, device)?;
+    Ok((saved.step, net, opt))
 }
 
 /// Trains IM2TEXT on `images` into `dir`, from scratch or (with `resume`) from the run's last
@@ -272,18 +226,14 @@ pub fn train(
     if p != cfg.net.input_dim || text.width() != cfg.net.output_dim {
         return Err(Error::Invalid(format!("embeddings of dim {p} for a network {} -> {}", cfg.net.input_dim, cfg.net.output_dim)));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the output folder: {e}")))?;
-    let has_state = dir.join(STATE_FILE).is_file();
-    let (first_step, net, mut opt) = if resume && has_state {
+    let (first_step, net, mut opt) = if crate::train_state::start(dir, STATE_FILE, resume)? {
         load_state(dir, cfg, &device)?
-    } else if has_state {
-        return Err(Error::file(dir.join(STATE_FILE), "a run is already here: pass --resume to continue it, or choose another --output-dir"));
     } else {
         let net = Im2TextNet::init(cfg.net, cfg.seed, &device)?;
         let opt = Optimizer::new(&net, cfg.weight_decay)?;
         (0, net, opt)
     };
-    truncate_metrics(&dir.join(METRICS_FILE), first_step)?;
+    let mut metrics = crate::train_state::metrics_from(&dir.join(METRICS_FILE), first_step)?;
     crate::io::write_atomic(&dir.join(CONFIG_FILE), (serde_json::to_string_pretty(cfg).expect("config serialises") + "\n").as_bytes())?;
 
     let prompt = prompt_ids(tokenizer)?;
@@ -297,11 +247,6 @@ pub fn train(
         }
         Images::Augmented(paths) => Images::Augmented(paths),
     };
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(METRICS_FILE))
-        .map_err(|e| Error::file(dir.join(METRICS_FILE), e))?;
     let mut perm = None;
     let mut last = f32::NAN;
     for step in first_step..cfg.max_steps {

@@ -13,7 +13,6 @@
 //! - `searle_phi.pt`: the same weights in SEARLE's release format (`{'Phi': state_dict}`);
 //! - `train_state.safetensors`, `metrics.jsonl`, `train_config.json` (as `train-pic2word`).
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
@@ -24,7 +23,7 @@ use crate::clip::tokenizer::pad_batch;
 use crate::clip::{Clip, ClipTokenizer, Grad, TextTower};
 use crate::method::DOLLAR_ID;
 use crate::phi::{DropoutMasks, Phi, PhiConfig};
-use crate::pic2word::train::{batch_rows, truncate_metrics};
+use crate::pic2word::train::batch_rows;
 use crate::rng::Rng;
 use crate::smp::optim::{AdamW, AdamWConfig};
 use crate::{Error, Result};
@@ -155,45 +154,16 @@ fn adam(weight_decay: f64, phi: &Phi) -> Result<AdamW> {
 }
 
 fn save_state(dir: &Path, step: u64, phi: &Phi, opt: &AdamW, cfg: &TrainConfig) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = phi.named_tensors();
-    for (i, (m, v)) in opt.m.iter().zip(&opt.v).enumerate() {
-        tensors.push((format!("adam.{i}.m"), m.clone()));
-        tensors.push((format!("adam.{i}.v"), v.clone()));
-    }
-    let tensors = tensors.into_iter().map(|(n, t)| Ok((n, t.to_device(&Device::Cpu)?))).collect::<Result<Vec<_>>>()?;
-    let meta = HashMap::from([
-        ("step".to_string(), step.to_string()),
-        ("adam_t".to_string(), opt.t.to_string()),
-        ("config".to_string(), serde_json::to_string(cfg).expect("config serialises")),
-    ]);
-    crate::io::write_safetensors_atomic(&dir.join(STATE_FILE), &tensors, meta)
+    crate::train_state::save(&dir.join(STATE_FILE), step, phi.named_tensors(), &[("phi", opt)], cfg)
 }
 
 /// Restores a run's state; the settings must be the run's own (but for the number of steps).
 fn load_state(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<(u64, Phi, AdamW)> {
-    let path = dir.join(STATE_FILE);
-    let (tensors, meta) = crate::io::read_safetensors(&path)?;
-    let saved: TrainConfig = meta
-        .get("config")
-        .and_then(|c| serde_json::from_str(c).ok())
-        .ok_or_else(|| Error::file(&path, "no training settings in the metadata: not a train-searle state"))?;
-    if (TrainConfig { max_steps: cfg.max_steps, ..saved.clone() }) != *cfg {
-        return Err(Error::file(
-            &path,
-            format!("was written with other settings ({}); resume with the same ones, or use a new --output-dir", serde_json::to_string(&saved).unwrap_or_default()),
-        ));
-    }
-    let number = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| Error::file(&path, format!("metadata {k} missing")));
-    let (step, t) = (number("step")?, number("adam_t")?);
-    let phi = Phi::from_tensors(cfg.phi, &tensors, &path, device)?;
+    let saved = crate::train_state::load(&dir.join(STATE_FILE), cfg, |s| TrainConfig { max_steps: cfg.max_steps, ..s }, "train-searle")?;
+    let phi = Phi::from_tensors(cfg.phi, &saved.tensors, &saved.path, device)?;
     let mut opt = adam(cfg.weight_decay, &phi)?;
-    opt.t = t;
-    for i in 0..opt.m.len() {
-        let get = |k: String| -> Result<Tensor> { Ok(tensors.get(&k).ok_or_else(|| Error::tensor(&path, &k, "missing"))?.to_device(device)?) };
-        opt.m[i] = get(format!("adam.{i}.m"))?;
-        opt.v[i] = get(format!("adam.{i}.v"))?;
-    }
-    Ok((step, phi, opt))
+    saved.restore("phi", &mut opt, device)?;
+    Ok((saved.step, phi, opt))
 }
 
 /// Trains phi into `dir` from scratch or (with `resume`) from the run's last checkpoint.
@@ -213,22 +183,17 @@ pub fn train(clip: &Clip, images: &Tensor, oti: &Tensor, concepts: &[ImageConcep
     if p != cfg.phi.input_dim || text.width() != cfg.phi.output_dim {
         return Err(Error::Invalid(format!("embeddings of dim {p} for a phi {} -> {}", cfg.phi.input_dim, cfg.phi.output_dim)));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the output folder: {e}")))?;
-    let has_state = dir.join(STATE_FILE).is_file();
-    let (first_step, phi, mut opt) = if resume && has_state {
+    let (first_step, phi, mut opt) = if crate::train_state::start(dir, STATE_FILE, resume)? {
         load_state(dir, cfg, &device)?
-    } else if has_state {
-        return Err(Error::file(dir.join(STATE_FILE), "a run is already here: pass --resume to continue it, or choose another --output-dir"));
     } else {
         let phi = Phi::init(cfg.phi, cfg.seed, &device)?;
         let opt = adam(cfg.weight_decay, &phi)?;
         (0, phi, opt)
     };
-    truncate_metrics(&dir.join(METRICS_FILE), first_step)?;
+    let metrics_path = dir.join(METRICS_FILE);
+    let mut metrics = crate::train_state::metrics_from(&metrics_path, first_step)?;
     crate::io::write_atomic(&dir.join(CONFIG_FILE), (serde_json::to_string_pretty(cfg).expect("config serialises") + "\n").as_bytes())?;
     let (images, oti) = (images.to_device(&device)?, oti.to_device(&device)?.to_dtype(candle_core::DType::F32)?);
-    let metrics_path = dir.join(METRICS_FILE);
-    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::file(&metrics_path, e))?;
     let mut perm = None;
     let mut last = f32::NAN;
     for step in first_step..cfg.max_steps {
