@@ -9,6 +9,7 @@ mod convert;
 mod embed;
 mod eval;
 mod evaluator;
+mod image_training;
 mod index;
 mod keywords;
 mod pipeline;

@@ -4,33 +4,19 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
-use lincir::bench::cache::{default_root, FeatureCache};
-use lincir::bench::images::{embed_images, BadImages, BenchImage};
-use lincir::clip::{weights::Weights, Clip, Towers};
+use lincir::clip::weights::Weights;
 use lincir::pic2word::train::{self, TrainConfig, NETWORK_FILE};
 use lincir::pic2word::Im2TextConfig;
 
+use crate::image_training::ImageTrainingArgs;
 use crate::pipeline::PipelineArg;
 
 #[derive(Args)]
 pub struct TrainPic2WordArgs {
     #[command(flatten)]
-    compute: crate::compute::ComputeArgs,
-    /// CLIP model: a local Hugging Face directory or a hub id.
-    #[arg(long)]
-    model: String,
-    /// Training images: files and/or folders (walked recursively). Their embeddings are cached
-    /// (as `eval`'s galleries are), so a resumed or repeated run does not embed them again.
-    #[arg(long, num_args = 1.., required_unless_present = "embeddings", conflicts_with = "embeddings")]
-    images: Vec<PathBuf>,
-    /// Or precomputed image embeddings: a `lincir embed --images` output (made with this model).
-    #[arg(long)]
-    embeddings: Option<PathBuf>,
-    /// Output folder (network, resumable state, metrics).
-    #[arg(long)]
-    output_dir: PathBuf,
+    common: ImageTrainingArgs,
     /// Images per step (Pic2Word: 128 per GPU).
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
@@ -78,9 +64,6 @@ pub struct TrainPic2WordArgs {
     /// embedded once.
     #[arg(long, conflicts_with = "embeddings")]
     augment: bool,
-    /// Do not read or write the embedding cache.
-    #[arg(long)]
-    no_cache: bool,
 }
 
 pub fn run(args: TrainPic2WordArgs) -> Result<()> {
@@ -90,10 +73,8 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
     if !(0.0..1.0).contains(&args.dropout) {
         bail!("--dropout must be in [0, 1)");
     }
-    if !args.resume && args.output_dir.join(train::STATE_FILE).is_file() {
-        bail!("{}: a run is already here: pass --resume to continue it, or choose another --output-dir", args.output_dir.join(train::STATE_FILE).display());
-    }
-    let mut clip = Clip::load(&args.model, &args.compute.load_options(if args.embeddings.is_some() { Towers::Text } else { Towers::Both })?)?;
+    args.common.refuse_existing_run(train::STATE_FILE, args.resume)?;
+    let mut clip = args.common.load_clip()?;
     if clip.dtype() == candle_core::DType::F16 {
         bail!("train-pic2word runs the frozen CLIP in f32 or bf16 (--dtype), not f16");
     }
@@ -109,7 +90,7 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
             f64::from(w.get("logit_scale", &[])?.to_scalar::<f32>()?).exp()
         }
     };
-    let source = if args.augment { Source::Files(readable_images(&args)?) } else { Source::Embeddings(image_embeddings(&args.images, args.embeddings.as_deref(), args.no_cache, &clip)?) };
+    let source = if args.augment { Source::Files(readable_images(&args)?) } else { Source::Embeddings(args.common.embeddings(&clip)?) };
     let images = match &source {
         Source::Files(paths) => train::Images::Augmented(paths),
         Source::Embeddings(e) => train::Images::Embeddings(e),
@@ -145,7 +126,7 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
         pb.set_position(r.step);
         pb.set_message(format!("loss {:.4}", r.loss));
     };
-    let summary = train::train(&clip, logit_scale, &images, &cfg, &args.output_dir, args.resume, &on_step)?;
+    let summary = train::train(&clip, logit_scale, &images, &cfg, &args.common.output_dir, args.resume, &on_step)?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!("| steps | final loss | seconds | images/s |");
@@ -157,7 +138,7 @@ pub fn run(args: TrainPic2WordArgs) -> Result<()> {
         summary.final_loss,
         (summary.steps as f64 * cfg.batch_size as f64) / secs.max(1e-9)
     );
-    let net = args.output_dir.join(NETWORK_FILE);
+    let net = args.common.output_dir.join(NETWORK_FILE);
     println!("network: {} (evaluate with `lincir eval --phi pic2word={}`)", net.display(), net.display());
     Ok(())
 }
@@ -171,7 +152,7 @@ enum Source {
 /// The files of `--images` that decode (checked once, in parallel), for `--augment`.
 fn readable_images(args: &TrainPic2WordArgs) -> Result<Vec<PathBuf>> {
     use rayon::prelude::*;
-    let paths = crate::embed::image_files(&args.images)?;
+    let paths = crate::embed::image_files(&args.common.images)?;
     let pb = crate::progress::bar(paths.len(), "checked");
     let readable: Vec<Option<String>> = paths
         .par_iter()
@@ -197,32 +178,4 @@ fn readable_images(args: &TrainPic2WordArgs) -> Result<Vec<PathBuf>> {
     }
     println!("{} images readable ({skipped} unreadable left out); each is embedded again at every step (--augment)", kept.len());
     Ok(kept)
-}
-
-/// The training images' CLIP embeddings: from `embeddings` (a `lincir embed --images` output), or
-/// the files under `images` embedded now (through the feature cache unless `no_cache`),
-/// unreadable images left out and counted. Shared by `train-pic2word` and `train-searle`.
-pub(crate) fn image_embeddings(images: &[PathBuf], embeddings: Option<&std::path::Path>, no_cache: bool, clip: &Clip) -> Result<candle_core::Tensor> {
-    if let Some(path) = embeddings {
-        let (tensors, _) = lincir::io::read_safetensors(path)?;
-        let e = tensors.get("embeddings").with_context(|| format!("{}: no tensor `embeddings` (a `lincir embed --images` output)", path.display()))?;
-        let (_, p) = e.dims2().with_context(|| format!("{}: `embeddings` is not a matrix", path.display()))?;
-        if p != clip.text()?.projection_dim() {
-            bail!("{}: embeddings of dim {p}, the model projects to {}: made with another model", path.display(), clip.text()?.projection_dim());
-        }
-        return Ok(e.clone());
-    }
-    let cache = if no_cache { None } else { default_root().map(|root| FeatureCache::for_model(clip, &root)).transpose()? };
-    let images: Vec<BenchImage> = crate::embed::image_files(images)?.into_iter().map(BenchImage::file).collect();
-    let pb = crate::progress::bar(images.len(), "images");
-    let batch = crate::compute::default_batch_size(&clip.device);
-    let embedded = embed_images(clip, cache.as_ref(), &images, batch, BadImages::Skip, &|k| pb.inc(k as u64))?;
-    pb.finish_and_clear();
-    for (path, why) in embedded.skipped.iter().take(5) {
-        eprintln!("skipped {}: {why}", path.display());
-    }
-    let kept: Vec<u32> = embedded.ok.iter().enumerate().filter(|(_, ok)| **ok).map(|(i, _)| i as u32).collect();
-    println!("{} images embedded ({} from the cache, {} unreadable left out)", kept.len(), embedded.cached, embedded.skipped.len());
-    let index = candle_core::Tensor::from_vec(kept.clone(), kept.len(), embedded.features.device())?;
-    Ok(embedded.features.index_select(&index, 0)?.to_dtype(candle_core::DType::F32)?)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use clap::Args;
-use lincir::clip::{Clip, Towers};
+use lincir::clip::Clip;
 use lincir::phi::PhiConfig;
 use lincir::searle::oti::{self, OtiConfig};
 use lincir::searle::phrases::Phrases;
@@ -15,25 +15,14 @@ use lincir::searle::store::{fingerprint, OtiStore};
 use lincir::searle::train::{self, ImageConcepts, TrainConfig};
 use lincir::searle::{concepts, TEMPLATES};
 
+use crate::image_training::ImageTrainingArgs;
 use crate::pipeline::PipelineArg;
 
 #[derive(Args)]
 pub struct TrainSearleArgs {
+    /// Device, model, training images (SEARLE: the ImageNet-1K test set), output folder.
     #[command(flatten)]
-    compute: crate::compute::ComputeArgs,
-    /// CLIP model: a local Hugging Face directory or a hub id.
-    #[arg(long)]
-    model: String,
-    /// Training images: files and/or folders (walked recursively), embedded once through the
-    /// feature cache (SEARLE: the ImageNet-1K test set).
-    #[arg(long, num_args = 1.., required_unless_present = "embeddings", conflicts_with = "embeddings")]
-    images: Vec<PathBuf>,
-    /// Or precomputed image embeddings: a `lincir embed --images` output (made with this model).
-    #[arg(long)]
-    embeddings: Option<PathBuf>,
-    /// Output folder (concepts, pseudo words, phi, resumable state, metrics).
-    #[arg(long)]
-    output_dir: PathBuf,
+    common: ImageTrainingArgs,
     /// Concept vocabulary: one name per line, or a CSV with a `DisplayName` column (SEARLE:
     /// Open Images V7's `oidv7-class-descriptions.csv`).
     #[arg(long)]
@@ -103,9 +92,6 @@ pub struct TrainSearleArgs {
     /// How the training images become pixels (default: SEARLE's target pad).
     #[arg(long, value_enum, default_value = "targetpad")]
     preprocess: PipelineArg,
-    /// Do not read or write the embedding cache.
-    #[arg(long)]
-    no_cache: bool,
 }
 
 pub fn run(args: TrainSearleArgs) -> Result<()> {
@@ -128,20 +114,18 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
     if args.lambda_distil + args.lambda_gpt == 0.0 {
         bail!("--lambda-distil and --lambda-gpt are both 0: phi would learn nothing");
     }
-    if !args.resume && args.output_dir.join(train::STATE_FILE).is_file() {
-        bail!("{}: a run is already here: pass --resume to continue it, or choose another --output-dir", args.output_dir.join(train::STATE_FILE).display());
-    }
-    let mut clip = Clip::load(&args.model, &args.compute.load_options(if args.embeddings.is_some() { Towers::Text } else { Towers::Both })?)?;
+    args.common.refuse_existing_run(train::STATE_FILE, args.resume)?;
+    let mut clip = args.common.load_clip()?;
     if clip.dtype() == DType::F16 {
         bail!("train-searle runs the frozen CLIP in f32 or bf16 (--dtype), not f16");
     }
     clip.preprocess = clip.preprocess.with_pipeline(args.preprocess.pipeline(), clip.config.vision.image_size);
-    let images = crate::train_pic2word::image_embeddings(&args.images, args.embeddings.as_deref(), args.no_cache, &clip)?;
+    let images = args.common.embeddings(&clip)?;
     let n = images.dim(0)?;
     if n < args.batch_size {
         bail!("{n} training images for batches of {}: use more images or a smaller --batch-size", args.batch_size);
     }
-    std::fs::create_dir_all(&args.output_dir).map_err(|e| anyhow::anyhow!("{}: cannot create the output folder: {e}", args.output_dir.display()))?;
+    std::fs::create_dir_all(&args.common.output_dir).map_err(|e| anyhow::anyhow!("{}: cannot create the output folder: {e}", args.common.output_dir.display()))?;
 
     // Concepts: the vocabulary (lower-cased when phrases come from captions), its embeddings, the
     // nearest concepts of each image, the phrases of each.
@@ -150,7 +134,7 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
     if from_captions {
         vocabulary = concepts::lowercased(vocabulary);
     }
-    let vocab_embeddings = vocabulary_embeddings(&clip, &vocabulary, &args.output_dir)?;
+    let vocab_embeddings = vocabulary_embeddings(&clip, &vocabulary, &args.common.output_dir)?;
     let nearest = concepts::nearest_concepts(&images, &vocab_embeddings, args.top_k)?;
     let phrases = match &args.phrases {
         Some(path) => Phrases::read_json(path)?,
@@ -200,7 +184,7 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
         pb.set_position(r.step);
         pb.set_message(format!("loss {:.4}", r.loss));
     };
-    let summary = train::train(&clip, &images, &words, &per_image, &cfg, &args.output_dir, args.resume, &on_step)?;
+    let summary = train::train(&clip, &images, &words, &per_image, &cfg, &args.common.output_dir, args.resume, &on_step)?;
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!("| phi steps | final loss | seconds | images/s |");
@@ -212,8 +196,8 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
         summary.final_loss,
         (summary.steps as f64 * cfg.batch_size as f64) / secs.max(1e-9)
     );
-    let release = args.output_dir.join(train::RELEASE_FILE);
-    println!("phi: {} and {} (evaluate with `lincir eval --phi searle={}`)", args.output_dir.join(train::PHI_FILE).display(), release.display(), release.display());
+    let release = args.common.output_dir.join(train::RELEASE_FILE);
+    println!("phi: {} and {} (evaluate with `lincir eval --phi searle={}`)", args.common.output_dir.join(train::PHI_FILE).display(), release.display(), release.display());
     Ok(())
 }
 
@@ -256,9 +240,9 @@ fn invert_all(args: &TrainSearleArgs, clip: &Clip, images: &Tensor, per_image: &
     used.dedup_by_key(|(name, _)| *name);
     let phrases = used.iter().flat_map(|(name, phrases)| std::iter::once(*name).chain(phrases.iter().map(String::as_str)));
     let parts = [settings.as_str(), image_sum.as_str()].into_iter().chain(names).chain(phrases);
-    let store = OtiStore::new(&args.output_dir, fingerprint(parts))?;
+    let store = OtiStore::new(&args.common.output_dir, fingerprint(parts))?;
     if !args.resume && store.has_any()? {
-        bail!("{}: pseudo words of a run are already here: pass --resume to continue it, or choose another --output-dir", args.output_dir.join("oti").display());
+        bail!("{}: pseudo words of a run are already here: pass --resume to continue it, or choose another --output-dir", args.common.output_dir.join("oti").display());
     }
     let batches = n.div_ceil(cfg.batch_size);
     println!("textual inversion: {n} images in {batches} batches of {}, {} steps each", cfg.batch_size, cfg.steps);
@@ -289,7 +273,7 @@ fn invert_all(args: &TrainSearleArgs, clip: &Clip, images: &Tensor, per_image: &
     }
     pb.finish_and_clear();
     if reused > 0 {
-        println!("{reused} of {batches} batches' pseudo words read back from {}", args.output_dir.join("oti").display());
+        println!("{reused} of {batches} batches' pseudo words read back from {}", args.common.output_dir.join("oti").display());
     }
     Ok(Tensor::cat(&done, 0)?)
 }
