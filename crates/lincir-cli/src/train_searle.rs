@@ -143,10 +143,7 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
             Phrases::from_captions(corpus.captions(), &vocabulary, args.phrases_per_concept, args.seed)?
         }
     };
-    let per_image: Vec<ImageConcepts> = nearest
-        .iter()
-        .map(|near| near.iter().filter_map(|&c| { let name = vocabulary[c as usize].as_str(); phrases.usable(name).map(|p| (name, p)) }).collect())
-        .collect();
+    let per_image = lincir::searle::usable_concepts(&nearest, &vocabulary, &phrases);
     let without = per_image.iter().filter(|c| c.is_empty()).count();
     let usable = vocabulary.iter().filter(|c| phrases.usable(c).is_some()).count();
     println!(
@@ -257,10 +254,7 @@ fn invert_all(args: &TrainSearleArgs, clip: &Clip, images: &Tensor, per_image: &
                 ema
             }
             None => {
-                let choices: Vec<oti::ConceptPhrases> = per_image[start..start + rows]
-                    .iter()
-                    .map(|c| c.iter().flat_map(|(name, phrases)| phrases.iter().map(move |p| (*name, p.as_str()))).collect())
-                    .collect();
+                let choices: Vec<oti::ConceptPhrases> = per_image[start..start + rows].iter().map(lincir::searle::concept_phrase_pairs).collect();
                 let keys: Vec<u64> = (start as u64..(start + rows) as u64).collect();
                 let inverted = oti::invert(text, &clip.tokenizer, &images.narrow(0, start, rows)?, &choices, cfg, args.seed, &keys)?;
                 store.save(b as u64, &inverted)?;

@@ -80,18 +80,7 @@ impl PseudoWordNet for Inverter<'_> {
             let index = Tensor::from_vec(chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(), chunk.len(), x.device())?;
             let images = x.index_select(&index, 0)?;
             let nearest = super::concepts::nearest_concepts(&images, &s.embeddings, s.top_k)?;
-            let choices: Vec<ConceptPhrases> = nearest
-                .iter()
-                .map(|near| {
-                    near.iter()
-                        .filter_map(|&c| {
-                            let name = s.vocabulary[c as usize].as_str();
-                            s.phrases.usable(name).map(|p| (name, p))
-                        })
-                        .flat_map(|(name, phrases)| phrases.iter().map(move |p| (name, p.as_str())))
-                        .collect()
-                })
-                .collect();
+            let choices: Vec<ConceptPhrases> = super::usable_concepts(&nearest, &s.vocabulary, &s.phrases).iter().map(super::concept_phrase_pairs).collect();
             let chunk_keys: Vec<u64> = chunk.iter().map(|&i| keys[i]).collect();
             let done = oti::invert(self.text, self.tokenizer, &images, &choices, &s.config, s.seed, &chunk_keys)?;
             let mut memo = self.memo.lock().expect("memo");

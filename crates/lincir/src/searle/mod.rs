@@ -57,3 +57,25 @@ pub fn template_with_placeholder(template: &str) -> String {
 pub fn replace_first(text: &str, old: &str, new: &str) -> String {
     text.replacen(old, new, 1)
 }
+
+/// Each image's usable concepts among its nearest (nearest first), each with its phrases: what
+/// both the inversion and phi's phrase loss draw from.
+pub fn usable_concepts<'a>(nearest: &[Vec<u32>], vocabulary: &'a [String], phrases: &'a phrases::Phrases) -> Vec<train::ImageConcepts<'a>> {
+    nearest
+        .iter()
+        .map(|near| {
+            near.iter()
+                .filter_map(|&c| {
+                    let name = vocabulary[c as usize].as_str();
+                    phrases.usable(name).map(|p| (name, p))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// An image's (concept, phrase) pairs, all phrases of all its usable concepts: what SEARLE's
+/// inversion draws a phrase from, uniformly.
+pub fn concept_phrase_pairs<'a>(concepts: &train::ImageConcepts<'a>) -> oti::ConceptPhrases<'a> {
+    concepts.iter().flat_map(|(name, phrases)| phrases.iter().map(move |p| (*name, p.as_str()))).collect()
+}
