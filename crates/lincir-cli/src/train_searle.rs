@@ -245,7 +245,8 @@ fn invert_all(args: &TrainSearleArgs, clip: &Clip, images: &Tensor, per_image: &
     println!("textual inversion: {n} images in {batches} batches of {}, {} steps each", cfg.batch_size, cfg.steps);
     let images = images.to_device(&clip.device)?.to_dtype(DType::F32)?;
     let pb = crate::progress::bar(n, "images");
-    let (mut done, mut reused) = (Vec::with_capacity(batches), 0);
+    let started = std::time::Instant::now();
+    let (mut done, mut reused, mut inverted) = (Vec::with_capacity(batches), 0, 0);
     for b in 0..batches {
         let (start, rows) = (b * cfg.batch_size, cfg.batch_size.min(n - b * cfg.batch_size));
         let ema = match store.load(b as u64, rows, width)? {
@@ -256,16 +257,21 @@ fn invert_all(args: &TrainSearleArgs, clip: &Clip, images: &Tensor, per_image: &
             None => {
                 let choices: Vec<oti::ConceptPhrases> = per_image[start..start + rows].iter().map(lincir::searle::concept_phrase_pairs).collect();
                 let keys: Vec<u64> = (start as u64..(start + rows) as u64).collect();
-                let inverted = oti::invert(text, &clip.tokenizer, &images.narrow(0, start, rows)?, &choices, cfg, args.seed, &keys)?;
-                store.save(b as u64, &inverted)?;
-                pb.set_message(format!("loss {:.4}", inverted.loss));
-                inverted.ema.to_device(&candle_core::Device::Cpu)?
+                let result = oti::invert(text, &clip.tokenizer, &images.narrow(0, start, rows)?, &choices, cfg, args.seed, &keys)?;
+                store.save(b as u64, &result)?;
+                pb.set_message(format!("loss {:.4}", result.loss));
+                inverted += rows;
+                result.ema.to_device(&candle_core::Device::Cpu)?
             }
         };
         done.push(ema);
         pb.inc(rows as u64);
     }
     pb.finish_and_clear();
+    if inverted > 0 {
+        let secs = started.elapsed().as_secs_f64();
+        println!("textual inversion: {inverted} images in {secs:.1} s ({:.2} images/s)", inverted as f64 / secs.max(1e-9));
+    }
     if reused > 0 {
         println!("{reused} of {batches} batches' pseudo words read back from {}", args.common.output_dir.join("oti").display());
     }
