@@ -14,10 +14,9 @@ use lincir::clip::{Clip, PreprocessConfig};
 use lincir::mapper::{Mapper, PseudoWordNet};
 use lincir::method::Method;
 use lincir::phi::Phi;
-use lincir::searle::concepts;
 use lincir::searle::inverter::{InversionSetup, Inverter};
 use lincir::searle::oti::OtiConfig;
-use lincir::searle::phrases::Phrases;
+use lincir::searle::PhraseSource;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Baseline {
@@ -101,20 +100,12 @@ impl OtiArgs {
         if self.oti_top_k == 0 || self.oti_steps == 0 {
             bail!("--oti-top-k and --oti-steps must be at least 1");
         }
-        let path = self.oti_vocabulary.as_ref().expect("clap requires it");
-        let mut vocabulary = concepts::read_vocabulary(path)?;
-        let phrases = match &self.oti_phrases {
-            Some(p) => Phrases::read_json(p)?,
-            None => {
-                vocabulary = concepts::lowercased(vocabulary);
-                let corpus = lincir::smp::corpus::Corpus::open(&self.oti_phrase_captions, "text")?;
-                Phrases::from_captions(corpus.captions(), &vocabulary, 256, self.oti_seed)?
-            }
+        let source = match &self.oti_phrases {
+            Some(path) => PhraseSource::Json(path),
+            None => PhraseSource::Captions { sources: &self.oti_phrase_captions, text_field: "text", per_concept: 256, seed: self.oti_seed },
         };
-        let pb = crate::progress::bar(vocabulary.len(), "concepts");
-        let batch = crate::compute::default_batch_size(&clip.device).max(lincir::searle::TEMPLATES.len());
-        let embeddings = concepts::embed_vocabulary(clip.text()?, &clip.tokenizer, &vocabulary, batch, &|k| pb.inc(k as u64))?;
-        pb.finish_and_clear();
+        let (vocabulary, phrases) = lincir::searle::vocabulary_and_phrases(self.oti_vocabulary.as_ref().expect("clap requires it"), source)?;
+        let embeddings = crate::train_searle::vocabulary_embeddings(clip, &vocabulary, None)?;
         let config = OtiConfig { steps: self.oti_steps, ..OtiConfig::default() };
         Ok(Some(InversionSetup { vocabulary, embeddings, phrases, top_k: self.oti_top_k, config, seed: self.oti_seed }))
     }

@@ -10,10 +10,9 @@ use clap::Args;
 use lincir::clip::Clip;
 use lincir::phi::PhiConfig;
 use lincir::searle::oti::{self, OtiConfig};
-use lincir::searle::phrases::Phrases;
 use lincir::searle::store::{fingerprint, OtiStore};
 use lincir::searle::train::{self, ImageConcepts, TrainConfig};
-use lincir::searle::{concepts, TEMPLATES};
+use lincir::searle::{concepts, PhraseSource, TEMPLATES};
 
 use crate::image_training::ImageTrainingArgs;
 use crate::pipeline::PipelineArg;
@@ -129,20 +128,13 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
 
     // Concepts: the vocabulary (lower-cased when phrases come from captions), its embeddings, the
     // nearest concepts of each image, the phrases of each.
-    let from_captions = args.phrases.is_none();
-    let mut vocabulary = concepts::read_vocabulary(&args.vocabulary)?;
-    if from_captions {
-        vocabulary = concepts::lowercased(vocabulary);
-    }
-    let vocab_embeddings = vocabulary_embeddings(&clip, &vocabulary, &args.common.output_dir)?;
-    let nearest = concepts::nearest_concepts(&images, &vocab_embeddings, args.top_k)?;
-    let phrases = match &args.phrases {
-        Some(path) => Phrases::read_json(path)?,
-        None => {
-            let corpus = lincir::smp::corpus::Corpus::open(&args.phrase_captions, &args.text_field)?;
-            Phrases::from_captions(corpus.captions(), &vocabulary, args.phrases_per_concept, args.seed)?
-        }
+    let source = match &args.phrases {
+        Some(path) => PhraseSource::Json(path),
+        None => PhraseSource::Captions { sources: &args.phrase_captions, text_field: &args.text_field, per_concept: args.phrases_per_concept, seed: args.seed },
     };
+    let (vocabulary, phrases) = lincir::searle::vocabulary_and_phrases(&args.vocabulary, source)?;
+    let vocab_embeddings = vocabulary_embeddings(&clip, &vocabulary, Some(&args.common.output_dir))?;
+    let nearest = concepts::nearest_concepts(&images, &vocab_embeddings, args.top_k)?;
     let per_image = lincir::searle::usable_concepts(&nearest, &vocabulary, &phrases);
     let without = per_image.iter().filter(|c| c.is_empty()).count();
     let usable = vocabulary.iter().filter(|c| phrases.usable(c).is_some()).count();
@@ -198,14 +190,15 @@ pub fn run(args: TrainSearleArgs) -> Result<()> {
     Ok(())
 }
 
-/// The vocabulary's ensemble embeddings, kept in the output folder (`concepts.safetensors`) for
-/// the same vocabulary and model, since a large vocabulary takes 24 text passes per concept.
-fn vocabulary_embeddings(clip: &Clip, vocabulary: &[String], dir: &Path) -> Result<Tensor> {
-    let path = dir.join("concepts.safetensors");
+/// The vocabulary's ensemble embeddings, with a progress bar; with `cache_dir`, kept there
+/// (`concepts.safetensors`) for the same vocabulary and model, since a large vocabulary takes 24
+/// text passes per concept. Shared with `eval --searle-oti` (no cache).
+pub(crate) fn vocabulary_embeddings(clip: &Clip, vocabulary: &[String], cache_dir: Option<&Path>) -> Result<Tensor> {
+    let path = cache_dir.map(|d| d.join("concepts.safetensors"));
     let dtype = format!("{:?}", clip.dtype());
     let key = fingerprint(vocabulary.iter().map(String::as_str).chain([clip.dir.to_string_lossy().as_ref(), dtype.as_str()]));
-    if path.is_file() {
-        let (tensors, meta) = lincir::io::read_safetensors(&path)?;
+    if let Some(path) = path.as_ref().filter(|p| p.is_file()) {
+        let (tensors, meta) = lincir::io::read_safetensors(path)?;
         if meta.get("fingerprint") == Some(&key) {
             if let Some(e) = tensors.get("embeddings").filter(|e| e.dims() == [vocabulary.len(), clip.config.projection_dim]) {
                 println!("{} concept embeddings from {}", vocabulary.len(), path.display());
@@ -217,8 +210,10 @@ fn vocabulary_embeddings(clip: &Clip, vocabulary: &[String], dir: &Path) -> Resu
     let batch = crate::compute::default_batch_size(&clip.device).max(TEMPLATES.len());
     let e = concepts::embed_vocabulary(clip.text()?, &clip.tokenizer, vocabulary, batch, &|k| pb.inc(k as u64))?;
     pb.finish_and_clear();
-    let meta = std::collections::HashMap::from([("fingerprint".to_string(), key)]);
-    lincir::io::write_safetensors_atomic(&path, &[("embeddings".to_string(), e.to_device(&candle_core::Device::Cpu)?)], meta)?;
+    if let Some(path) = path {
+        let meta = std::collections::HashMap::from([("fingerprint".to_string(), key)]);
+        lincir::io::write_safetensors_atomic(&path, &[("embeddings".to_string(), e.to_device(&candle_core::Device::Cpu)?)], meta)?;
+    }
     Ok(e)
 }
 

@@ -50,14 +50,11 @@ impl<'a> Inverter<'a> {
 
 /// An image's key: FNV-1a over its embedding's f32 bits.
 fn key(row: &[f32]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = super::store::Fnv::new();
     for v in row {
-        for b in v.to_bits().to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h.write(&v.to_bits().to_le_bytes());
     }
-    h
+    h.finish()
 }
 
 impl PseudoWordNet for Inverter<'_> {

@@ -79,3 +79,26 @@ pub fn usable_concepts<'a>(nearest: &[Vec<u32>], vocabulary: &'a [String], phras
 pub fn concept_phrase_pairs<'a>(concepts: &train::ImageConcepts<'a>) -> oti::ConceptPhrases<'a> {
     concepts.iter().flat_map(|(name, phrases)| phrases.iter().map(move |p| (*name, p.as_str()))).collect()
 }
+
+/// Where the phrases of the concepts come from.
+pub enum PhraseSource<'a> {
+    /// SEARLE's phrases as JSON ([`phrases::Phrases::read_json`]).
+    Json(&'a std::path::Path),
+    /// Up to `per_concept` captions naming each concept ([`phrases::Phrases::from_captions`]).
+    Captions { sources: &'a [String], text_field: &'a str, per_concept: usize, seed: u64 },
+}
+
+/// The vocabulary and the phrases of its concepts; with phrases from captions the vocabulary is
+/// lower-cased, as the captions are compared.
+pub fn vocabulary_and_phrases(vocabulary: &std::path::Path, source: PhraseSource) -> crate::Result<(Vec<String>, phrases::Phrases)> {
+    let vocabulary = concepts::read_vocabulary(vocabulary)?;
+    Ok(match source {
+        PhraseSource::Json(path) => (vocabulary, phrases::Phrases::read_json(path)?),
+        PhraseSource::Captions { sources, text_field, per_concept, seed } => {
+            let vocabulary = concepts::lowercased(vocabulary);
+            let corpus = crate::smp::corpus::Corpus::open(sources, text_field)?;
+            let phrases = phrases::Phrases::from_captions(corpus.captions(), &vocabulary, per_concept, seed)?;
+            (vocabulary, phrases)
+        }
+    })
+}
