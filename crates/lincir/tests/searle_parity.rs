@@ -118,7 +118,7 @@ fn phi_step_matches_pytorch() {
     };
     let p = pairs(&m["pairs"]);
     let p: Vec<Option<(&str, &str)>> = p.iter().map(|x| x.as_ref().map(|(c, t)| (c.as_str(), t.as_str()))).collect();
-    let texts = train::StepTexts::new(&f.tokenizer, &p, &dev).unwrap().unwrap();
+    let texts = lincir::searle::phrases::PhraseBatch::new(&f.tokenizer, &p, true, &dev).unwrap().unwrap();
     let all_masks = f.get("phi.masks"); // [steps, 2, batch, hidden]
     let masks = |s: usize| DropoutMasks { first: all_masks.get(s).unwrap().get(0).unwrap(), second: all_masks.get(s).unwrap().get(1).unwrap() };
     let (loss, distillation, gpt, grads) = train::loss_and_grads(&f.text, &phi, &image, &target, Some(&masks(0)), Some(&texts), &cfg).unwrap();

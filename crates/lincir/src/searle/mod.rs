@@ -53,11 +53,6 @@ pub fn template_with_placeholder(template: &str) -> String {
     template.replace("{}", " $ ")
 }
 
-/// Python's `str.replace(old, new, 1)`: the first occurrence only.
-pub fn replace_first(text: &str, old: &str, new: &str) -> String {
-    text.replacen(old, new, 1)
-}
-
 /// Each image's usable concepts among its nearest (nearest first), each with its phrases: what
 /// both the inversion and phi's phrase loss draw from.
 pub fn usable_concepts<'a>(nearest: &[Vec<u32>], vocabulary: &'a [String], phrases: &'a phrases::Phrases) -> Vec<train::ImageConcepts<'a>> {

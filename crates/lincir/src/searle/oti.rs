@@ -12,6 +12,7 @@
 use candle_core::{Device, Tensor, Var};
 
 use super::loss::cosine_loss;
+use super::phrases::PhraseBatch;
 use crate::clip::tokenizer::pad_batch;
 use crate::clip::{ClipTokenizer, Grad, TextTower};
 use crate::method::DOLLAR_ID;
@@ -53,10 +54,9 @@ pub type ConceptPhrases<'a> = Vec<(&'a str, &'a str)>;
 pub struct StepTexts {
     /// [batch, seq]: each image's template with the placeholder.
     pub templates: Tensor,
-    /// The images that have a phrase this step (those without one have no usable concept).
-    pub rows: Vec<u32>,
-    /// [rows, seq] each: the phrases with the concept replaced by the placeholder, and as written.
-    pub phrases: Option<(Tensor, Tensor)>,
+    /// The phrases of the images that have one this step (those without one have no usable
+    /// concept), the concept's first occurrence replaced.
+    pub phrases: Option<PhraseBatch>,
 }
 
 impl StepTexts {
@@ -64,17 +64,9 @@ impl StepTexts {
     /// phrase with its concept's first occurrence replaced by ` $ ` (SEARLE's OTI replacement).
     pub fn new(tokenizer: &ClipTokenizer, templates: &[&str], phrases: &[Option<(&str, &str)>], device: &Device) -> Result<Self> {
         let with_placeholder: Vec<String> = templates.iter().map(|t| super::template_with_placeholder(t)).collect();
-        let templates = pad_batch(&encode(tokenizer, &with_placeholder)?, device)?;
-        let rows: Vec<u32> = (0..phrases.len() as u32).filter(|&i| phrases[i as usize].is_some()).collect();
-        let chosen: Vec<(&str, &str)> = phrases.iter().flatten().copied().collect();
-        let phrases = if chosen.is_empty() {
-            None
-        } else {
-            let replaced: Vec<String> = chosen.iter().map(|(c, p)| super::replace_first(p, c, " $ ")).collect();
-            let plain: Vec<String> = chosen.iter().map(|(_, p)| p.to_string()).collect();
-            Some((pad_batch(&encode(tokenizer, &replaced)?, device)?, pad_batch(&encode(tokenizer, &plain)?, device)?))
-        };
-        Ok(StepTexts { templates, rows, phrases })
+        let with_placeholder: Vec<&str> = with_placeholder.iter().map(String::as_str).collect();
+        let templates = pad_batch(&tokenizer.encode_batch(&with_placeholder)?, device)?;
+        Ok(StepTexts { templates, phrases: PhraseBatch::new(tokenizer, phrases, false, device)? })
     }
 
     /// A step's random choices, each image from its own stream: a template (uniform over the
@@ -90,11 +82,6 @@ impl StepTexts {
     }
 }
 
-fn encode(tokenizer: &ClipTokenizer, texts: &[String]) -> Result<Vec<Vec<u32>>> {
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    tokenizer.encode_batch(&refs)
-}
-
 /// One step's loss, differentiable with respect to `words`. Images without a phrase this step
 /// contribute the template term only; the phrase term sums over those with one and divides by
 /// the batch size.
@@ -104,14 +91,12 @@ fn encode(tokenizer: &ClipTokenizer, texts: &[String]) -> Result<Vec<Vec<u32>>> 
 pub fn oti_loss(text: &TextTower, words: &Tensor, image: &Tensor, texts: &StepTexts, cfg: &OtiConfig) -> Result<Tensor> {
     let template = text.embed_with_pseudo_words_at(&texts.templates, words, DOLLAR_ID, false, Grad::Yes)?;
     let cosine = cosine_loss(&template, image)?;
-    let Some((replaced, plain)) = &texts.phrases else { return Ok(cosine) };
-    let rows = Tensor::from_vec(texts.rows.clone(), texts.rows.len(), words.device())?;
-    let with_word = text.embed_with_pseudo_words_at(replaced, &words.index_select(&rows, 0)?, DOLLAR_ID, false, Grad::Yes)?;
-    let target = text.embed(plain)?.detach();
+    let Some(phrases) = &texts.phrases else { return Ok(cosine) };
+    let (with_word, target) = phrases.embeddings(text, words)?;
     // Summed over the images with a phrase and divided by the whole batch: every image's gradient
     // is its own terms over the batch size, which AdamW's normalisation cancels, so an image is
     // inverted alike in any batch. With a phrase for every image (SEARLE's case) it is the mean.
-    let with_phrase = texts.rows.len() as f64 / image.dim(0)? as f64;
+    let with_phrase = phrases.rows.len() as f64 / image.dim(0)? as f64;
     let gpt = (cosine_loss(&with_word, &target)? * with_phrase)?;
     let total = cfg.lambda_cos + cfg.lambda_gpt;
     Ok(((cosine * (cfg.lambda_cos / total))? + (gpt * (cfg.lambda_gpt / total))?)?)

@@ -7,6 +7,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use candle_core::{Device, Tensor};
+
+use crate::clip::tokenizer::pad_batch;
+use crate::clip::{ClipTokenizer, Grad, TextTower};
+use crate::method::DOLLAR_ID;
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -99,6 +104,47 @@ impl Phrases {
 
     pub fn is_empty(&self) -> bool {
         self.by_concept.is_empty()
+    }
+}
+
+/// The token ids of one step's phrases, for the batch rows that have one: each phrase with its
+/// concept replaced by ` $ `, and as written.
+pub struct PhraseBatch {
+    pub rows: Vec<u32>,
+    /// [rows, seq] each.
+    pub replaced: Tensor,
+    pub plain: Tensor,
+}
+
+impl PhraseBatch {
+    /// `chosen`: a (concept, phrase) per batch row, or none. The concept's first occurrence is
+    /// replaced (SEARLE's inversion) or every one (its phi training). `None` when no row has one.
+    pub fn new(tokenizer: &ClipTokenizer, chosen: &[Option<(&str, &str)>], every_occurrence: bool, device: &Device) -> Result<Option<Self>> {
+        let rows: Vec<u32> = (0..chosen.len() as u32).filter(|&i| chosen[i as usize].is_some()).collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let pairs: Vec<(&str, &str)> = chosen.iter().flatten().copied().collect();
+        let replaced: Vec<String> = pairs.iter().map(|(c, p)| if every_occurrence { p.replace(c, " $ ") } else { p.replacen(c, " $ ", 1) }).collect();
+        let replaced: Vec<&str> = replaced.iter().map(String::as_str).collect();
+        let plain: Vec<&str> = pairs.iter().map(|(_, p)| *p).collect();
+        Ok(Some(PhraseBatch {
+            rows,
+            replaced: pad_batch(&tokenizer.encode_batch(&replaced)?, device)?,
+            plain: pad_batch(&tokenizer.encode_batch(&plain)?, device)?,
+        }))
+    }
+
+    /// The text embeddings of the phrases with their rows' pseudo words at the first `$`
+    /// (SEARLE's encoder; differentiable with respect to `words`), and of the phrases as written
+    /// (constant).
+    ///
+    /// # Shapes
+    /// words: [batch, width] -> ([rows, P], [rows, P])
+    pub fn embeddings(&self, text: &TextTower, words: &Tensor) -> Result<(Tensor, Tensor)> {
+        let rows = Tensor::from_vec(self.rows.clone(), self.rows.len(), words.device())?;
+        let with_word = text.embed_with_pseudo_words_at(&self.replaced, &words.index_select(&rows, 0)?, DOLLAR_ID, false, Grad::Yes)?;
+        Ok((with_word, text.embed(&self.plain)?.detach()))
     }
 }
 

@@ -19,9 +19,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use super::loss::{cosine_loss, distillation_loss};
-use crate::clip::tokenizer::pad_batch;
-use crate::clip::{Clip, ClipTokenizer, Grad, TextTower};
-use crate::method::DOLLAR_ID;
+use super::phrases::PhraseBatch;
+use crate::clip::{Clip, ClipTokenizer, TextTower};
 use crate::phi::{DropoutMasks, Phi, PhiConfig};
 use crate::pic2word::train::batch_rows;
 use crate::rng::Rng;
@@ -59,48 +58,19 @@ pub struct TrainConfig {
 /// One image's usable concepts, each with its phrases.
 pub type ImageConcepts<'a> = Vec<(&'a str, &'a [String])>;
 
-/// The token ids of one step's phrases.
-pub struct StepTexts {
-    /// The batch rows that have a phrase (the others have no usable concept).
-    pub rows: Vec<u32>,
-    /// [rows, seq] each: the phrases with every occurrence of the concept replaced by ` $ `, and
-    /// as written.
-    pub replaced: Tensor,
-    pub plain: Tensor,
-}
-
-impl StepTexts {
-    /// `None` when no row has a phrase.
-    pub fn new(tokenizer: &ClipTokenizer, chosen: &[Option<(&str, &str)>], device: &Device) -> Result<Option<Self>> {
-        let rows: Vec<u32> = (0..chosen.len() as u32).filter(|&i| chosen[i as usize].is_some()).collect();
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let pairs: Vec<(&str, &str)> = chosen.iter().flatten().copied().collect();
-        let replaced: Vec<String> = pairs.iter().map(|(c, p)| p.replace(c, " $ ")).collect();
-        let plain: Vec<&str> = pairs.iter().map(|(_, p)| *p).collect();
-        let replaced: Vec<&str> = replaced.iter().map(String::as_str).collect();
-        Ok(Some(StepTexts {
-            rows,
-            replaced: pad_batch(&tokenizer.encode_batch(&replaced)?, device)?,
-            plain: pad_batch(&tokenizer.encode_batch(&plain)?, device)?,
-        }))
-    }
-
-    /// A step's draws: per image a concept (uniform over its usable ones), then one of its
-    /// phrases (uniform).
-    pub fn draw(tokenizer: &ClipTokenizer, concepts: &[&ImageConcepts], rng: &mut Rng, device: &Device) -> Result<Option<Self>> {
-        let chosen: Vec<Option<(&str, &str)>> = concepts
-            .iter()
-            .map(|c| {
-                (!c.is_empty()).then(|| {
-                    let (concept, phrases) = c[rng.below(c.len())];
-                    (concept, phrases[rng.below(phrases.len())].as_str())
-                })
+/// A step's phrases: per image a concept (uniform over its usable ones), then one of its phrases
+/// (uniform), every occurrence of the concept replaced (SEARLE's phi training).
+pub fn draw_phrases(tokenizer: &ClipTokenizer, concepts: &[&ImageConcepts], rng: &mut Rng, device: &Device) -> Result<Option<PhraseBatch>> {
+    let chosen: Vec<Option<(&str, &str)>> = concepts
+        .iter()
+        .map(|c| {
+            (!c.is_empty()).then(|| {
+                let (concept, phrases) = c[rng.below(c.len())];
+                (concept, phrases[rng.below(phrases.len())].as_str())
             })
-            .collect();
-        Self::new(tokenizer, &chosen, device)
-    }
+        })
+        .collect();
+    PhraseBatch::new(tokenizer, &chosen, true, device)
 }
 
 /// The parts of one step's loss.
@@ -114,15 +84,14 @@ pub struct StepLoss {
 ///
 /// # Shapes
 /// image: [batch, P]; oti: [batch, width] (the images' OTI pseudo words)
-pub fn phi_loss(text: &TextTower, phi: &Phi, image: &Tensor, oti: &Tensor, masks: Option<&DropoutMasks>, texts: Option<&StepTexts>, cfg: &TrainConfig) -> Result<StepLoss> {
+pub fn phi_loss(text: &TextTower, phi: &Phi, image: &Tensor, oti: &Tensor, masks: Option<&DropoutMasks>, texts: Option<&PhraseBatch>, cfg: &TrainConfig) -> Result<StepLoss> {
     let predicted = phi.forward(image, masks)?;
     let distillation = distillation_loss(oti, &predicted, cfg.temperature)?;
     let mut total = (&distillation * cfg.lambda_distil)?;
     let mut gpt_value = 0.0;
     if let Some(t) = texts {
-        let rows = Tensor::from_vec(t.rows.clone(), t.rows.len(), image.device())?;
-        let with_word = text.embed_with_pseudo_words_at(&t.replaced, &predicted.index_select(&rows, 0)?, DOLLAR_ID, false, Grad::Yes)?;
-        let gpt = cosine_loss(&text.embed(&t.plain)?.detach(), &with_word)?;
+        let (with_word, target) = t.embeddings(text, &predicted)?;
+        let gpt = cosine_loss(&target, &with_word)?;
         gpt_value = gpt.to_scalar::<f32>()?;
         total = (total + (gpt * cfg.lambda_gpt)?)?;
     }
@@ -130,7 +99,7 @@ pub fn phi_loss(text: &TextTower, phi: &Phi, image: &Tensor, oti: &Tensor, masks
 }
 
 /// The loss parts and the gradient of every phi parameter (in [`Phi::vars`] order).
-pub fn loss_and_grads(text: &TextTower, phi: &Phi, image: &Tensor, oti: &Tensor, masks: Option<&DropoutMasks>, texts: Option<&StepTexts>, cfg: &TrainConfig) -> Result<(f32, f32, f32, Vec<Tensor>)> {
+pub fn loss_and_grads(text: &TextTower, phi: &Phi, image: &Tensor, oti: &Tensor, masks: Option<&DropoutMasks>, texts: Option<&PhraseBatch>, cfg: &TrainConfig) -> Result<(f32, f32, f32, Vec<Tensor>)> {
     let loss = phi_loss(text, phi, image, oti, masks, texts, cfg)?;
     let mut grads = loss.total.backward()?;
     let grads = phi.vars().into_iter().map(|v| grads.remove(v.as_tensor()).ok_or_else(|| Error::Invalid("a phi parameter received no gradient".into()))).collect::<Result<Vec<_>>>()?;
@@ -200,7 +169,7 @@ pub fn train(clip: &Clip, images: &Tensor, oti: &Tensor, concepts: &[ImageConcep
         let rows = batch_rows(cfg.seed, n, cfg.batch_size, step, &mut perm);
         let index = Tensor::from_vec(rows.clone(), rows.len(), &device)?;
         let batch_concepts: Vec<&ImageConcepts> = rows.iter().map(|&r| &concepts[r as usize]).collect();
-        let texts = StepTexts::draw(tokenizer, &batch_concepts, &mut Rng::derive(cfg.seed, DRAW, step), &device)?;
+        let texts = draw_phrases(tokenizer, &batch_concepts, &mut Rng::derive(cfg.seed, DRAW, step), &device)?;
         let masks = DropoutMasks::draw(&mut Rng::derive(cfg.seed, DROPOUT, step), cfg.batch_size, cfg.phi.hidden_dim, cfg.phi.dropout, &device)?;
         let (loss, distillation, gpt, grads) = loss_and_grads(text, &phi, &images.index_select(&index, 0)?, &oti.index_select(&index, 0)?, Some(&masks), texts.as_ref(), cfg)?;
         if !loss.is_finite() {
