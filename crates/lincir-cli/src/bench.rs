@@ -168,6 +168,9 @@ fn encode(args: EncodeArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     let feed_small = preprocess_rate(&clip.preprocess, (640, 480), threads, true)?;
     let feed_photo = preprocess_rate(&clip.preprocess, (4032, 3024), threads, true)?;
+    // The same photo with `--jpeg-decode fast` (decoded at a reduced size).
+    let fast = preprocess::PreprocessConfig { jpeg: preprocess::JpegDecode::Fast, ..clip.preprocess.clone() };
+    let feed_photo_fast = preprocess_rate(&fast, (4032, 3024), threads, true)?;
     let text_gflops = text_flops / text_secs / 1e9;
     let image_gflops = images_per_s.map(|v| v * clip.config.vision.forward_flops() / 1e9);
     let peak = clip.device.is_cpu().then(|| crate::bench_matmul::fma_peak_gflops(rayon::current_num_threads()));
@@ -187,6 +190,7 @@ fn encode(args: EncodeArgs) -> Result<()> {
         "preprocess_640x480_per_s_one_thread": preprocess_per_s,
         "decode_preprocess_jpeg_640x480_per_s": feed_small,
         "decode_preprocess_jpeg_4032x3024_per_s": feed_photo,
+        "decode_preprocess_jpeg_4032x3024_fast_per_s": feed_photo_fast,
         "jpeg_simd": cfg!(feature = "jpeg-simd"),
         "cpu_features": lincir::device::cpu_features(),
         "matmul": lincir::clip::blas::describe(),
@@ -205,6 +209,7 @@ fn encode(args: EncodeArgs) -> Result<()> {
     println!("{:<44} {:>12.1}", "preprocess 640x480 -> crop, images/s (1 thread)", preprocess_per_s);
     println!("{:<44} {:>12.1}", format!("decode+preprocess JPEG 640x480 ({threads} threads)"), feed_small);
     println!("{:<44} {:>12.1}", format!("decode+preprocess JPEG 4032x3024 ({threads} threads)"), feed_photo);
+    println!("{:<44} {:>12.1}", "  the same, --jpeg-decode fast", feed_photo_fast);
     println!("{:<44} {:>12.1}", "text tower GFLOP/s (useful work)", text_gflops);
     if let Some(v) = image_gflops {
         println!("{:<44} {:>12.1}", "vision tower GFLOP/s", v);
@@ -300,9 +305,9 @@ fn preprocess_rate(cfg: &preprocess::PreprocessConfig, (w, h): (usize, usize), t
     if from_jpeg {
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode(&data, w as u32, h as u32, image::ExtendedColorType::Rgb8)?;
     }
-    let photo = preprocess::Rgb8 { width: w, height: h, data };
+    let photo = preprocess::Rgb8::new(w, h, data);
     let one = || -> Result<()> {
-        let decoded = if from_jpeg { Some(preprocess::decode_rgb8(&jpeg, "bench.jpg")?) } else { None };
+        let decoded = if from_jpeg { Some(preprocess::decode_rgb8_for(&jpeg, "bench.jpg", cfg)?) } else { None };
         std::hint::black_box(preprocess::pixels(decoded.as_ref().unwrap_or(&photo), cfg));
         Ok(())
     };
@@ -347,6 +352,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         root: dir.clone(),
         vectors_file: "vectors-0.f32".into(),
         codes_file: None,
+        jpeg: Default::default(),
         rows: args.entries,
         entries,
     };

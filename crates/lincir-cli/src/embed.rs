@@ -38,7 +38,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     }
     let towers = if args.texts.is_some() { Towers::Text } else { Towers::Vision };
     let mut clip = Clip::load(&args.model, &args.compute.load_options(towers)?)?;
-    clip.preprocess = clip.preprocess.with_pipeline(args.pipeline.preprocess.pipeline(), clip.config.vision.image_size);
+    args.pipeline.apply(&mut clip)?;
     let batch_size = args.batch_size.unwrap_or_else(|| crate::compute::default_batch_size(&clip.device));
     let started = std::time::Instant::now();
     let (embeddings, names, kind) = if let Some(path) = &args.texts {
@@ -63,6 +63,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let mut meta = vec![("model", clip.name.clone()), ("kind", kind.to_string())];
     if kind == "image" {
         meta.push(("preprocess", args.pipeline.preprocess.pipeline().name().to_string()));
+        meta.push(("jpeg_decode", clip.preprocess.jpeg.name().to_string()));
     }
     embed::write_embeddings(&args.out, &embeddings, &names, &meta)?;
     let secs = started.elapsed().as_secs_f64();

@@ -30,13 +30,26 @@ pub struct IndexArgs {
     /// Also write the run's report (counts, unreadable files, time) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// How JPEG files are decoded: `exact` (every pixel, as Pillow) or `fast` (a large JPEG
+    /// decoded at 1/2 to 1/8 of its size inside libjpeg's inverse DCT, keeping at least 3 times
+    /// the tower's input size: slightly different pixels, phone photos several times faster;
+    /// docs/PREPROCESSING.md). Default: the index's own choice, `exact` for a new index.
+    /// Searches decode their images as the index does.
+    #[arg(long, value_enum)]
+    jpeg_decode: Option<crate::pipeline::JpegDecodeArg>,
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
     if args.batch_size == Some(0) {
         anyhow::bail!("--batch-size must be at least 1");
     }
-    let clip = Clip::load(&args.model, &args.compute.load_options(Towers::Vision)?)?;
+    let recorded = lincir::index::recorded_jpeg_decode(&args.out)?;
+    let jpeg = match (args.jpeg_decode, recorded) {
+        (Some(asked), _) => asked.decode(lincir::clip::preprocess::Pipeline::Transformers)?,
+        (None, recorded) => recorded.unwrap_or_default(),
+    };
+    let mut clip = Clip::load(&args.model, &args.compute.load_options(Towers::Vision)?)?;
+    clip.preprocess.jpeg = jpeg;
     let started = std::time::Instant::now();
     let pb = progress::bar(0, "images");
     let batch_size = args.batch_size.unwrap_or_else(|| crate::compute::default_batch_size(&clip.device));

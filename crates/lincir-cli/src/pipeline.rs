@@ -1,9 +1,10 @@
 //! `--preprocess`: which published image transform turns images into pixels (eval, submit,
 //! embed), so that each method can be evaluated as its authors evaluated it
-//! (docs/PREPROCESSING.md, "Other methods' transforms").
+//! (docs/PREPROCESSING.md, "Other methods' transforms"); `--jpeg-decode`: whether large JPEGs
+//! are decoded at a reduced size (index, embed).
 
 use clap::{Args, ValueEnum};
-use lincir::clip::preprocess::Pipeline;
+use lincir::clip::preprocess::{JpegDecode, Pipeline};
 use lincir::method::Method;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,6 +34,43 @@ pub struct PipelineArgs {
     /// `openai` (Pic2Word's) or `targetpad` (SEARLE's).
     #[arg(long, value_enum, default_value = "transformers")]
     pub preprocess: PipelineArg,
+    /// How JPEG files are decoded: `exact` (every pixel, as Pillow: the default) or `fast` (a
+    /// large JPEG decoded at 1/2 to 1/8 of its size inside libjpeg's inverse DCT, keeping at
+    /// least 3 times the tower's input size; slightly different pixels, phone photos several
+    /// times faster).
+    #[arg(long, value_enum, default_value = "exact")]
+    pub jpeg_decode: JpegDecodeArg,
+}
+
+impl PipelineArgs {
+    /// The preprocessing of `clip` these flags ask for.
+    pub fn apply(&self, clip: &mut lincir::clip::Clip) -> anyhow::Result<()> {
+        clip.preprocess = clip.preprocess.with_pipeline(self.preprocess.pipeline(), clip.config.vision.image_size);
+        clip.preprocess.jpeg = self.jpeg_decode.decode(self.preprocess.pipeline())?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JpegDecodeArg {
+    /// Every pixel, as Pillow and transformers' processor.
+    Exact,
+    /// Large JPEGs at a reduced size, resized as Pillow's draft + resize.
+    Fast,
+}
+
+impl JpegDecodeArg {
+    /// The decoding for images preprocessed by `pipeline`: SEARLE's pad is measured in the
+    /// full image's pixels, so it has no fast decoding.
+    pub fn decode(self, pipeline: Pipeline) -> anyhow::Result<JpegDecode> {
+        match self {
+            JpegDecodeArg::Exact => Ok(JpegDecode::Exact),
+            JpegDecodeArg::Fast if pipeline == Pipeline::TargetPad => {
+                anyhow::bail!("--jpeg-decode fast does not apply to --preprocess targetpad (its padding is measured on the full image)")
+            }
+            JpegDecodeArg::Fast => Ok(JpegDecode::Fast),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -73,7 +73,7 @@ pub fn load_searcher(a: &SearcherArgs) -> Result<Searcher> {
 pub fn run(args: SearchArgs) -> Result<()> {
     let s = load_searcher(&args.searcher)?;
     let reference = match (&args.image, args.id) {
-        (Some(p), _) => Some(Reference::Pixels(preprocess::load_rgb8(p)?)),
+        (Some(p), _) => Some(Reference::Pixels(preprocess::load_rgb8_for(p, &s.clip.preprocess)?)),
         (None, Some(id)) => Some(Reference::Indexed(id)),
         (None, None) => None,
     };

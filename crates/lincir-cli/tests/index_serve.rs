@@ -299,3 +299,82 @@ fn photos_in_formats_lincir_cannot_read_are_counted_and_named_not_lost_silently(
     let o = lincir(&["embed", "--model", m, "--images", only.to_str().unwrap(), "--out", work.path().join("e.safetensors").to_str().unwrap()]);
     assert_clean_failure(&o, &["no image files lincir can read", "1 .heic", "convert them to JPEG"]);
 }
+
+/// Reads `embed`'s output: rows of `embeddings`.
+fn embedding_rows(path: &Path) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor("embeddings").unwrap();
+    let values: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    values.chunks(t.shape()[1]).map(<[f32]>::to_vec).collect()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>();
+    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
+}
+
+/// `--jpeg-decode fast`: a large JPEG's vector moves a little and a BMP's not at all; an index
+/// records the choice, keeps it on later runs without the flag, refuses the other one by name,
+/// and its searcher decodes query images as the index did.
+#[test]
+fn fast_jpeg_decoding_is_recorded_by_the_index_and_followed_by_searches() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("photos");
+    colours(&images);
+    // clip-a's input is 32 pixels: these photos decode at 1/4 (512 // 96 = 5) and 1/4.
+    for name in ["astronaut_512x512.jpg", "rocket_427x640.jpg"] {
+        std::fs::copy(fixtures().join("images").join(name), images.join(name)).unwrap();
+    }
+    let embed = |mode: &str| {
+        let out = work.path().join(format!("{mode}.safetensors"));
+        let o = lincir(&["embed", "--model", m, "--images", images.to_str().unwrap(), "--jpeg-decode", mode, "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        embedding_rows(&out)
+    };
+    let (exact, fast) = (embed("exact"), embed("fast"));
+    // Sorted paths: the two JPEGs, then sub/img0..5.bmp.
+    for (i, (e, f)) in exact.iter().zip(&fast).enumerate() {
+        if i < 2 {
+            assert!(e != f, "row {i}: a reduced decode gives other pixels");
+            assert!(cosine(e, f) > 0.99, "row {i}: cosine {}", cosine(e, f));
+        } else {
+            assert_eq!(e, f, "row {i}: a BMP is decoded whole either way");
+        }
+    }
+    let o = lincir(&["embed", "--model", m, "--images", images.to_str().unwrap(), "--jpeg-decode", "fast", "--preprocess", "targetpad", "--out", work.path().join("x.safetensors").to_str().unwrap()]);
+    assert_clean_failure(&o, &["--jpeg-decode fast", "targetpad"]);
+
+    let out = work.path().join("index");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        lincir(&args)
+    };
+    let o = run(&["--jpeg-decode", "fast"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(meta["jpeg"], "fast");
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(index(m, &images, &out), [8, 0, 0, 0, 8, 0], "kept without the flag: nothing re-embedded");
+    assert_clean_failure(&run(&["--jpeg-decode", "exact"]), &["index.json", "decodes JPEGs `fast`, not `exact`"]);
+
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("astronaut_512x512.jpg").to_str().unwrap(), "-k", "1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["hits"][0]["path"], "astronaut_512x512.jpg");
+    // The two decodings' vectors are too close on this tiny CLIP to tell apart by a score:
+    // the searcher's own preprocessing says how queries are decoded.
+    let clip = lincir::clip::Clip::load(m, &Default::default()).unwrap();
+    assert_eq!(clip.preprocess.jpeg, lincir::clip::preprocess::JpegDecode::Exact);
+    let searcher = lincir::search::Searcher::new(clip, vec![], lincir::index::Index::open(&out).unwrap()).unwrap();
+    assert_eq!(searcher.clip.preprocess.jpeg, lincir::clip::preprocess::JpegDecode::Fast, "queries are decoded as the index's images");
+
+    // An exact index's metadata is as before the choice existed.
+    let plain = work.path().join("plain");
+    assert_eq!(index(m, &images, &plain), [8, 8, 0, 0, 0, 0]);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(plain.join("index.json")).unwrap()).unwrap();
+    assert!(meta.get("jpeg").is_none(), "{meta}");
+}

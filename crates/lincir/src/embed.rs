@@ -131,7 +131,7 @@ pub fn embed_texts(clip: &Clip, texts: &[String], batch_size: usize, progress: &
 pub fn load_pixels(clip: &Clip, paths: &[PathBuf]) -> Result<Tensor> {
     let images: Vec<Vec<f32>> = paths
         .par_iter()
-        .map(|p| preprocess::load_rgb8(p).map(|img| preprocess::pixels(&img, &clip.preprocess)))
+        .map(|p| preprocess::load_rgb8_for(p, &clip.preprocess).map(|img| preprocess::pixels(&img, &clip.preprocess)))
         .collect::<Result<_>>()?;
     preprocess::stack(images, &clip.preprocess, &clip.device)
 }

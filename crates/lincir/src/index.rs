@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::bench::cache::{model_key, stamp};
 use crate::bench::images::{embed_images, BadImages, BenchImage};
 use crate::clip::fastmath::dot;
+use crate::clip::preprocess::JpegDecode;
 use crate::clip::Clip;
 use crate::compact;
 use crate::{Error, Result};
@@ -62,6 +63,10 @@ pub struct IndexMeta {
     /// The int8 codes of the same rows (format 2); absent in format 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codes_file: Option<String>,
+    /// How JPEG files were decoded (`lincir index --jpeg-decode`); queries' images are decoded
+    /// the same way. Absent (exact) in indexes made before the choice existed.
+    #[serde(default, skip_serializing_if = "is_exact")]
+    pub jpeg: JpegDecode,
     /// Rows present in the vectors file (some may no longer be referenced).
     pub rows: usize,
     /// Sorted by path; an image's id is its position here.
@@ -74,6 +79,18 @@ pub struct Index {
     pub meta: IndexMeta,
     vectors: memmap2::Mmap,
     codes: Option<memmap2::Mmap>,
+}
+
+fn is_exact(jpeg: &JpegDecode) -> bool {
+    *jpeg == JpegDecode::Exact
+}
+
+/// How the index in `dir` decodes JPEGs, None when there is no index there yet.
+pub fn recorded_jpeg_decode(dir: &Path) -> Result<Option<JpegDecode>> {
+    if !dir.join(META_FILE).is_file() {
+        return Ok(None);
+    }
+    Ok(Some(read_meta(dir)?.jpeg))
 }
 
 fn read_meta(dir: &Path) -> Result<IndexMeta> {
@@ -278,6 +295,12 @@ pub fn build(
     let dim = clip.config.projection_dim;
     let mut meta = if dir.join(META_FILE).is_file() {
         let m = read_meta(dir)?;
+        if m.jpeg != clip.preprocess.jpeg {
+            return Err(Error::file(
+                dir.join(META_FILE),
+                format!("decodes JPEGs `{}`, not `{}`: index into another folder", m.jpeg.name(), clip.preprocess.jpeg.name()),
+            ));
+        }
         if m.model_key != key || m.dim != dim {
             return Err(Error::file(
                 dir.join(META_FILE),
@@ -297,6 +320,7 @@ pub fn build(
             root: root.clone(),
             vectors_file: "vectors-0.f32".into(),
             codes_file: None,
+            jpeg: clip.preprocess.jpeg,
             rows: 0,
             entries: vec![],
         }
@@ -521,7 +545,7 @@ mod tests {
     fn synthetic(dir: &Path, vectors: &[f32], dim: usize, with_codes: bool) -> Index {
         let n = vectors.len() / dim;
         let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), size: 0, mtime_ns: 0, row: i, norm: 1.0 }).collect();
-        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, rows: n, entries };
+        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: n, entries };
         write(dir, meta, vectors, with_codes).unwrap();
         Index::open(dir).unwrap()
     }

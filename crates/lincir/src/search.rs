@@ -87,13 +87,15 @@ pub struct Searcher {
 }
 
 impl Searcher {
-    pub fn new(clip: Clip, methods: Vec<(Method, Mapper)>, index: Index) -> Result<Self> {
+    /// A searcher of `index`; query images are decoded as the index's were.
+    pub fn new(mut clip: Clip, methods: Vec<(Method, Mapper)>, index: Index) -> Result<Self> {
         if clip.config.projection_dim != index.meta.dim {
             return Err(Error::Invalid(format!(
                 "the index holds {}-d vectors of `{}`, the model gives {}-d ones",
                 index.meta.dim, index.meta.model, clip.config.projection_dim
             )));
         }
+        clip.preprocess.jpeg = index.meta.jpeg;
         Ok(Searcher { clip, methods, index, template: None, device_turn: Mutex::new(()) })
     }
 

@@ -201,3 +201,47 @@ fn other_methods_pipelines_match_torchvision() {
     println!("{} cases, {padded} padded, {crop_rounding_matters} where OpenAI's crop differs from transformers'", cases.len());
     assert!(padded >= 10 && crop_rounding_matters >= 2, "{padded} padded, {crop_rounding_matters} crops differ");
 }
+
+/// `--jpeg-decode fast` against Pillow's `draft` + `resize(box=...)` + transformers' crop
+/// (`scripts/make_fast_jpeg_fixtures.py`): JPEGs decoded at 1/8, 1/4, 1/2 and full size, one
+/// of them turned by its EXIF orientation; the same reduction as Pillow's and identical bytes.
+/// Resizing the reduced image without its box (as if it were a small photo) fails it (tried).
+#[test]
+fn fast_jpeg_decoding_matches_pillows_draft_and_box_resize() {
+    use lincir::clip::preprocess::{load_rgb8_for, JpegDecode};
+    let dir = fixtures().join("fast_jpeg");
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    let cases = meta["cases"].as_array().unwrap();
+    let mut divisors = std::collections::BTreeSet::new();
+    for case in cases {
+        let key = case["key"].as_str().unwrap();
+        let n = case["size"].as_u64().unwrap() as usize;
+        let cfg = PreprocessConfig { jpeg: JpegDecode::Fast, ..PreprocessConfig::clip_default(n) };
+        let img = load_rgb8_for(&fixtures().join(case["file"].as_str().unwrap()), &cfg).unwrap();
+        let divisor = case["divisor"].as_u64().unwrap() as usize;
+        divisors.insert(divisor);
+        assert_eq!(img.reduced.map_or(1, |r| r.divisor), divisor, "{key}: Pillow's draft chose 1/{divisor}");
+        let reduced = (case["reduced"][0].as_u64().unwrap() as usize, case["reduced"][1].as_u64().unwrap() as usize);
+        assert!((img.width, img.height) == reduced || (img.height, img.width) == reduced, "{key}: decoded {}x{}", img.width, img.height);
+        if let Some(r) = img.reduced {
+            assert_eq!(r.full, (case["full"][0].as_u64().unwrap() as usize, case["full"][1].as_u64().unwrap() as usize), "{key}: upright full size");
+        }
+        let got = pixels(&img, &cfg);
+        let want = expected[key].flatten_all().unwrap().to_vec1::<u8>().unwrap(); // [n][n][3]
+        let plane = n * n;
+        let mut worst = 0f32;
+        for (i, &g) in got.iter().enumerate() {
+            let (c, yx) = (i / plane, i % plane);
+            let value = (g * CLIP_STD[c] + CLIP_MEAN[c]) * 255.0;
+            worst = worst.max((value - want[yx * 3 + c] as f32).abs());
+        }
+        assert!(worst <= 1e-3, "{key}: differs from Pillow's draft + resize by {worst} steps of 1/255");
+        // Exact decoding is unchanged by the setting: without a reduction the pixels are the
+        // exact pipeline's.
+        if divisor == 1 {
+            assert_eq!(got, pixels(&load_rgb8(&fixtures().join(case["file"].as_str().unwrap())).unwrap(), &PreprocessConfig::clip_default(n)), "{key}");
+        }
+    }
+    assert_eq!(divisors.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 8], "every reduction is covered");
+}

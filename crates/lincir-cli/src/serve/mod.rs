@@ -117,6 +117,7 @@ async fn info(State(s): State<Shared>) -> Json<serde_json::Value> {
         "template": s.searcher.template.clone().unwrap_or_else(|| s.searcher.methods.first().map_or(lincir::method::Method::Lincir, |(m, _)| *m).template().to_string()),
         "max_upload_bytes": s.max_upload,
         "max_image_pixels": lincir::clip::image_limits::max_pixels(),
+        "jpeg_decode": s.searcher.index.meta.jpeg.name(),
         "max_k": MAX_K,
         "workers": s.pool.n_workers,
         "queue": s.pool.queue,
@@ -234,7 +235,8 @@ async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, 
                 return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{name}: HEIC/HEIF uploads are not accepted by this server: upload a JPEG or PNG")));
             }
             Some(RefInput::Upload { name, bytes }) => Some(Reference::Pixels(
-                preprocess::decode_rgb8(&bytes, &name).map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?,
+                preprocess::decode_rgb8_for(&bytes, &name, &state.searcher.clip.preprocess)
+                    .map_err(|e| ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()))?,
             )),
             Some(RefInput::Indexed(id)) => Some(Reference::Indexed(id)),
             None => None,

@@ -42,12 +42,15 @@ impl BenchImage {
         }
     }
 
-    /// The pixels to preprocess: the whole image, or the dilated region padded to a square.
-    pub fn load(&self) -> Result<Rgb8> {
-        let img = preprocess::load_rgb8(&self.path)?;
+    /// The image to preprocess with `cfg`: the whole image (decoded as `cfg` says), or the
+    /// dilated region padded to a square (from the full-size image, whose pixels the box names).
+    pub fn load(&self, cfg: &preprocess::PreprocessConfig) -> Result<Rgb8> {
         Ok(match self.region {
-            None => img,
-            Some(r) => expand_to_square(&img.crop(dilated_box(r, img.width, img.height))),
+            None => preprocess::load_rgb8_for(&self.path, cfg)?,
+            Some(r) => {
+                let img = preprocess::load_rgb8(&self.path)?;
+                expand_to_square(&img.crop(dilated_box(r, img.width, img.height)))
+            }
         })
     }
 }
@@ -77,7 +80,7 @@ pub fn expand_to_square(img: &Rgb8) -> Rgb8 {
         let dst = ((y + oy) * side + ox) * 3;
         data[dst..dst + img.width * 3].copy_from_slice(src);
     }
-    Rgb8 { width: side, height: side, data }
+    Rgb8::new(side, side, data)
 }
 
 /// Time between two saves of the cache during a long embedding run. Each save rewrites the whole
@@ -127,7 +130,7 @@ pub fn embed_images(
     let tower = clip.vision()?;
     let mut last_store = std::time::Instant::now();
     let load_chunk = |chunk: &[usize]| -> Vec<(usize, Result<Vec<f32>>)> {
-        chunk.par_iter().map(|&i| (i, images[i].load().map(|img| preprocess::pixels(&img, &clip.preprocess)))).collect()
+        chunk.par_iter().map(|&i| (i, images[i].load(&clip.preprocess).map(|img| preprocess::pixels(&img, &clip.preprocess)))).collect()
     };
     let mut consume = |chunk: &[usize], loaded: Vec<(usize, Result<Vec<f32>>)>| -> Result<()> {
         let mut good = Vec::new();
@@ -196,7 +199,7 @@ mod tests {
     use super::*;
 
     fn img(w: usize, h: usize) -> Rgb8 {
-        Rgb8 { width: w, height: h, data: (0..w * h * 3).map(|i| (i % 251) as u8 + 1).collect() }
+        Rgb8::new(w, h, (0..w * h * 3).map(|i| (i % 251) as u8 + 1).collect())
     }
 
     #[test]

@@ -17,7 +17,7 @@ use image::{DynamicImage, ImageDecoder, ImageReader};
 use serde_json::Value;
 
 use super::{heif, image_limits, jpeg};
-use super::resample::{resize_padded_rgb8_window, Filter};
+use super::resample::{resize_rgb8_window_of_extent, Filter};
 use crate::{Error, Result};
 
 pub const PREPROCESSOR_FILE: &str = "preprocessor_config.json";
@@ -54,6 +54,36 @@ pub enum Pipeline {
 /// SEARLE's target aspect ratio.
 pub const TARGET_PAD_RATIO: f64 = 1.25;
 
+/// How JPEG files are decoded before the resize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JpegDecode {
+    /// Every pixel, as Pillow and transformers' processor decode it: the reference pipeline.
+    #[default]
+    Exact,
+    /// A large JPEG decoded at 1/2, 1/4 or 1/8 of its size inside libjpeg's inverse DCT, the
+    /// smallest that still holds [`FAST_JPEG_GAP`] times the resize's target in each dimension,
+    /// then resized as Pillow's `draft` + `resize(box=...)` (its `thumbnail`) does: the same
+    /// geometry, slightly different pixels, a phone photo several times faster
+    /// (docs/PREPROCESSING.md, "Fast JPEG decoding"). Not with SEARLE's target pad.
+    Fast,
+}
+
+/// Pillow's `reducing_gap` for [`JpegDecode::Fast`]: the decoded image keeps at least this many
+/// times the resize target. Pillow documents 3 as indistinguishable from a full decode; on 24
+/// photographs of 1.5 to 24 megapixels it moved the 224 x 224 crop by 0.12 levels on average
+/// (at most 7), against 0.25 (17) for `thumbnail`'s default of 2.
+pub const FAST_JPEG_GAP: usize = 3;
+
+impl JpegDecode {
+    pub fn name(self) -> &'static str {
+        match self {
+            JpegDecode::Exact => "exact",
+            JpegDecode::Fast => "fast",
+        }
+    }
+}
+
 impl Pipeline {
     pub fn name(self) -> &'static str {
         match self {
@@ -72,6 +102,7 @@ pub struct PreprocessConfig {
     pub rescale_factor: Option<f32>,
     pub normalize: Option<([f32; 3], [f32; 3])>,
     pub pipeline: Pipeline,
+    pub jpeg: JpegDecode,
 }
 
 /// The black border SEARLE's target pad adds on each side, (horizontal, vertical), for an image
@@ -108,6 +139,7 @@ impl PreprocessConfig {
             rescale_factor: Some(1.0 / 255.0),
             normalize: Some((CLIP_MEAN, CLIP_STD)),
             pipeline: Pipeline::Transformers,
+            jpeg: JpegDecode::Exact,
         }
     }
 
@@ -128,15 +160,34 @@ impl PreprocessConfig {
         }
     }
 
-    /// What identifies these settings in cache and index keys. The transformers pipeline keeps
-    /// the text it had before pipelines existed, so feature caches and indexes stay valid.
+    /// What identifies these settings in cache and index keys. The transformers pipeline with
+    /// exact decoding keeps the text it had before pipelines existed, so feature caches and
+    /// indexes stay valid.
     pub fn cache_key(&self) -> String {
-        let PreprocessConfig { resize, filter, crop, rescale_factor, normalize, pipeline } = self;
-        let legacy = format!("PreprocessConfig {{ resize: {resize:?}, filter: {filter:?}, crop: {crop:?}, rescale_factor: {rescale_factor:?}, normalize: {normalize:?} }}");
-        match pipeline {
-            Pipeline::Transformers => legacy,
-            other => format!("{legacy} pipeline: {}", other.name()),
+        let PreprocessConfig { resize, filter, crop, rescale_factor, normalize, pipeline, jpeg } = self;
+        let mut key = format!("PreprocessConfig {{ resize: {resize:?}, filter: {filter:?}, crop: {crop:?}, rescale_factor: {rescale_factor:?}, normalize: {normalize:?} }}");
+        if *pipeline != Pipeline::Transformers {
+            key += &format!(" pipeline: {}", pipeline.name());
         }
+        if *jpeg != JpegDecode::Exact {
+            key += &format!(" jpeg: {}", jpeg.name());
+        }
+        key
+    }
+
+    /// The size Pillow's `draft` is asked for, (width, height), when JPEGs are decoded fast:
+    /// [`FAST_JPEG_GAP`] times the resize target (its larger side for an exact size, whatever
+    /// the orientation). None when decoding is exact, without a resize, or with SEARLE's pad
+    /// (whose border is counted in full-size pixels).
+    fn draft_request(&self) -> Option<(usize, usize)> {
+        if self.jpeg != JpegDecode::Fast || self.pipeline == Pipeline::TargetPad {
+            return None;
+        }
+        let side = match self.resize? {
+            Resize::ShortestEdge(s) => s,
+            Resize::Exact { height, width } => height.max(width),
+        };
+        Some((FAST_JPEG_GAP * side, FAST_JPEG_GAP * side))
     }
 
     /// Reads `preprocessor_config.json` (both the old `size: 224` and the new
@@ -211,7 +262,7 @@ impl PreprocessConfig {
         } else {
             None
         };
-        Ok(PreprocessConfig { resize, filter, crop, rescale_factor, normalize, pipeline: Pipeline::Transformers })
+        Ok(PreprocessConfig { resize, filter, crop, rescale_factor, normalize, pipeline: Pipeline::Transformers, jpeg: JpegDecode::Exact })
     }
 
     /// Output (height, width) for an input of (h, w) before cropping, as transformers'
@@ -247,11 +298,30 @@ pub struct Rgb8 {
     pub width: usize,
     pub height: usize,
     pub data: Vec<u8>,
+    /// Set when this is a JPEG decoded at a reduced size ([`JpegDecode::Fast`]).
+    pub reduced: Option<Reduced>,
+}
+
+/// What an image decoded at a reduced size stands for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reduced {
+    /// The full image's upright (width, height).
+    pub full: (usize, usize),
+    /// The reduction (2, 4 or 8): each side is the full one divided by it, rounded up.
+    pub divisor: usize,
+}
+
+impl Rgb8 {
+    /// An image at its full size.
+    pub fn new(width: usize, height: usize, data: Vec<u8>) -> Rgb8 {
+        Rgb8 { width, height, data, reduced: None }
+    }
 }
 
 impl Rgb8 {
     /// The box (left, top, right, bottom) as Pillow's `crop` makes it: at least 1 x 1, black
-    /// where the box leaves the image.
+    /// where the box leaves the image. The box is in this image's pixels (a reduced image's
+    /// crop is a full-size image of its own).
     pub fn crop(&self, (l, t, r, b): (usize, usize, usize, usize)) -> Rgb8 {
         let (w, h) = (r.saturating_sub(l).max(1), b.saturating_sub(t).max(1));
         let mut data = vec![0u8; w * h * 3];
@@ -264,23 +334,58 @@ impl Rgb8 {
                 }
             }
         }
-        Rgb8 { width: w, height: h, data }
+        Rgb8::new(w, h, data)
     }
 }
 
 /// Decodes an image file, applies its EXIF orientation and converts it to 8-bit RGB.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
-    decode(&bytes).map_err(|msg| Error::file(path, msg))
+    load_rgb8_for(path, &PreprocessConfig::clip_default(224))
 }
 
 /// Decodes an image held in memory (an upload); `name` is used in errors.
 pub fn decode_rgb8(bytes: &[u8], name: &str) -> Result<Rgb8> {
-    decode(bytes).map_err(|msg| Error::file(name, msg))
+    decode_rgb8_for(bytes, name, &PreprocessConfig::clip_default(224))
 }
 
-fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
-    decode_guarded(bytes, None)
+/// [`load_rgb8`] for `cfg`'s [`pixels`]: with [`JpegDecode::Fast`], a large JPEG is decoded
+/// at a reduced size (the image says so in [`Rgb8::reduced`]).
+pub fn load_rgb8_for(path: &Path, cfg: &PreprocessConfig) -> Result<Rgb8> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
+    decode_guarded(&bytes, decode_size(cfg)).map_err(|msg| Error::file(path, msg))
+}
+
+/// [`decode_rgb8`] for `cfg`'s [`pixels`], as [`load_rgb8_for`].
+pub fn decode_rgb8_for(bytes: &[u8], name: &str, cfg: &PreprocessConfig) -> Result<Rgb8> {
+    decode_guarded(bytes, decode_size(cfg)).map_err(|msg| Error::file(name, msg))
+}
+
+/// At which size a JPEG is decoded.
+#[derive(Debug, Clone, Copy)]
+enum DecodeSize {
+    Full,
+    /// For showing: the smallest whose long edge still reaches this.
+    Preview(usize),
+    /// Pillow's `draft("RGB", (width, height))`.
+    Draft(usize, usize),
+}
+
+fn decode_size(cfg: &PreprocessConfig) -> DecodeSize {
+    cfg.draft_request().map_or(DecodeSize::Full, |(w, h)| DecodeSize::Draft(w, h))
+}
+
+/// The reduction (1, 2, 4 or 8) at which a `w` x `h` JPEG is decoded.
+fn jpeg_divisor(size: DecodeSize, w: usize, h: usize) -> usize {
+    match size {
+        DecodeSize::Full => 1,
+        // The fewest eighths whose long edge (rounded up, as libjpeg does) reaches the target.
+        DecodeSize::Preview(edge) => [8, 4, 2, 1].into_iter().find(|&d| w.max(h).div_ceil(d) >= edge).unwrap_or(1),
+        // Pillow: the largest of 8, 4, 2, 1 not above min(w // width, h // height).
+        DecodeSize::Draft(rw, rh) => {
+            let fits = (w / rw.max(1)).min(h / rh.max(1));
+            [8, 4, 2, 1].into_iter().find(|&d| d <= fits).unwrap_or(1)
+        }
+    }
 }
 
 /// An image for showing, not for CLIP: decoded as [`decode_rgb8`] (upright, alpha over white),
@@ -289,20 +394,24 @@ fn decode(bytes: &[u8]) -> std::result::Result<Rgb8, String> {
 /// it stores when one is that large, so a phone photo's preview costs a fraction of a full
 /// decode. The caller resizes it to the size it shows.
 pub fn decode_for_preview(bytes: &[u8], name: &str, long_edge: usize) -> Result<Rgb8> {
-    decode_guarded(bytes, Some(long_edge)).map_err(|msg| Error::file(name, msg))
+    decode_guarded(bytes, DecodeSize::Preview(long_edge)).map_err(|msg| Error::file(name, msg))
 }
 
-fn decode_guarded(bytes: &[u8], preview_edge: Option<usize>) -> std::result::Result<Rgb8, String> {
+fn decode_guarded(bytes: &[u8], size: DecodeSize) -> std::result::Result<Rgb8, String> {
     // A decoder that panics on a malformed file must not take the process (a server) down.
-    crate::guard::catch_panic(|| decode_within_limits(bytes, preview_edge)).unwrap_or_else(|what| Err(format!("corrupt image: decoder failure ({what})")))
+    crate::guard::catch_panic(|| decode_within_limits(bytes, size)).unwrap_or_else(|what| Err(format!("corrupt image: decoder failure ({what})")))
 }
 
 /// Reads the header, refuses sizes over the pixel limit before any pixel buffer exists, then
-/// decodes with every decoder's allocations bounded (see `image_limits`). `preview_edge`: see
-/// [`decode_for_preview`].
-fn decode_within_limits(bytes: &[u8], preview_edge: Option<usize>) -> std::result::Result<Rgb8, String> {
+/// decodes with every decoder's allocations bounded (see `image_limits`). `size`: a JPEG's
+/// decoding size (other formats are decoded whole).
+fn decode_within_limits(bytes: &[u8], size: DecodeSize) -> std::result::Result<Rgb8, String> {
     if let Some(kind) = heif::container(bytes) {
         // libheif applies HEIF's own orientation; such files carry no EXIF orientation to apply.
+        let preview_edge = match size {
+            DecodeSize::Preview(edge) => Some(edge),
+            _ => None,
+        };
         return heif::decode(bytes, kind, preview_edge).map(|img| to_rgb8(&img));
     }
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
@@ -326,23 +435,27 @@ fn decode_within_limits(bytes: &[u8], preview_edge: Option<usize>) -> std::resul
         return Err(format!("image of {w}x{h} needs {} bytes to decode, above the limit", decoder.total_bytes()));
     }
     let orientation = decoder.orientation().map_err(|e| format!("bad EXIF data: {e}"))?;
+    let mut divisor = 1;
     let mut img = if jpeg::is_jpeg(bytes) {
         // libjpeg, as Pillow: the image crate's decoder is not bit-exact (see jpeg.rs). Its size
         // was checked above from the same header.
         drop(decoder);
-        let eighths = match preview_edge {
-            // The fewest eighths whose long edge (rounded up, as libjpeg does) reaches the target.
-            Some(edge) => [1u8, 2, 4, 8].into_iter().find(|&e| (w.max(h) as usize * e as usize).div_ceil(8) >= edge).unwrap_or(8),
-            None => 8,
-        };
-        let (w, h, data) = jpeg::decode_rgb8_scaled(bytes, eighths)?;
+        divisor = jpeg_divisor(size, w as usize, h as usize);
+        let (w, h, data) = jpeg::decode_rgb8_scaled(bytes, (8 / divisor) as u8)?;
         let buf = image::RgbImage::from_raw(w as u32, h as u32, data).ok_or("JPEG decoder returned a short buffer")?;
         DynamicImage::ImageRgb8(buf)
     } else {
         DynamicImage::from_decoder(decoder).map_err(|e| format!("corrupt image: {e}"))?
     };
     img.apply_orientation(orientation);
-    Ok(to_rgb8(&img))
+    let mut rgb = to_rgb8(&img);
+    if divisor > 1 && matches!(size, DecodeSize::Draft(..)) {
+        use image::metadata::Orientation::*;
+        let turned = matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH);
+        let full = if turned { (h as usize, w as usize) } else { (w as usize, h as usize) };
+        rgb.reduced = Some(Reduced { full, divisor });
+    }
+    Ok(rgb)
 }
 
 /// transformers' `convert_to_rgb`: RGB stays, anything else becomes RGBA and is composited over
@@ -375,7 +488,7 @@ fn to_rgb8(img: &DynamicImage) -> Rgb8 {
             rgba.as_raw().chunks_exact(4).flat_map(|p| over_white([p[0], p[1], p[2]], p[3])).collect()
         }
     };
-    Rgb8 { width, height, data }
+    Rgb8::new(width, height, data)
 }
 
 /// Pillow's `Image.alpha_composite(white, pixel)` in its integer arithmetic (7 extra bits,
@@ -406,7 +519,17 @@ pub fn pixels(img: &Rgb8, cfg: &PreprocessConfig) -> Vec<f32> {
         _ => (0, 0),
     };
     let (canvas_w, canvas_h) = (img.width + 2 * pad_w, img.height + 2 * pad_h);
-    let (rh, rw) = cfg.resized_size(canvas_h, canvas_w);
+    // A JPEG decoded at a reduced size stands for the full image: the resize target and the crop
+    // are the full image's, and the resize reads the reduced pixels as covering the full extent
+    // divided by the reduction (Pillow's draft + resize(box=...)).
+    let (geometry, extent) = match img.reduced {
+        Some(Reduced { full, divisor }) if cfg.pipeline != Pipeline::TargetPad => {
+            let part = |n: usize| (n as f64 / divisor as f64) as f32;
+            (full, (part(full.0), part(full.1)))
+        }
+        _ => ((canvas_w, canvas_h), (canvas_w as f32, canvas_h as f32)),
+    };
+    let (rh, rw) = cfg.resized_size(geometry.1, geometry.0);
     let (ch, cw) = cfg.crop.unwrap_or((rh, rw));
     // transformers' center_crop: top = (h - crop_h) // 2; torchvision's rounds half to even;
     // zero padding when the image is smaller.
@@ -422,7 +545,7 @@ pub fn pixels(img: &Rgb8, cfg: &PreprocessConfig) -> Vec<f32> {
     let (y0, y1) = (clamp(top, rh), clamp(top + ch as i64, rh));
     let (x0, x1) = (clamp(left, rw), clamp(left + cw as i64, rw));
     let (size, pad, canvas) = ((img.width, img.height), (pad_w, pad_h), (canvas_w, canvas_h));
-    let window = resize_padded_rgb8_window(&img.data, size, pad, canvas, (rw, rh), cfg.filter, x0..x1, y0..y1);
+    let window = resize_rgb8_window_of_extent(&img.data, size, pad, canvas, extent, (rw, rh), cfg.filter, x0..x1, y0..y1);
     let win_w = x1 - x0;
     let scale = cfg.rescale_factor.unwrap_or(1.0);
     let (mean, std) = cfg.normalize.unwrap_or(([0.0; 3], [1.0; 3]));
@@ -495,6 +618,27 @@ mod tests {
         assert_eq!(key, "PreprocessConfig { resize: Some(ShortestEdge(224)), filter: Bicubic, crop: Some((224, 224)), rescale_factor: Some(0.003921569), normalize: Some(([0.48145467, 0.4578275, 0.40821072], [0.26862955, 0.2613026, 0.2757771])) }");
         let pad = PreprocessConfig::clip_default(224).with_pipeline(Pipeline::TargetPad, 224).cache_key();
         assert!(pad.starts_with(&key) && pad.ends_with("pipeline: targetpad"), "{pad}");
+        let fast = PreprocessConfig { jpeg: JpegDecode::Fast, ..PreprocessConfig::clip_default(224) }.cache_key();
+        assert_eq!(fast, format!("{key} jpeg: fast"));
+    }
+
+    #[test]
+    fn jpeg_reductions_follow_pillows_draft() {
+        let draft = |cfg: &PreprocessConfig, w, h| jpeg_divisor(decode_size(cfg), w, h);
+        let fast = PreprocessConfig { jpeg: JpegDecode::Fast, ..PreprocessConfig::clip_default(224) };
+        assert_eq!(draft(&fast, 4032, 3024), 4); // 3024 // 672 = 4
+        assert_eq!(draft(&fast, 3024, 4032), 4);
+        assert_eq!(draft(&fast, 8000, 6000), 8);
+        assert_eq!(draft(&fast, 1920, 1080), 1); // 1080 // 672 = 1
+        assert_eq!(draft(&fast, 2688, 1344), 2);
+        assert_eq!(draft(&fast, 100_000, 600), 1);
+        assert_eq!(draft(&PreprocessConfig::clip_default(224), 8000, 6000), 1, "exact decoding");
+        let pad = PreprocessConfig { jpeg: JpegDecode::Fast, ..PreprocessConfig::clip_default(224).with_pipeline(Pipeline::TargetPad, 224) };
+        assert_eq!(draft(&pad, 8000, 6000), 1, "SEARLE's pad is measured on the full image");
+        // Previews: the fewest eighths whose long edge still reaches the size asked for.
+        assert_eq!(jpeg_divisor(DecodeSize::Preview(256), 4032, 3024), 8);
+        assert_eq!(jpeg_divisor(DecodeSize::Preview(640), 4032, 3024), 4);
+        assert_eq!(jpeg_divisor(DecodeSize::Preview(4096), 4032, 3024), 1);
     }
 
     #[test]

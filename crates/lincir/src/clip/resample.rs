@@ -118,8 +118,11 @@ impl Coefficients {
 
 /// Coefficients of the output pixels in `out` (a range of `0..out_size`); each output pixel's
 /// coefficients depend only on its own index, so a window is exactly a slice of the full set.
-fn coefficients(in_size: usize, out_size: usize, filter: Filter, out: std::ops::Range<usize>) -> Coefficients {
-    let scale = in_size as f64 / out_size as f64;
+/// The outputs cover `0..extent` of the input (Pillow's `box`, held in a C float): `in_size`
+/// except for an image decoded at a reduced size, whose last pixel stands for less than a whole
+/// one.
+fn coefficients(in_size: usize, extent: f32, out_size: usize, filter: Filter, out: std::ops::Range<usize>) -> Coefficients {
+    let scale = extent as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
     let ksize = support.ceil() as usize * 2 + 1;
@@ -191,9 +194,29 @@ pub fn resize_rgb8_window(
 #[allow(clippy::too_many_arguments)]
 pub fn resize_padded_rgb8_window(
     src: &[u8],
+    size: (usize, usize),
+    offset: (usize, usize),
+    canvas: (usize, usize),
+    out: (usize, usize),
+    filter: Filter,
+    cols: std::ops::Range<usize>,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
+    let extent = (canvas.0 as f32, canvas.1 as f32);
+    resize_rgb8_window_of_extent(src, size, offset, canvas, extent, out, filter, cols, rows)
+}
+
+/// [`resize_padded_rgb8_window`] of the canvas part `0..extent_w` x `0..extent_h`, in its
+/// pixels, as Pillow's `resize(size, box=(0, 0, extent_w, extent_h))`: what Pillow's `draft` +
+/// `resize` (its `thumbnail`) computes for a JPEG decoded at a reduced size, whose extent is the
+/// full size times the reduction (`docs/PREPROCESSING.md`, "Fast JPEG decoding").
+#[allow(clippy::too_many_arguments)]
+pub fn resize_rgb8_window_of_extent(
+    src: &[u8],
     (w, h): (usize, usize),
     (left, top): (usize, usize),
     (canvas_w, canvas_h): (usize, usize),
+    (extent_w, extent_h): (f32, f32),
     (out_w, out_h): (usize, usize),
     filter: Filter,
     cols: std::ops::Range<usize>,
@@ -204,17 +227,17 @@ pub fn resize_padded_rgb8_window(
     assert!(cols.end <= out_w && rows.end <= out_h, "window outside the output");
     // An axis whose size changes gets a pass; an axis with padding always does (the identity
     // where its size is kept), so that the black border is made by the restriction.
-    let axis = |size: usize, canvas: usize, out: usize, pad: usize, range: std::ops::Range<usize>| {
-        if canvas != out {
-            Some(coefficients(canvas, out, filter, range).restricted(pad, size))
+    let axis = |size: usize, canvas: usize, extent: f32, out: usize, pad: usize, range: std::ops::Range<usize>| {
+        if canvas != out || extent != canvas as f32 {
+            Some(coefficients(canvas, extent, out, filter, range).restricted(pad, size))
         } else if canvas != size {
             Some(Coefficients::identity(range).restricted(pad, size))
         } else {
             None
         }
     };
-    let vert = axis(h, canvas_h, out_h, top, rows.clone());
-    let horiz = axis(w, canvas_w, out_w, left, cols.clone());
+    let vert = axis(h, canvas_h, extent_h, out_h, top, rows.clone());
+    let horiz = axis(w, canvas_w, extent_w, out_w, left, cols.clone());
     let window = Window {
         // The input rows and columns the passes read (the window's own without a pass).
         in_rows: vert.as_ref().map_or(rows.clone(), Coefficients::span),
@@ -364,7 +387,7 @@ mod tests {
         let src = vec![200u8; 37 * 23 * 3];
         let out = resize_rgb8(&src, 37, 23, 10, 7, Filter::Bicubic);
         assert!(out.iter().all(|&v| v == 200));
-        let c = coefficients(37, 10, Filter::Bicubic, 0..10);
+        let c = coefficients(37, 37.0, 10, Filter::Bicubic, 0..10);
         for xx in 0..10 {
             let s: i64 = c.weights[xx * c.ksize..(xx + 1) * c.ksize].iter().map(|&w| w as i64).sum();
             assert!((s - (1 << PRECISION_BITS)).abs() <= c.ksize as i64, "row {xx} sums to {s}");
@@ -419,7 +442,7 @@ mod tests {
     #[test]
     fn the_passes_equal_pillows_loop_order() {
         fn horizontal(src: &[u8], w: usize, h: usize, out_w: usize, filter: Filter) -> Vec<u8> {
-            let c = coefficients(w, out_w, filter, 0..out_w);
+            let c = coefficients(w, w as f32, out_w, filter, 0..out_w);
             let mut out = vec![0u8; out_w * h * 3];
             for y in 0..h {
                 for (xx, &(xmin, n)) in c.bounds.iter().enumerate() {
@@ -435,7 +458,7 @@ mod tests {
             out
         }
         fn vertical(src: &[u8], w: usize, h: usize, out_h: usize, filter: Filter) -> Vec<u8> {
-            let c = coefficients(h, out_h, filter, 0..out_h);
+            let c = coefficients(h, h as f32, out_h, filter, 0..out_h);
             let mut out = vec![0u8; w * out_h * 3];
             for (yy, &(ymin, n)) in c.bounds.iter().enumerate() {
                 for x in 0..w * 3 {
