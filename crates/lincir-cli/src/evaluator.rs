@@ -35,8 +35,9 @@ pub struct ModelArgs {
     #[arg(long)]
     pub model: String,
     /// A pseudo-word network, `[METHOD=]CHECKPOINT`, repeatable to compare methods in one run:
-    /// METHOD is lincir, searle or pic2word (default: lincir for a phi, pic2word for an
-    /// IM2TEXT; the architecture is read from the weights). CHECKPOINT is a lincir safetensors
+    /// METHOD is lincir, searle or pic2word (default: the method a lincir checkpoint records,
+    /// e.g. searle for train-searle's; else lincir for a phi, pic2word for an IM2TEXT, the
+    /// architecture read from the weights). CHECKPOINT is a lincir safetensors
     /// file or a published .pt, a file or `owner/repo/file` on the hub (e.g.
     /// navervision/zeroshot-cir-models/lincir_large.pt). Not needed with --baseline.
     #[arg(long, required_unless_present_any = ["baseline", "searle_oti"])]
@@ -155,9 +156,10 @@ fn load_method(spec: &str, clip: &Clip) -> Result<(Method, Mapper)> {
         bail!("--phi {spec}: no checkpoint after the method name");
     }
     let text = clip.text()?;
-    let mapper = Mapper::load_for(&Phi::resolve(path)?, text.projection_dim(), text.width(), &clip.device)?;
+    let file = Phi::resolve(path)?;
+    let mapper = Mapper::load_for(&file, text.projection_dim(), text.width(), &clip.device)?;
     let arch = mapper.architecture();
-    let method = named.unwrap_or_else(|| Method::default_for(arch));
+    let method = named.or_else(|| lincir::mapper::recorded_method(&file)).unwrap_or_else(|| Method::default_for(arch));
     if !method.uses(arch) {
         bail!("--phi {spec}: the checkpoint holds a {}, which {method} does not use", arch.name());
     }

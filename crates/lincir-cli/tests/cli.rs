@@ -378,6 +378,15 @@ fn train_searle_inverts_trains_resumes_and_evaluates() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(report["mode"], "searle", "{report}");
+    // lincir's own file says which method it was trained for; the .pt (LinCIR's format too) does not.
+    for (file, method) in [("phi_latest.safetensors", "searle"), ("searle_phi.pt", "lincir")] {
+        let json = work.path().join("plain.json");
+        let phi = run.join(file);
+        let o = lincir(&["eval", "--model", m, "--phi", phi.to_str().unwrap(), "--dataset", "cirr", "--dataset-path", bench.to_str().unwrap(), "--json", json.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["mode"], method, "{file}: {report}");
+    }
 
     // Phrases from captions: the captions naming each concept.
     let captions = work.path().join("captions.txt");

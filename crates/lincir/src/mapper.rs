@@ -140,6 +140,25 @@ fn read_torch_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
     ))
 }
 
+/// The method a lincir checkpoint says it was trained for (`method` in its safetensors metadata:
+/// `train-searle` writes `searle`); None for any other file, readable or not (loading it
+/// reports what is wrong).
+pub fn recorded_method(path: &Path) -> Option<crate::method::Method> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len);
+    // safetensors caps its header at 100 MB; a phi's is a few kilobytes.
+    if len > 100_000_000 {
+        return None;
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    crate::method::Method::parse(header.get("__metadata__")?.get("method")?.as_str()?)
+}
+
 impl Mapper {
     /// Loads a checkpoint of any supported format (lincir safetensors, LinCIR's or SEARLE's
     /// `.pt`, Pic2Word's `.pt`) and recognises its architecture from its weights.

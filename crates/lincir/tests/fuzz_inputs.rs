@@ -115,6 +115,25 @@ fn image_decoding_and_preprocessing() {
     });
 }
 
+/// `--jpeg-decode fast`: mutated JPEGs (one of them EXIF-rotated) decoded at a reduced size and
+/// preprocessed over the full image's geometry, whatever sizes their headers claim.
+#[test]
+fn fast_jpeg_decoding_and_preprocessing() {
+    use lincir::clip::preprocess::{decode_rgb8_for, pixels, JpegDecode, PreprocessConfig};
+    let cfg = PreprocessConfig { jpeg: JpegDecode::Fast, ..PreprocessConfig::clip_default(8) };
+    let img = image::RgbImage::from_fn(200, 150, |x, y| image::Rgb([(x * 13 % 256) as u8, (y * 19 % 256) as u8, ((x ^ y) * 7 % 256) as u8]));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85).write_image(img.as_raw(), 200, 150, image::ExtendedColorType::Rgb8).unwrap();
+    let rotated = std::fs::read(fixtures().join("images/coffee_exif_rotated.jpg")).unwrap();
+    let reduced = decode_rgb8_for(&jpeg, "seed", &cfg).unwrap().reduced.map(|r| r.divisor);
+    assert_eq!(reduced, Some(4), "the seed is decoded at a reduced size (200 // 24, 150 // 24)");
+    fuzz("fast-jpeg", &[jpeg, rotated], 3000, Duration::from_secs(5), |bytes| {
+        if let Ok(img) = decode_rgb8_for(bytes, "fuzz", &cfg) {
+            assert_eq!(pixels(&img, &cfg).len(), 3 * 8 * 8);
+        }
+    });
+}
+
 /// Writes `bytes` to a fresh file named `name` and calls `read` on its path.
 fn via_file(dir: &Path, name: &str, bytes: &[u8], read: impl Fn(&Path)) {
     let path = dir.join(name);
