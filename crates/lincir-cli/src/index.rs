@@ -73,6 +73,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
         secs,
         if embedded > 0 { format!("{:.1}", embedded as f64 / secs) } else { "-".into() }
     );
+    if jpeg == lincir::clip::preprocess::JpegDecode::Fast {
+        println!("JPEGs decoded fast (at a reduced size), as this index records");
+    }
     for (path, e) in &r.failed {
         println!("unreadable: {path}: {e}");
     }
@@ -83,6 +86,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
         let mut json = serde_json::to_value(&r)?;
         json["seconds"] = serde_json::json!(secs);
         json["index"] = serde_json::json!(args.out.display().to_string());
+        json["jpeg_decode"] = serde_json::json!(jpeg.name());
         lincir::io::write_atomic(path, (serde_json::to_string_pretty(&json)? + "\n").as_bytes())?;
     }
     Ok(())
