@@ -378,3 +378,25 @@ fn fast_jpeg_decoding_is_recorded_by_the_index_and_followed_by_searches() {
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(plain.join("index.json")).unwrap()).unwrap();
     assert!(meta.get("jpeg").is_none(), "{meta}");
 }
+
+/// An unreadable image in the second round of 256 stops `index` with its name, and the first
+/// round, embedded before it, is kept (`index.json` is written before the error is reported,
+/// not only every 10 s): the rerun that skips bad images embeds only the rest.
+#[test]
+fn an_index_stopped_by_a_bad_image_keeps_what_it_embedded() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("photos");
+    for i in 0..300u32 {
+        write_bmp(&images.join(format!("a{i:03}.bmp")), [(i * 7 % 256) as u8, (i * 13 % 256) as u8, (i * 29 % 256) as u8]);
+    }
+    std::fs::write(images.join("z-broken.bmp"), b"BM not really").unwrap();
+    let out = work.path().join("index");
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_clean_failure(&o, &["z-broken.bmp"]);
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--skip-bad-images"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let cells: Vec<usize> = stdout.lines().nth(2).unwrap().split('|').filter_map(|c| c.trim().parse().ok()).collect();
+    assert_eq!(cells[..6], [300, 44, 0, 0, 256, 1], "{stdout}");
+}
