@@ -14,13 +14,15 @@
 # device time in all: the binaries travel xz-compressed (gpu-bin/*.xz, unpacked here), the shapes
 # world (47 MB) in a later call, and the work is cut into calls made one after another while the
 # machine is warm (SECTIONS: a regex of the sections to run; SKIP: of those to leave out):
-#   1. carry ["gpu-bin"]   SKIP='shapes|fused|encode|index|autograd'  parity, the SMP step, the fused
+#   1. carry ["gpu-bin"]   SKIP='shapes|fused|encode|index|autograd|peers'  parity, the SMP step, the fused
 #                          kernels' parity, training throughput (about 6 minutes, estimated)
 #   2. (no carry)          SECTIONS='^(encode|index|autograd)'  image throughput, index end to end,
 #                                                            search latency, training through autograd
 #   3. carry ["gpu-data"]  SECTIONS='^shapes'                the shapes world, resuming on the GPU
 #   4. if 4 minutes are left: SECTIONS=fused                 everything again through the fused
 #                          kernels (LINCIR_CUDA_FUSED=1), the bigG/14 bf16 step first
+#   5. only with time left: SECTIONS=peers (after 3, whose shapes world it reuses while warm)
+#                          SEARLE trained and evaluated on the device (not an issue 9 check)
 #
 # A dry run of the same flow on the CPU with tiny models (to test this script without a GPU):
 #   LINCIR_CHECK_DEVICE=cpu LINCIR_BIN=target/release/lincir scripts/gpu_check.sh
@@ -52,10 +54,12 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 LINCIR_CACHE="$W/cache"
 
 if [ "$DEV" = cpu ]; then
   SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; N_SEARCH=2000; SHAPES_STEPS=20; RESUME_STEPS=10
+  OTI_STEPS=3
   TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16)
 else
   SIZE_VL=large; SIZE_TEXT=(bigG-text large-text);  # bigG/14 first: the issue's targets
   BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; N_SEARCH=100000; SHAPES_STEPS=1000; RESUME_STEPS=100
+  OTI_STEPS=350
   # f16 training (for GPUs without bf16) is not timed: one minute of the first call saved.
   TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(f32 bf16 f16); TRAIN_DTYPES=(bf16 f32)
 fi
@@ -119,7 +123,7 @@ if [ "$DEV" != cpu ] && ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/
   echo "libcuda.so.1 not in the loader's cache; using ${driver:-nothing found}" | tee -a "$OUT/log.txt"
 fi
 
-export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG BATCH_TRAIN STEPS N_INDEX N_SEARCH SHAPES_STEPS RESUME_STEPS LD_LIBRARY_PATH
+export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG BATCH_TRAIN STEPS N_INDEX N_SEARCH SHAPES_STEPS RESUME_STEPS OTI_STEPS LD_LIBRARY_PATH
 export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
 
 # The summary of what has run so far, into $FINAL: every JSON in one file, the main ratios as a
@@ -188,10 +192,13 @@ for k, v in summary.items():
         lines.append(f"| {k}: p50 ms total / query encoding / ranking | {v.get('total_ms_p50', 0):.2f} / {v.get('encode_ms_p50', 0):.2f} / {v.get('rank_ms_p50', 0):.2f} | | |")
 for r in summary["resume"]:
     lines.append(f"\nresumed {r['dtype']}: bit-identical {r['bit_identical']}, max abs diff {r['max_abs_diff']:.2e}")
-for dt in ("f32", "bf16", "fused_bf16", "pic2word"):
+for dt in ("f32", "bf16", "fused_bf16", "pic2word", "searle"):
     k = f"shapes_eval_{dt}"
     if k in summary:
-        lines.append(f"\nshapes {dt}: {json.dumps(summary[k])[:400]}")
+        # One run per method (SEARLE and SEARLE-OTI in one eval): each one's R@1 first.
+        runs = summary[k].get("runs", [summary[k]])
+        r1 = ", ".join(f"{r.get('label', r.get('mode'))} R@1 {r.get('metrics', {}).get('all', {}).get('R@1')}" for r in runs)
+        lines.append(f"\nshapes {dt}: {r1}; {json.dumps(summary[k])[:400]}")
 open(os.path.join(final, "summary.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PYEOF
@@ -483,5 +490,32 @@ export -f fused_shapes
 section fused_shapes 240 fused_shapes
 # Last: the slowest and least needed (the kernels' own races and bounds).
 [ "$DEV" != cpu ] && section fused_sanitizer 150 fused_sanitizer
+# 10. SEARLE trained on the device, outside issue 9's checks (a fifth call, only with time left:
+#     SECTIONS=peers): `train-searle` on the gallery's 512 images with the shapes vocabulary of
+#     scripts/searle_on_shapes.sh (inversion of every image, 350 steps per batch of 32, then phi
+#     1,000 x 64), evaluated as SEARLE and SEARLE-OTI with SEARLE's transform; against the CPU's
+#     seed 0 in bench-results/2026-12-01-shapes-peers-zen5/eval-gallery-0.json (three seeds:
+#     SEARLE 53.72 +- 0.89, SEARLE-OTI 59.63 +- 0.28; docs/TRAINING.md, "SEARLE").
+peers_searle() {
+  local s
+  s=$(shapes_dir) || return 3
+  "$PY" - "$W/vocabulary.txt" <<'PYEOF'
+import sys
+shapes = "circle square triangle star cross diamond hexagon pentagon".split()
+colours = "red green blue yellow purple orange white black".split()
+words = shapes + colours + [f"{c} {s}" for c in colours for s in shapes] + [f"{b} background" for b in "gray brown pink cyan".split()] \
+    + [f"{z} {s}" for z in ("small", "large") for s in shapes]
+open(sys.argv[1], "w").write("\n".join(words) + "\n")
+PYEOF
+  rm -rf "$W/searle"
+  "$BIN" train-searle --model $s/clip --images $s/bench/dev --vocabulary "$W/vocabulary.txt" --phrase-captions $s/captions.txt \
+    --output-dir "$W/searle" --batch-size 64 --max-steps "$SHAPES_STEPS" --lr 1e-4 --oti-steps "$OTI_STEPS" --seed 0 \
+    --device "$DEV" --no-cache > "$OUT/peers_searle_train.txt" || return 1
+  "$BIN" eval --model $s/clip --phi "searle=$W/searle/searle_phi.pt" --searle-oti --oti-vocabulary "$W/vocabulary.txt" \
+    --oti-phrase-captions $s/captions.txt --oti-steps "$OTI_STEPS" --oti-seed 0 --preprocess method --dataset cirr \
+    --dataset-path $s/bench --device "$DEV" --json "$OUT/shapes_eval_searle.json"
+}
+export -f peers_searle
+section peers_searle 360 peers_searle
 
 summarize
