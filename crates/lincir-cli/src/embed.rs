@@ -89,7 +89,7 @@ pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             None => bail!("no image files found in {} (extensions: {})", given.join(", "), embed::image_extensions().join(", ")),
         }
     }
-    if let Some(note) = unsupported {
+    for note in [embed::describe_hidden(walk.hidden_folders, walk.hidden_images), unsupported].into_iter().flatten() {
         eprintln!("{note}");
     }
     Ok(walk.images)

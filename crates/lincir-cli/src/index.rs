@@ -83,6 +83,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
     for (path, e) in &r.failed {
         println!("unreadable: {path}: {e}");
     }
+    if let Some(note) = lincir::embed::describe_hidden(r.hidden_folders, r.hidden_images) {
+        println!("{note}");
+    }
     if let Some(note) = lincir::embed::describe_unsupported(&r.unsupported) {
         println!("{note}");
     }

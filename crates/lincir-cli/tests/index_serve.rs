@@ -300,6 +300,38 @@ fn photos_in_formats_lincir_cannot_read_are_counted_and_named_not_lost_silently(
     assert_clean_failure(&o, &["no image files lincir can read", "1 .heic", "convert them to JPEG"]);
 }
 
+/// A photo folder as users have them: links to folders (followed, each folder walked once, so
+/// two links back to the folder itself, which made the walk exponential, cost nothing), and
+/// hidden entries left out and counted: thumbnail caches, Synology's @eaDir, macOS resource forks.
+#[cfg(unix)]
+#[test]
+fn links_loops_and_hidden_folders_in_a_photo_folder() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("Pictures");
+    colours(&images);
+    let elsewhere = work.path().join("elsewhere");
+    write_bmp(&elsewhere.join("linked.bmp"), [90, 60, 30]);
+    std::os::unix::fs::symlink(&elsewhere, images.join("album")).unwrap();
+    std::os::unix::fs::symlink(&images, images.join("again")).unwrap();
+    std::os::unix::fs::symlink(&images, images.join("sub/up")).unwrap();
+    write_bmp(&images.join(".thumbnails/t0.bmp"), [1, 2, 3]);
+    write_bmp(&images.join("sub/@eaDir/t1.bmp"), [1, 2, 3]);
+    std::fs::write(images.join("sub/._img0.bmp"), b"\0\x05\x16\x07 AppleDouble").unwrap();
+    let (out, report) = (work.path().join("index"), work.path().join("report.json"));
+    let started = std::time::Instant::now();
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("left out: 2 hidden folders and 1 hidden image"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((r["total"].as_u64(), r["hidden_folders"].as_u64(), r["hidden_images"].as_u64()), (Some(7), Some(2), Some(1)), "{r}");
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    let paths: Vec<&str> = meta["entries"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["album/linked.bmp", "sub/img0.bmp", "sub/img1.bmp", "sub/img2.bmp", "sub/img3.bmp", "sub/img4.bmp", "sub/img5.bmp"]);
+}
+
 /// Reads `embed`'s output: rows of `embeddings`.
 fn embedding_rows(path: &Path) -> Vec<Vec<f32>> {
     let bytes = std::fs::read(path).unwrap();

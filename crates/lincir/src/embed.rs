@@ -42,6 +42,24 @@ pub struct ImageWalk {
     pub images: Vec<PathBuf>,
     /// Lower-case extension -> files found with it (one of [`UNSUPPORTED_PHOTO_EXTENSIONS`]).
     pub unsupported: BTreeMap<String, usize>,
+    /// Folders not entered and image files left out because they are hidden ([`is_hidden`]).
+    pub hidden_folders: usize,
+    pub hidden_images: usize,
+}
+
+/// Whether a walk leaves a folder or file out: hidden names (`.thumbnails`, `.Trash`, `.git`, and
+/// the `._IMG_0001.JPG` resource forks macOS leaves on shared drives, which are not images) and
+/// Synology's `@eaDir` folders, whose pictures are thumbnails of the photos beside them.
+pub fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name == "@eaDir"
+}
+
+/// "2 hidden folders and 1 hidden image", or None when nothing hidden was left out.
+pub fn describe_hidden(walk_folders: usize, walk_images: usize) -> Option<String> {
+    let plural = |n: usize, what: &str| format!("{n} hidden {what}{}", if n == 1 { "" } else { "s" });
+    let parts: Vec<String> = [(walk_folders, "folder"), (walk_images, "image")].iter().filter(|(n, _)| *n > 0).map(|&(n, w)| plural(n, w)).collect();
+    (!parts.is_empty()).then(|| format!("left out: {} (names starting with `.`, Synology's @eaDir: caches, trash, resource forks)", parts.join(" and ")))
 }
 
 /// Expands files and directories into image files: files are kept as given (whatever their
@@ -51,11 +69,16 @@ pub fn collect_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// [`collect_image_paths`], also counting the photos in formats lincir cannot read.
+/// Directories given are walked whatever their names; below them, hidden folders and files
+/// ([`is_hidden`]) are left out and counted. Links to folders are followed, but each folder is
+/// walked once, at the first path that reaches it, so a link to a parent folder (a loop) costs
+/// nothing.
 pub fn walk_images(inputs: &[PathBuf]) -> Result<ImageWalk> {
     let mut walk = ImageWalk::default();
+    let mut walked = std::collections::HashSet::new();
     for p in inputs {
         if p.is_dir() {
-            walk_sorted(p, &mut walk)?;
+            walk_sorted(p, &mut walk, &mut walked)?;
         } else if p.is_file() {
             walk.images.push(p.clone());
         } else {
@@ -65,20 +88,30 @@ pub fn walk_images(inputs: &[PathBuf]) -> Result<ImageWalk> {
     Ok(walk)
 }
 
-fn walk_sorted(dir: &Path, out: &mut ImageWalk) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::file(dir, format!("cannot list directory: {e}")))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::file(dir, format!("cannot list directory: {e}")))?;
+fn walk_sorted(dir: &Path, out: &mut ImageWalk, walked: &mut std::collections::HashSet<PathBuf>) -> Result<()> {
+    let listing_error = |e: std::io::Error| Error::file(dir, format!("cannot list directory: {e}"));
+    if !walked.insert(std::fs::canonicalize(dir).map_err(listing_error)?) {
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(listing_error)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(listing_error)?;
     entries.sort();
     for p in entries {
+        let hidden = p.file_name().is_some_and(is_hidden);
         if p.is_dir() {
-            walk_sorted(&p, out)?;
+            if hidden {
+                out.hidden_folders += 1;
+            } else {
+                walk_sorted(&p, out, walked)?;
+            }
         } else if is_image_file(&p) {
-            out.images.push(p);
+            if hidden {
+                out.hidden_images += 1;
+            } else {
+                out.images.push(p);
+            }
         } else if let Some(ext) = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) {
-            if UNSUPPORTED_PHOTO_EXTENSIONS.contains(&ext.as_str()) {
+            if UNSUPPORTED_PHOTO_EXTENSIONS.contains(&ext.as_str()) && !hidden {
                 *out.unsupported.entry(ext).or_default() += 1;
             }
         }

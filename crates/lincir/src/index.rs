@@ -279,6 +279,9 @@ pub struct BuildReport {
     /// Photos under the folder in formats lincir cannot decode (HEIC, RAW, ...), by extension:
     /// not indexed, and said so.
     pub unsupported: std::collections::BTreeMap<String, usize>,
+    /// Hidden folders not entered and hidden image files left out ([`crate::embed::is_hidden`]).
+    pub hidden_folders: usize,
+    pub hidden_images: usize,
 }
 
 /// Indexes the images under `images` into `dir`, reusing every unchanged image's vector.
@@ -333,7 +336,12 @@ pub fn build(
 
     let walk = crate::embed::walk_images(std::slice::from_ref(&root))?;
     let files = walk.images;
-    let mut report = BuildReport { unsupported: walk.unsupported, ..Default::default() };
+    let mut report = BuildReport {
+        unsupported: walk.unsupported,
+        hidden_folders: walk.hidden_folders,
+        hidden_images: walk.hidden_images,
+        ..Default::default()
+    };
     let old: HashMap<String, Entry> = meta.entries.drain(..).map(|e| (e.path.clone(), e)).collect();
     let mut kept = Vec::new();
     let mut todo = Vec::new();
