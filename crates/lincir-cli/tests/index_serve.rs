@@ -332,6 +332,53 @@ fn links_loops_and_hidden_folders_in_a_photo_folder() {
     assert_eq!(paths, ["album/linked.bmp", "sub/img0.bmp", "sub/img1.bmp", "sub/img2.bmp", "sub/img3.bmp", "sub/img4.bmp", "sub/img5.bmp"]);
 }
 
+/// A folder that cannot be listed stops `index` with its name; with `--skip-bad-images` it is
+/// listed as unreadable and the rest is indexed. Run as root (whom permissions do not stop), the
+/// binary runs as `nobody`.
+#[cfg(unix)]
+#[test]
+fn an_unreadable_folder_stops_indexing_unless_skipping_is_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let images = work.path().join("photos");
+    colours(&images);
+    write_bmp(&images.join("locked/secret.bmp"), [5, 6, 7]);
+    let open = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    open(&images.join("locked"), 0o000);
+    let root = std::fs::read_dir(images.join("locked")).is_ok();
+    let out = work.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    if root {
+        for p in [model.path(), work.path(), &images, &images.join("sub")] {
+            open(p, 0o755);
+        }
+        for e in std::fs::read_dir(model.path()).unwrap() {
+            open(&e.unwrap().path(), 0o644);
+        }
+        std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    }
+    let run = |extra: &[&str]| {
+        let index = out.join("index");
+        let mut args = vec!["index", "--model", model.path().to_str().unwrap(), "--images", images.to_str().unwrap(), "--out", index.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lincir"));
+        cmd.args(&args).env("HF_HUB_OFFLINE", "1").env("LINCIR_CACHE", out.join("cache"));
+        if root {
+            cmd.uid(65534).gid(65534);
+        }
+        cmd.output().unwrap()
+    };
+    assert_clean_failure(&run(&[]), &["locked", "cannot list directory"]);
+    let o = run(&["--skip-bad-images"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("unreadable: locked/: cannot list directory"), "{stdout}");
+    let cells: Vec<usize> = stdout.lines().nth(2).unwrap().split('|').filter_map(|c| c.trim().parse().ok()).collect();
+    assert_eq!(cells[..6], [6, 6, 0, 0, 0, 1], "{stdout}");
+    open(&images.join("locked"), 0o755);
+}
+
 /// Reads `embed`'s output: rows of `embeddings`.
 fn embedding_rows(path: &Path) -> Vec<Vec<f32>> {
     let bytes = std::fs::read(path).unwrap();

@@ -45,14 +45,18 @@ pub struct ImageWalk {
     /// Folders not entered and image files left out because they are hidden ([`is_hidden`]).
     pub hidden_folders: usize,
     pub hidden_images: usize,
+    /// Folders that could not be listed, with the reason (only when skipping them was asked).
+    pub unreadable_folders: Vec<(PathBuf, String)>,
 }
 
 /// Whether a walk leaves a folder or file out: hidden names (`.thumbnails`, `.Trash`, `.git`, and
-/// the `._IMG_0001.JPG` resource forks macOS leaves on shared drives, which are not images) and
-/// Synology's `@eaDir` folders, whose pictures are thumbnails of the photos beside them.
+/// the `._IMG_0001.JPG` resource forks macOS leaves on shared drives, which are not images),
+/// Synology's `@eaDir` folders, whose pictures are thumbnails of the photos beside them, and the
+/// system folders of Windows and NAS drives (trash, snapshots), often unreadable.
 pub fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    const SYSTEM: &[&str] = &["@eaDir", "$RECYCLE.BIN", "System Volume Information", "#recycle", "#snapshot"];
     let name = name.to_string_lossy();
-    name.starts_with('.') || name == "@eaDir"
+    name.starts_with('.') || SYSTEM.contains(&name.as_ref())
 }
 
 /// "2 hidden folders and 1 hidden image", or None when nothing hidden was left out.
@@ -74,49 +78,85 @@ pub fn collect_image_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// walked once, at the first path that reaches it, so a link to a parent folder (a loop) costs
 /// nothing.
 pub fn walk_images(inputs: &[PathBuf]) -> Result<ImageWalk> {
-    let mut walk = ImageWalk::default();
-    let mut walked = std::collections::HashSet::new();
+    walk_images_skipping(inputs, false)
+}
+
+/// [`walk_images`]; with `skip_unreadable`, a folder below the inputs that cannot be listed (no
+/// permission) is recorded in [`ImageWalk::unreadable_folders`] instead of stopping the walk.
+pub fn walk_images_skipping(inputs: &[PathBuf], skip_unreadable: bool) -> Result<ImageWalk> {
+    let mut walker = Walker { out: ImageWalk::default(), walked: std::collections::HashSet::new(), skip_unreadable };
     for p in inputs {
         if p.is_dir() {
-            walk_sorted(p, &mut walk, &mut walked)?;
+            walker.folder(p, true)?;
         } else if p.is_file() {
-            walk.images.push(p.clone());
+            walker.out.images.push(p.clone());
         } else {
             return Err(Error::file(p, "no such file or directory"));
         }
     }
-    Ok(walk)
+    Ok(walker.out)
 }
 
-fn walk_sorted(dir: &Path, out: &mut ImageWalk, walked: &mut std::collections::HashSet<PathBuf>) -> Result<()> {
-    let listing_error = |e: std::io::Error| Error::file(dir, format!("cannot list directory: {e}"));
-    if !walked.insert(std::fs::canonicalize(dir).map_err(listing_error)?) {
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir).map_err(listing_error)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(listing_error)?;
-    entries.sort();
-    for p in entries {
-        let hidden = p.file_name().is_some_and(is_hidden);
-        if p.is_dir() {
-            if hidden {
-                out.hidden_folders += 1;
-            } else {
-                walk_sorted(&p, out, walked)?;
+struct Walker {
+    out: ImageWalk,
+    /// Every folder walked, by its canonical path.
+    walked: std::collections::HashSet<PathBuf>,
+    skip_unreadable: bool,
+}
+
+impl Walker {
+    /// Walks `dir` unless it was walked already; a folder given by the user (`given`) that
+    /// cannot be listed is always an error.
+    fn folder(&mut self, dir: &Path, given: bool) -> Result<()> {
+        match self.entries(dir) {
+            Ok(Some(entries)) => self.walk(entries),
+            Ok(None) => Ok(()),
+            Err(e) if self.skip_unreadable && !given => {
+                self.out.unreadable_folders.push((dir.to_path_buf(), e));
+                Ok(())
             }
-        } else if is_image_file(&p) {
-            if hidden {
-                out.hidden_images += 1;
-            } else {
-                out.images.push(p);
-            }
-        } else if let Some(ext) = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) {
-            if UNSUPPORTED_PHOTO_EXTENSIONS.contains(&ext.as_str()) && !hidden {
-                *out.unsupported.entry(ext).or_default() += 1;
-            }
+            Err(e) => Err(Error::file(dir, e)),
         }
     }
-    Ok(())
+
+    /// The sorted entries of `dir`, None when it was walked already.
+    fn entries(&mut self, dir: &Path) -> std::result::Result<Option<Vec<PathBuf>>, String> {
+        let listing_error = |e: std::io::Error| format!("cannot list directory: {e}");
+        if !self.walked.insert(std::fs::canonicalize(dir).map_err(listing_error)?) {
+            return Ok(None);
+        }
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(listing_error)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>().map_err(listing_error)?;
+        entries.sort();
+        Ok(Some(entries))
+    }
+
+    fn walk(&mut self, entries: Vec<PathBuf>) -> Result<()> {
+        for p in entries {
+            let hidden = p.file_name().is_some_and(is_hidden);
+            if p.is_dir() {
+                if hidden {
+                    self.out.hidden_folders += 1;
+                } else {
+                    self.folder(&p, false)?;
+                }
+                continue;
+            }
+            let out = &mut self.out;
+            if is_image_file(&p) {
+                if hidden {
+                    out.hidden_images += 1;
+                } else {
+                    out.images.push(p);
+                }
+            } else if let Some(ext) = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase) {
+                if UNSUPPORTED_PHOTO_EXTENSIONS.contains(&ext.as_str()) && !hidden {
+                    *out.unsupported.entry(ext).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// "3 .heic, 1 .cr2" for a walk's unsupported photos, or None when there are none.

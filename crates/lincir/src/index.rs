@@ -334,7 +334,7 @@ pub fn build(
         }
     };
 
-    let walk = crate::embed::walk_images(std::slice::from_ref(&root))?;
+    let walk = crate::embed::walk_images_skipping(std::slice::from_ref(&root), skip_bad)?;
     let files = walk.images;
     let mut report = BuildReport {
         unsupported: walk.unsupported,
@@ -342,6 +342,10 @@ pub fn build(
         hidden_images: walk.hidden_images,
         ..Default::default()
     };
+    for (folder, e) in walk.unreadable_folders {
+        let rel = folder.strip_prefix(&root).unwrap_or(&folder).to_string_lossy().replace('\\', "/");
+        report.failed.push((format!("{rel}/"), e));
+    }
     let old: HashMap<String, Entry> = meta.entries.drain(..).map(|e| (e.path.clone(), e)).collect();
     let mut kept = Vec::new();
     let mut todo = Vec::new();
