@@ -20,7 +20,11 @@ fn colours(dir: &Path) {
 fn index(model: &str, images: &Path, out: &Path) -> [usize; 6] {
     let o = lincir(&["index", "--model", model, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    counts(&String::from_utf8_lossy(&o.stdout))
+}
+
+/// (images, added, updated, removed, unchanged, unreadable) from `lincir index`'s table.
+fn counts(stdout: &str) -> [usize; 6] {
     let cells: Vec<usize> = stdout.lines().nth(2).unwrap().split('|').filter_map(|c| c.trim().parse().ok()).collect();
     cells[..6].try_into().unwrap()
 }
@@ -374,8 +378,7 @@ fn an_unreadable_folder_stops_indexing_unless_skipping_is_asked() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("unreadable: locked/: cannot list directory"), "{stdout}");
-    let cells: Vec<usize> = stdout.lines().nth(2).unwrap().split('|').filter_map(|c| c.trim().parse().ok()).collect();
-    assert_eq!(cells[..6], [6, 6, 0, 0, 0, 1], "{stdout}");
+    assert_eq!(counts(&stdout), [6, 6, 0, 0, 0, 1], "{stdout}");
     open(&images.join("locked"), 0o755);
 }
 
@@ -476,6 +479,5 @@ fn an_index_stopped_by_a_bad_image_keeps_what_it_embedded() {
     let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--skip-bad-images"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    let cells: Vec<usize> = stdout.lines().nth(2).unwrap().split('|').filter_map(|c| c.trim().parse().ok()).collect();
-    assert_eq!(cells[..6], [300, 44, 0, 0, 256, 1], "{stdout}");
+    assert_eq!(counts(&stdout), [300, 44, 0, 0, 256, 1], "{stdout}");
 }

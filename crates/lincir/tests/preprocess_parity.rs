@@ -182,14 +182,7 @@ fn other_methods_pipelines_match_torchvision() {
         assert_eq!(pad, want_pad, "{key}: SEARLE's border");
         let cfg = PreprocessConfig::clip_default(n).with_pipeline(pipeline, n);
         let got = pixels(&img, &cfg);
-        let want = expected[key].flatten_all().unwrap().to_vec1::<u8>().unwrap(); // [n][n][3]
-        let plane = n * n;
-        let mut worst = 0f32;
-        for (i, &g) in got.iter().enumerate() {
-            let (c, yx) = (i / plane, i % plane);
-            let value = (g * CLIP_STD[c] + CLIP_MEAN[c]) * 255.0;
-            worst = worst.max((value - want[yx * 3 + c] as f32).abs());
-        }
+        let worst = worst_step(&got, &expected[key].flatten_all().unwrap().to_vec1::<u8>().unwrap(), n);
         assert!(worst <= 1e-3, "{key}: differs from torchvision by {worst} steps of 1/255");
         padded += usize::from(pipeline == Pipeline::TargetPad && pad != (0, 0));
         // transformers' processor (floor crop offsets, no padding) gives other bytes here
@@ -228,14 +221,7 @@ fn fast_jpeg_decoding_matches_pillows_draft_and_box_resize() {
             assert_eq!(r.full, (case["full"][0].as_u64().unwrap() as usize, case["full"][1].as_u64().unwrap() as usize), "{key}: upright full size");
         }
         let got = pixels(&img, &cfg);
-        let want = expected[key].flatten_all().unwrap().to_vec1::<u8>().unwrap(); // [n][n][3]
-        let plane = n * n;
-        let mut worst = 0f32;
-        for (i, &g) in got.iter().enumerate() {
-            let (c, yx) = (i / plane, i % plane);
-            let value = (g * CLIP_STD[c] + CLIP_MEAN[c]) * 255.0;
-            worst = worst.max((value - want[yx * 3 + c] as f32).abs());
-        }
+        let worst = worst_step(&got, &expected[key].flatten_all().unwrap().to_vec1::<u8>().unwrap(), n);
         assert!(worst <= 1e-3, "{key}: differs from Pillow's draft + resize by {worst} steps of 1/255");
         // Exact decoding is unchanged by the setting: without a reduction the pixels are the
         // exact pipeline's.
@@ -244,4 +230,14 @@ fn fast_jpeg_decoding_matches_pillows_draft_and_box_resize() {
         }
     }
     assert_eq!(divisors.into_iter().collect::<Vec<_>>(), vec![1, 2, 4, 8], "every reduction is covered");
+}
+
+/// The largest difference, in steps of 1/255, between normalised pixels `[3][n][n]` and the
+/// 8-bit ones a reference wrote as `[n][n][3]`.
+fn worst_step(got: &[f32], want: &[u8], n: usize) -> f32 {
+    let plane = n * n;
+    got.iter().enumerate().fold(0f32, |worst, (i, &g)| {
+        let (c, yx) = (i / plane, i % plane);
+        worst.max(((g * CLIP_STD[c] + CLIP_MEAN[c]) * 255.0 - want[yx * 3 + c] as f32).abs())
+    })
 }
