@@ -15,7 +15,8 @@ pub struct IndexArgs {
     /// CLIP model: a local Hugging Face directory or a hub id.
     #[arg(long)]
     model: String,
-    /// The folder of images (walked recursively).
+    /// The folder of images (walked recursively; links to folders followed, each folder once;
+    /// hidden folders and files, `.thumbnails`, `@eaDir` and the like, left out and counted).
     #[arg(long)]
     images: PathBuf,
     /// The index folder (created, or updated: only new and changed images are embedded).
@@ -24,7 +25,7 @@ pub struct IndexArgs {
     /// Images per forward pass (default: 32 on the CPU, 256 on a GPU).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Leave unreadable images out (listed) instead of stopping with an error.
+    /// Leave unreadable images and folders out (listed) instead of stopping with an error.
     #[arg(long)]
     skip_bad_images: bool,
     /// Also write the run's report (counts, unreadable files, time) as JSON to this file.
