@@ -78,8 +78,12 @@ pub fn run(args: SearchArgs) -> Result<()> {
         (None, None) => None,
     };
     let r = s.search(&Query { reference, text: args.text.clone(), k: args.k, method: args.method.clone() })?;
+    let root = s.index.meta.root.display().to_string();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        // Hits' paths are relative to the indexed folder, given once.
+        let mut json = serde_json::to_value(&r)?;
+        json["root"] = serde_json::json!(root);
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     if let Some(sentence) = &r.sentence {
@@ -93,6 +97,6 @@ pub fn run(args: SearchArgs) -> Result<()> {
     for (i, h) in r.hits.iter().enumerate() {
         println!("| {} | {} | {:.4} | {} |", i + 1, h.id, h.score, h.path);
     }
-    println!("encode {:.1} ms, rank {:.1} ms over {} images", r.encode_ms, r.rank_ms, s.index.len());
+    println!("encode {:.1} ms, rank {:.1} ms over {} images in {root}", r.encode_ms, r.rank_ms, s.index.len());
     Ok(())
 }
