@@ -316,9 +316,7 @@ impl Rgb8 {
     pub fn new(width: usize, height: usize, data: Vec<u8>) -> Rgb8 {
         Rgb8 { width, height, data, reduced: None }
     }
-}
 
-impl Rgb8 {
     /// The box (left, top, right, bottom) as Pillow's `crop` makes it: at least 1 x 1, black
     /// where the box leaves the image. The box is in this image's pixels (a reduced image's
     /// crop is a full-size image of its own).
