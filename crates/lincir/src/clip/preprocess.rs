@@ -338,24 +338,28 @@ impl Rgb8 {
 
 /// Decodes an image file, applies its EXIF orientation and converts it to 8-bit RGB.
 pub fn load_rgb8(path: &Path) -> Result<Rgb8> {
-    load_rgb8_for(path, &PreprocessConfig::clip_default(224))
+    load(path, DecodeSize::Full)
 }
 
 /// Decodes an image held in memory (an upload); `name` is used in errors.
 pub fn decode_rgb8(bytes: &[u8], name: &str) -> Result<Rgb8> {
-    decode_rgb8_for(bytes, name, &PreprocessConfig::clip_default(224))
+    decode_guarded(bytes, DecodeSize::Full).map_err(|msg| Error::file(name, msg))
 }
 
 /// [`load_rgb8`] for `cfg`'s [`pixels`]: with [`JpegDecode::Fast`], a large JPEG is decoded
 /// at a reduced size (the image says so in [`Rgb8::reduced`]).
 pub fn load_rgb8_for(path: &Path, cfg: &PreprocessConfig) -> Result<Rgb8> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
-    decode_guarded(&bytes, decode_size(cfg)).map_err(|msg| Error::file(path, msg))
+    load(path, decode_size(cfg))
 }
 
 /// [`decode_rgb8`] for `cfg`'s [`pixels`], as [`load_rgb8_for`].
 pub fn decode_rgb8_for(bytes: &[u8], name: &str, cfg: &PreprocessConfig) -> Result<Rgb8> {
     decode_guarded(bytes, decode_size(cfg)).map_err(|msg| Error::file(name, msg))
+}
+
+fn load(path: &Path, size: DecodeSize) -> Result<Rgb8> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read image: {e}")))?;
+    decode_guarded(&bytes, size).map_err(|msg| Error::file(path, msg))
 }
 
 /// At which size a JPEG is decoded.
