@@ -10,6 +10,7 @@ pub mod compact;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod fnv;
 pub mod guard;
 pub mod index;
 pub mod io;

@@ -24,20 +24,6 @@ pub struct FeatureCache {
     dim: usize,
 }
 
-/// 64-bit FNV-1a: a stable hash for cache keys (std's hasher may change between Rust releases).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in *part {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        h ^= 0xff; // separator
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
 /// (size, mtime in ns) of a file, if it can be read.
 pub fn stamp(path: &Path) -> Option<(u64, u128)> {
     let m = std::fs::metadata(path).ok()?;
@@ -69,8 +55,7 @@ pub fn model_key(clip: &Clip) -> Result<String> {
     if clip.dtype() != candle_core::DType::F32 {
         parts.push(format!("dtype:{}", crate::device::dtype_name(clip.dtype())).into_bytes());
     }
-    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    Ok(format!("{:016x}", fnv1a(&refs)))
+    Ok(format!("{:016x}", crate::fnv::of_parts(parts.iter().map(Vec::as_slice))))
 }
 
 impl FeatureCache {
@@ -83,8 +68,7 @@ impl FeatureCache {
 
     fn file_for(&self, images: &[BenchImage]) -> PathBuf {
         let keys: Vec<String> = images.iter().map(BenchImage::key).collect();
-        let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-        self.dir.join(format!("{:016x}-{}.safetensors", fnv1a(&refs), images.len()))
+        self.dir.join(format!("{:016x}-{}.safetensors", crate::fnv::of_parts(keys.iter().map(|k| k.as_bytes())), images.len()))
     }
 
     /// Cached rows of still-unchanged files; `None` for the rest. A corrupt cache file is ignored.
@@ -114,16 +98,5 @@ impl FeatureCache {
         let features = Tensor::from_vec(flat, (rows.len(), self.dim), &Device::Cpu)?;
         let meta = std::collections::HashMap::from([("stamps".to_string(), serde_json::to_string(&stamps).expect("stamps serialise"))]);
         crate::io::write_safetensors_atomic(&self.file_for(images), &[("features".to_string(), features)], meta)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fnv_is_stable_and_separates_parts() {
-        assert_eq!(fnv1a(&[b"a"]), fnv1a(&[b"a"]));
-        assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
     }
 }

@@ -50,7 +50,7 @@ impl<'a> Inverter<'a> {
 
 /// An image's key: FNV-1a over its embedding's f32 bits.
 fn key(row: &[f32]) -> u64 {
-    let mut h = super::store::Fnv::new();
+    let mut h = crate::fnv::Fnv::new();
     for v in row {
         h.write(&v.to_bits().to_le_bytes());
     }

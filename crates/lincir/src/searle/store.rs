@@ -61,33 +61,8 @@ impl OtiStore {
     }
 }
 
-/// FNV-1a, 64 bits: the same hash on every platform and Rust version.
-pub(crate) struct Fnv(u64);
-
-impl Fnv {
-    pub(crate) fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    pub(crate) fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// FNV-1a over a sequence of strings (each followed by a separator byte), as hex: a fingerprint
 /// that is the same on every platform and Rust version.
 pub fn fingerprint<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    let mut h = Fnv::new();
-    for part in parts {
-        h.write(part.as_bytes());
-        h.write(&[0xff]);
-    }
-    format!("{:016x}", h.finish())
+    format!("{:016x}", crate::fnv::of_parts(parts.into_iter().map(str::as_bytes)))
 }
