@@ -156,10 +156,9 @@ fn load_method(spec: &str, clip: &Clip) -> Result<(Method, Mapper)> {
         bail!("--phi {spec}: no checkpoint after the method name");
     }
     let text = clip.text()?;
-    let file = Phi::resolve(path)?;
-    let mapper = Mapper::load_for(&file, text.projection_dim(), text.width(), &clip.device)?;
+    let (mapper, recorded) = Mapper::load_for(&Phi::resolve(path)?, text.projection_dim(), text.width(), &clip.device)?;
     let arch = mapper.architecture();
-    let method = named.or_else(|| lincir::mapper::recorded_method(&file)).unwrap_or_else(|| Method::default_for(arch));
+    let method = named.or(recorded).unwrap_or_else(|| Method::default_for(arch));
     if !method.uses(arch) {
         bail!("--phi {spec}: the checkpoint holds a {}, which {method} does not use", arch.name());
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::method::Method;
 use crate::phi::Phi;
 use crate::{Error, Result};
 
@@ -140,50 +141,40 @@ fn read_torch_state_dict(path: &Path) -> Result<HashMap<String, Tensor>> {
     ))
 }
 
-/// The method a lincir checkpoint says it was trained for (`method` in its safetensors metadata:
-/// `train-searle` writes `searle`); None for any other file, readable or not (loading it
-/// reports what is wrong).
-pub fn recorded_method(path: &Path) -> Option<crate::method::Method> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).ok()?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).ok()?;
-    let len = u64::from_le_bytes(len);
-    // safetensors caps its header at 100 MB; a phi's is a few kilobytes.
-    if len > 100_000_000 {
-        return None;
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).ok()?;
-    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    crate::method::Method::parse(header.get("__metadata__")?.get("method")?.as_str()?)
-}
-
 impl Mapper {
     /// Loads a checkpoint of any supported format (lincir safetensors, LinCIR's or SEARLE's
     /// `.pt`, Pic2Word's `.pt`) and recognises its architecture from its weights.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        Ok(Self::load_recorded(path, device)?.0)
+    }
+
+    /// [`Self::load`], and the method the file says it was trained for: `method` in a lincir
+    /// safetensors checkpoint's metadata (`train-searle` writes `searle`); None for other files.
+    fn load_recorded(path: &Path, device: &Device) -> Result<(Self, Option<Method>)> {
         let bytes = std::fs::read(path).map_err(|e| Error::file(path, e))?;
         if !bytes.starts_with(b"PK") {
             // safetensors: lincir's own phi (its config in the metadata), or a converted peer.
-            let (tensors, _) = crate::io::parse_safetensors(path, &bytes, "neither a safetensors file nor a PyTorch .pt checkpoint")?;
+            let (tensors, meta) = crate::io::parse_safetensors(path, &bytes, "neither a safetensors file nor a PyTorch .pt checkpoint")?;
+            let recorded = meta.get("method").and_then(|m| Method::parse(m));
             let keys: Vec<&str> = tensors.keys().map(String::as_str).collect();
-            return match recognise(&keys, path)? {
-                Architecture::Phi => Ok(Mapper::Phi(Phi::load(path, device)?)),
-                Architecture::Im2Text => Ok(Mapper::Im2Text(Im2Text::from_tensors(&tensors, path, device)?)),
+            let mapper = match recognise(&keys, path)? {
+                Architecture::Phi => Mapper::Phi(Phi::load(path, device)?),
+                Architecture::Im2Text => Mapper::Im2Text(Im2Text::from_tensors(&tensors, path, device)?),
             };
+            return Ok((mapper, recorded));
         }
         let tensors = read_torch_state_dict(path)?;
         let keys: Vec<&str> = tensors.keys().map(String::as_str).collect();
-        match recognise(&keys, path)? {
-            Architecture::Phi => Ok(Mapper::Phi(Phi::from_state_dict(&tensors, path, device)?)),
-            Architecture::Im2Text => Ok(Mapper::Im2Text(Im2Text::from_tensors(&tensors, path, device)?)),
-        }
+        let mapper = match recognise(&keys, path)? {
+            Architecture::Phi => Mapper::Phi(Phi::from_state_dict(&tensors, path, device)?),
+            Architecture::Im2Text => Mapper::Im2Text(Im2Text::from_tensors(&tensors, path, device)?),
+        };
+        Ok((mapper, None))
     }
 
-    /// [`Self::load`], then checks that the network fits the CLIP backbone.
-    pub fn load_for(path: &Path, projection_dim: usize, text_width: usize, device: &Device) -> Result<Self> {
-        let m = Self::load(path, device)?;
+    /// [`Self::load_recorded`], then checks that the network fits the CLIP backbone.
+    pub fn load_for(path: &Path, projection_dim: usize, text_width: usize, device: &Device) -> Result<(Self, Option<Method>)> {
+        let (m, recorded) = Self::load_recorded(path, device)?;
         let (i, o) = (m.input_dim(), m.output_dim());
         if i != projection_dim || o != text_width {
             return Err(Error::file(
@@ -195,7 +186,7 @@ impl Mapper {
                 ),
             ));
         }
-        Ok(m)
+        Ok((m, recorded))
     }
 
     pub fn architecture(&self) -> Architecture {
