@@ -44,21 +44,16 @@ pub fn run(args: IndexArgs) -> Result<()> {
     if args.batch_size == Some(0) {
         anyhow::bail!("--batch-size must be at least 1");
     }
-    let recorded = lincir::index::recorded_jpeg_decode(&args.out)?;
-    let jpeg = match (args.jpeg_decode, recorded) {
-        (Some(asked), _) => asked.decode(lincir::clip::preprocess::Pipeline::Transformers)?,
-        (None, recorded) => recorded.unwrap_or_default(),
-    };
+    let jpeg = args.jpeg_decode.map(|asked| asked.decode(lincir::clip::preprocess::Pipeline::Transformers)).transpose()?;
     let mut clip = Clip::load(&args.model, &args.compute.load_options(Towers::Vision)?)?;
-    clip.preprocess.jpeg = jpeg;
-    if clip.device.is_cuda() && args.jpeg_decode.is_none() && recorded.is_none() {
+    if clip.device.is_cuda() && jpeg.is_none() && !args.out.join(lincir::index::META_FILE).is_file() {
         // A GPU embeds photos faster than the CPU threads decode them (docs/GPU.md).
         eprintln!("hint: on a GPU, decoding limits the rate of indexing photos: --jpeg-decode fast decodes a 12-megapixel JPEG about 3x faster (docs/PREPROCESSING.md)");
     }
     let started = std::time::Instant::now();
     let pb = progress::bar(0, "images");
     let batch_size = args.batch_size.unwrap_or_else(|| crate::compute::default_batch_size(&clip.device));
-    let r = lincir::index::build(&clip, &args.images, &args.out, batch_size, args.skip_bad_images, &|done, total| {
+    let r = lincir::index::build(&mut clip, &args.images, &args.out, jpeg, batch_size, args.skip_bad_images, &|done, total| {
         pb.set_length(total as u64);
         pb.set_position(done as u64);
     })?;
@@ -78,7 +73,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
         secs,
         if embedded > 0 { format!("{:.1}", embedded as f64 / secs) } else { "-".into() }
     );
-    if jpeg == lincir::clip::preprocess::JpegDecode::Fast {
+    if r.jpeg_decode == lincir::clip::preprocess::JpegDecode::Fast {
         println!("JPEGs decoded fast (at a reduced size), as this index records");
     }
     for (path, e) in &r.failed {
@@ -94,7 +89,6 @@ pub fn run(args: IndexArgs) -> Result<()> {
         let mut json = serde_json::to_value(&r)?;
         json["seconds"] = serde_json::json!(secs);
         json["index"] = serde_json::json!(args.out.display().to_string());
-        json["jpeg_decode"] = serde_json::json!(jpeg.name());
         lincir::io::write_atomic(path, (serde_json::to_string_pretty(&json)? + "\n").as_bytes())?;
     }
     Ok(())

@@ -90,12 +90,10 @@ fn is_exact(jpeg: &JpegDecode) -> bool {
     *jpeg == JpegDecode::Exact
 }
 
-/// How the index in `dir` decodes JPEGs, None when there is no index there yet.
-pub fn recorded_jpeg_decode(dir: &Path) -> Result<Option<JpegDecode>> {
-    if !dir.join(META_FILE).is_file() {
-        return Ok(None);
-    }
-    Ok(Some(read_meta(dir)?.jpeg))
+/// Writes `index.json` with its entries sorted by path (an image's id is its position).
+fn save_sorted(dir: &Path, meta: &mut IndexMeta) -> Result<()> {
+    meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
+    write_meta(dir, meta)
 }
 
 fn read_meta(dir: &Path) -> Result<IndexMeta> {
@@ -282,14 +280,19 @@ pub struct BuildReport {
     /// Hidden folders not entered and hidden image files left out ([`crate::embed::is_hidden`]).
     pub hidden_folders: usize,
     pub hidden_images: usize,
+    /// How JPEGs were decoded: as asked, else as the index records, else exactly.
+    pub jpeg_decode: JpegDecode,
 }
 
 /// Indexes the images under `images` into `dir`, reusing every unchanged image's vector.
-/// `skip_bad` leaves unreadable images out (reported) instead of failing.
+/// `jpeg`: how JPEGs are decoded (None: as the index records, exactly for a new one; asking an
+/// index for the other one is an error); `clip` decodes that way afterwards. `skip_bad` leaves
+/// unreadable images out (reported) instead of failing.
 pub fn build(
-    clip: &Clip,
+    clip: &mut Clip,
     images: &Path,
     dir: &Path,
+    jpeg: Option<JpegDecode>,
     batch_size: usize,
     skip_bad: bool,
     progress: &dyn Fn(usize, usize),
@@ -299,10 +302,11 @@ pub fn build(
         return Err(Error::file(images, "not a folder of images"));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the index: {e}")))?;
+    let existing = if dir.join(META_FILE).is_file() { Some(read_meta(dir)?) } else { None };
+    clip.preprocess.jpeg = jpeg.or(existing.as_ref().map(|m| m.jpeg)).unwrap_or_default();
     let key = model_key(clip)?;
     let dim = clip.config.projection_dim;
-    let mut meta = if dir.join(META_FILE).is_file() {
-        let m = read_meta(dir)?;
+    let mut meta = if let Some(m) = existing {
         if m.jpeg != clip.preprocess.jpeg {
             return Err(Error::file(
                 dir.join(META_FILE),
@@ -340,6 +344,7 @@ pub fn build(
         unsupported: walk.unsupported,
         hidden_folders: walk.hidden_folders,
         hidden_images: walk.hidden_images,
+        jpeg_decode: clip.preprocess.jpeg,
         ..Default::default()
     };
     for (folder, e) in walk.unreadable_folders {
@@ -370,8 +375,7 @@ pub fn build(
     let present: std::collections::HashSet<&str> = kept.iter().map(|e| e.path.as_str()).chain(todo.iter().map(|t| t.0.as_str())).collect();
     report.removed = old.keys().filter(|p| !present.contains(p.as_str())).count();
     meta.entries = kept;
-    meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
-    write_meta(dir, &meta)?; // deletions take effect now
+    save_sorted(dir, &mut meta)?; // deletions take effect now
 
     let vectors_path = dir.join(&meta.vectors_file);
     let mut out = OpenOptions::new().create(true).append(true).open(&vectors_path).map_err(|e| Error::file(&vectors_path, e))?;
@@ -396,8 +400,7 @@ pub fn build(
             Ok(embedded) => embedded,
             Err(e) => {
                 // The rounds before this one are on disk: keep them before reporting the error.
-                meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
-                write_meta(dir, &meta)?;
+                save_sorted(dir, &mut meta)?;
                 return Err(e);
             }
         };
@@ -426,13 +429,11 @@ pub fn build(
             codes.sync_data().map_err(|e| Error::file(&*path, e))?;
         }
         if saved.elapsed() >= SAVE_INTERVAL {
-            meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
-            write_meta(dir, &meta)?;
+            save_sorted(dir, &mut meta)?;
             saved = std::time::Instant::now();
         }
     }
-    meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
-    write_meta(dir, &meta)?;
+    save_sorted(dir, &mut meta)?;
     drop(out);
     drop(codes_out);
     if meta.rows > 0 && meta.entries.len() * 4 < meta.rows * 3 {
