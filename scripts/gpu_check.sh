@@ -492,21 +492,14 @@ section fused_shapes 240 fused_shapes
 [ "$DEV" != cpu ] && section fused_sanitizer 150 fused_sanitizer
 # 10. SEARLE trained on the device, outside issue 9's checks (a fifth call, only with time left:
 #     SECTIONS=peers): `train-searle` on the gallery's 512 images with the shapes vocabulary of
-#     scripts/searle_on_shapes.sh (inversion of every image, 350 steps per batch of 32, then phi
+#     scripts/shapes_vocabulary.py (inversion of every image, 350 steps per batch of 32, then phi
 #     1,000 x 64), evaluated as SEARLE and SEARLE-OTI with SEARLE's transform; against the CPU's
 #     seed 0 in bench-results/2026-12-01-shapes-peers-zen5/eval-gallery-0.json (three seeds:
 #     SEARLE 53.72 +- 0.89, SEARLE-OTI 59.63 +- 0.28; docs/TRAINING.md, "SEARLE").
 peers_searle() {
   local s
   s=$(shapes_dir) || return 3
-  "$PY" - "$W/vocabulary.txt" <<'PYEOF'
-import sys
-shapes = "circle square triangle star cross diamond hexagon pentagon".split()
-colours = "red green blue yellow purple orange white black".split()
-words = shapes + colours + [f"{c} {s}" for c in colours for s in shapes] + [f"{b} background" for b in "gray brown pink cyan".split()] \
-    + [f"{z} {s}" for z in ("small", "large") for s in shapes]
-open(sys.argv[1], "w").write("\n".join(words) + "\n")
-PYEOF
+  "$PY" scripts/shapes_vocabulary.py "$W/vocabulary.txt"
   rm -rf "$W/searle"
   "$BIN" train-searle --model $s/clip --images $s/bench/dev --vocabulary "$W/vocabulary.txt" --phrase-captions $s/captions.txt \
     --output-dir "$W/searle" --batch-size 64 --max-steps "$SHAPES_STEPS" --lr 1e-4 --oti-steps "$OTI_STEPS" --seed 0 \

@@ -23,14 +23,7 @@ export LINCIR_CACHE="$out/cache"
 for f in "$bench"/dev/*.png; do
   case "$f" in *cyan.png) ;; *) ln -sf "$(realpath "$f")" "$out/nocyan/" ;; esac
 done
-python3 - "$out/vocabulary.txt" <<'PY'
-import sys
-shapes = "circle square triangle star cross diamond hexagon pentagon".split()
-colours = "red green blue yellow purple orange white black".split()
-words = shapes + colours + [f"{c} {s}" for c in colours for s in shapes] + [f"{b} background" for b in "gray brown pink cyan".split()] \
-    + [f"{z} {s}" for z in ("small", "large") for s in shapes]
-open(sys.argv[1], "w").write("\n".join(words) + "\n")
-PY
+python3 "$here/scripts/shapes_vocabulary.py" "$out/vocabulary.txt"
 for s in $seeds; do
   [ -f "$out/lincir-$s/phi_latest.safetensors" ] || "$lincir" train --model "$model" --captions "$shared/shapes/captions.txt" \
     --output-dir "$out/lincir-$s" --batch-size 64 --max-steps 1000 --lr 1e-4 --seed "$s" > "$out/lincir-$s.log"

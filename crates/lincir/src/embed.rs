@@ -60,9 +60,9 @@ pub fn is_hidden(name: &std::ffi::OsStr) -> bool {
 }
 
 /// "2 hidden folders and 1 hidden image", or None when nothing hidden was left out.
-pub fn describe_hidden(walk_folders: usize, walk_images: usize) -> Option<String> {
+pub fn describe_hidden(folders: usize, images: usize) -> Option<String> {
     let plural = |n: usize, what: &str| format!("{n} hidden {what}{}", if n == 1 { "" } else { "s" });
-    let parts: Vec<String> = [(walk_folders, "folder"), (walk_images, "image")].iter().filter(|(n, _)| *n > 0).map(|&(n, w)| plural(n, w)).collect();
+    let parts: Vec<String> = [(folders, "folder"), (images, "image")].iter().filter(|(n, _)| *n > 0).map(|&(n, w)| plural(n, w)).collect();
     (!parts.is_empty()).then(|| format!("left out: {} (names starting with `.`, Synology's @eaDir: caches, trash, resource forks)", parts.join(" and ")))
 }
 
