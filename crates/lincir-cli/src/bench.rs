@@ -342,7 +342,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         let v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         vectors.extend(v.iter().map(|x| x / norm));
-        entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform() });
+        entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), id: i, size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform() });
     }
     let meta = IndexMeta {
         format: FORMAT,
@@ -354,6 +354,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         codes_file: None,
         jpeg: Default::default(),
         rows: args.entries,
+        next_id: args.entries,
         entries,
     };
     lincir::index::write(&dir, meta, &vectors, true)?;
@@ -373,7 +374,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         let ms = started.elapsed().as_secs_f64() * 1e3;
         // The same query ranked by the exact f32 scan: its time, and whether the top-k agree.
         let started = Instant::now();
-        let exact = searcher.index.top_k_exact(&r.query, args.k);
+        let exact = searcher.index().top_k_exact(&r.query, args.k);
         let exact_ms = started.elapsed().as_secs_f64() * 1e3;
         if i >= 5 {
             encode.push(r.encode_ms);
@@ -395,7 +396,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         "total_ms_p50": pct(&mut total, 0.5), "total_ms_p95": pct(&mut total, 0.95),
         "encode_ms_p50": pct(&mut encode, 0.5), "encode_ms_p95": pct(&mut encode, 0.95),
         "rank_ms_p50": pct(&mut rank, 0.5), "rank_ms_p95": pct(&mut rank, 0.95),
-        "ranking": if searcher.index.has_codes() { "int8 codes + exact re-ranking" } else { "exact f32" },
+        "ranking": if searcher.index().has_codes() { "int8 codes + exact re-ranking" } else { "exact f32" },
         "rank_exact_f32_ms_p50": pct(&mut rank_exact, 0.5), "rank_exact_f32_ms_p95": pct(&mut rank_exact, 0.95),
         "top_k_identical_to_exact_f32": identical as f64 / total.len() as f64,
     });

@@ -78,7 +78,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
         (None, None) => None,
     };
     let r = s.search(&Query { reference, text: args.text.clone(), k: args.k, method: args.method.clone() })?;
-    let root = s.index.meta.root.display().to_string();
+    let index = s.index();
+    let root = index.meta.root.display().to_string();
     if args.json {
         // Hits' paths are relative to the indexed folder, given once.
         let mut json = serde_json::to_value(&r)?;
@@ -97,6 +98,6 @@ pub fn run(args: SearchArgs) -> Result<()> {
     for (i, h) in r.hits.iter().enumerate() {
         println!("| {} | {} | {:.4} | {} |", i + 1, h.id, h.score, h.path);
     }
-    println!("encode {:.1} ms, rank {:.1} ms over {} images in {root}", r.encode_ms, r.rank_ms, s.index.len());
+    println!("encode {:.1} ms, rank {:.1} ms over {} images in {root}", r.encode_ms, r.rank_ms, index.len());
     Ok(())
 }

@@ -248,10 +248,14 @@ fn an_index_of_the_previous_format_is_searched_and_upgraded_in_place() {
     let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
     assert_eq!(meta["format"], 2);
     let codes = meta["codes_file"].as_str().unwrap().to_string();
-    // What an index of the previous format looks like.
+    // What an index of the previous format looks like (written before codes and ids).
     std::fs::remove_file(out.join(&codes)).unwrap();
     meta["format"] = 1.into();
     meta.as_object_mut().unwrap().remove("codes_file");
+    meta.as_object_mut().unwrap().remove("next_id");
+    for e in meta["entries"].as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("id");
+    }
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     let search = || {
         let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img2.bmp").to_str().unwrap(), "-k", "6", "--json"]);
@@ -264,6 +268,9 @@ fn an_index_of_the_previous_format_is_searched_and_upgraded_in_place() {
     assert_eq!(index(&m, &images, &out), [6, 0, 0, 0, 6, 0], "nothing is re-embedded");
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
     assert_eq!((meta["format"].as_u64(), meta["codes_file"].as_str()), (Some(2), Some(codes.as_str())));
+    // Images keep the ids they had, their positions, now written down.
+    let ids: Vec<u64> = meta["entries"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!((ids, meta["next_id"].as_u64()), ((0..6).collect(), Some(6)));
     assert!(out.join(&codes).is_file());
     assert_eq!(search(), before);
     // A format from the future is refused by name.
@@ -480,4 +487,134 @@ fn an_index_stopped_by_a_bad_image_keeps_what_it_embedded() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(counts(&stdout), [300, 44, 0, 0, 256, 1], "{stdout}");
+}
+
+/// path -> id of every entry of the index in `out`.
+fn ids(out: &Path) -> std::collections::BTreeMap<String, u64> {
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    meta["entries"].as_array().unwrap().iter().map(|e| (e["path"].as_str().unwrap().to_string(), e["id"].as_u64().unwrap())).collect()
+}
+
+/// The path `search --id` finds first (itself, in an image-only query).
+fn searched_by_id(out: &Path, id: u64) -> String {
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--id", &id.to_string(), "-k", "1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["hits"][0]["id"].as_u64(), Some(id));
+    r["hits"][0]["path"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn an_image_keeps_its_id_while_the_folder_changes_around_it() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    let first = ids(&out);
+    assert_eq!(first.values().copied().collect::<Vec<_>>(), (0..6).collect::<Vec<_>>());
+    // A new image sorting before all others, one removed, one changed.
+    write_bmp(&images.join("a_first.bmp"), [0, 120, 120]);
+    std::fs::remove_file(images.join("sub/img0.bmp")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_bmp(&images.join("sub/img1.bmp"), [200, 0, 200]);
+    assert_eq!(index(&m, &images, &out), [6, 1, 1, 1, 4, 0]);
+    let second = ids(&out);
+    for (path, id) in &first {
+        if path != "sub/img0.bmp" {
+            assert_eq!(second.get(path), Some(id), "{path} (the changed sub/img1.bmp included)");
+        }
+    }
+    assert_eq!(second.get("a_first.bmp"), Some(&6), "a new image gets a new id");
+    assert_eq!(searched_by_id(&out, first["sub/img3.bmp"]), "sub/img3.bmp");
+    // Compaction (a quarter of the rows left) rewrites the vectors; the ids stay.
+    for i in 2..5 {
+        std::fs::remove_file(images.join(format!("sub/img{i}.bmp"))).unwrap();
+    }
+    assert_eq!(index(&m, &images, &out), [3, 0, 0, 3, 3, 0]);
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(meta["vectors_file"], "vectors-1.f32", "compacted");
+    let third = ids(&out);
+    assert_eq!(third.into_iter().collect::<Vec<_>>(), vec![("a_first.bmp".into(), 6), ("sub/img1.bmp".into(), 1), ("sub/img5.bmp".into(), 5)]);
+    assert_eq!(searched_by_id(&out, 5), "sub/img5.bmp");
+    assert_eq!(searched_by_id(&out, 6), "a_first.bmp");
+    // An id no longer indexed is an error, not another image.
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--id", "0", "-k", "1"]);
+    assert_clean_failure(&o, &["no image with id 0"]);
+    // Two entries with one id (an index edited by hand) are refused by name.
+    let mut meta = meta;
+    meta["entries"][1]["id"] = 6.into();
+    std::fs::write(out.join("index.json"), meta.to_string()).unwrap();
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--text", "red"]);
+    assert_clean_failure(&o, &["index.json", "the same id 6"]);
+}
+
+#[test]
+fn serve_reloads_the_index_that_lincir_index_updates_and_ids_stay_valid() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    let server = serve(&["--index", out.to_str().unwrap(), "--reload-check-s", "1"]);
+    let agent = http();
+    let url = |p: &str| format!("{}{p}", server.base);
+    let get = |p: &str| -> (u16, serde_json::Value) {
+        let mut r = agent.get(&url(p)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_json().unwrap_or(serde_json::Value::Null))
+    };
+    let wait_for_images = |n: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while get("/api/info").1["images"].as_u64() != Some(n) {
+            assert!(std::time::Instant::now() < deadline, "the server did not reload to {n} images");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let before = ids(&out);
+    let img3 = before["sub/img3.bmp"];
+
+    // An image that sorts first: every position moves, no id does.
+    write_bmp(&images.join("a_first.bmp"), [0, 120, 120]);
+    assert_eq!(index(&m, &images, &out), [7, 1, 0, 0, 6, 0]);
+    wait_for_images(7);
+    let (s, page) = get(&format!("/api/images?containing={img3}&limit=2"));
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["offset"], 4, "img3 is fifth in path order now");
+    assert_eq!((page["items"][0]["id"].as_u64(), page["items"][0]["path"].as_str()), (Some(img3), Some("sub/img3.bmp")));
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", format!(r#"{{"id": {img3}, "k": 1}}"#).as_bytes());
+    assert_eq!((s, r["hits"][0]["path"].as_str()), (200, Some("sub/img3.bmp")), "{r}");
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", br#"{"id": 6, "k": 1}"#);
+    assert_eq!((s, r["hits"][0]["path"].as_str()), (200, Some("a_first.bmp")), "the new image is searchable: {r}");
+
+    // A removed image's id is a 404, in search and for its file.
+    std::fs::remove_file(images.join("sub/img0.bmp")).unwrap();
+    assert_eq!(index(&m, &images, &out), [6, 0, 0, 1, 6, 0]);
+    wait_for_images(6);
+    let img0 = before["sub/img0.bmp"];
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", format!(r#"{{"id": {img0}, "k": 1}}"#).as_bytes());
+    assert_eq!(s, 404, "{r}");
+    assert_eq!(get(&format!("/api/images/{img0}")).0, 404);
+    assert_eq!(get(&format!("/api/images?containing={img0}")).0, 404);
+
+    // An edited photo keeps its id: browsers revalidate its file and preview (ETag, no-cache).
+    let fetch = |path: &str, etag: Option<&str>| {
+        let mut req = agent.get(&url(path));
+        if let Some(e) = etag {
+            req = req.header("if-none-match", e);
+        }
+        let r = req.call().unwrap();
+        (r.status().as_u16(), r.headers().get("etag").map(|v| v.to_str().unwrap().to_string()), r.headers().get("cache-control").map(|v| v.to_str().unwrap().to_string()))
+    };
+    for path in [format!("/api/images/{img3}"), format!("/api/images/{img3}?max=64")] {
+        let (s, etag, cache) = fetch(&path, None);
+        assert_eq!((s, cache.as_deref()), (200, Some("no-cache")), "{path}");
+        let etag = etag.unwrap();
+        assert_eq!(fetch(&path, Some(&etag)).0, 304, "{path}: unchanged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_bmp(&images.join("sub/img3.bmp"), [10, 200, 200]);
+        let (s, new, _) = fetch(&path, Some(&etag));
+        assert_eq!(s, 200, "{path}: edited");
+        assert_ne!(new.unwrap(), etag);
+    }
+
+    // An index.json that cannot be read is not taken: the server keeps the one it has.
+    std::fs::write(out.join("index.json"), "{").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(get("/api/info").1["images"], 6);
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", format!(r#"{{"id": {img3}, "k": 1}}"#).as_bytes());
+    assert_eq!((s, r["hits"][0]["path"].as_str()), (200, Some("sub/img3.bmp")), "{r}");
 }

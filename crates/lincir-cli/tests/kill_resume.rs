@@ -149,10 +149,11 @@ fn photos(dir: &Path, n: usize) {
     }
 }
 
-/// (path, vector) of every entry, sorted by path.
-fn index_content(dir: &Path) -> Vec<(String, Vec<f32>)> {
+/// (path, id, vector) of every entry, sorted by path: an interrupted run resumed gives the
+/// images the ids an uninterrupted one does.
+fn index_content(dir: &Path) -> Vec<(String, usize, Vec<f32>)> {
     let index = lincir::index::Index::open(dir).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = (0..index.len()).map(|i| (index.meta.entries[i].path.clone(), index.vector(i).unwrap().to_vec())).collect();
+    let mut v: Vec<(String, usize, Vec<f32>)> = index.meta.entries.iter().map(|e| (e.path.clone(), e.id, index.vector(e.id).unwrap().to_vec())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }

@@ -155,6 +155,11 @@ fn shapes_search_service_end_to_end() {
     let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).to_string();
     let grid = dom.matches("class=\"hit\"").count();
     assert_eq!(grid, 12, "the result grid shows 12 results");
+    // The reference's page of the picker is shown, the reference marked (ids are not positions).
+    let reference = id_of[q["reference"].as_str().unwrap()];
+    let at = dom.find(&format!("data-id=\"{reference}\"")).expect("the reference is in the picker");
+    let tag = &dom[dom[..at].rfind('<').unwrap()..at + dom[at..].find('>').unwrap()];
+    assert!(tag.starts_with("<img") && tag.contains("selected"), "the reference is marked: {tag}");
     assert!(dom.contains("composed (lincir) query"), "the status line reports the composed query");
     for method in ["lincir", "searle", "pic2word"] {
         assert!(dom.contains(&format!("<option value=\"{method}\">")), "the page offers {method}");

@@ -11,6 +11,12 @@
 //!   those of the exact f32 search. Format 1 indexes (no codes) are searched exactly and get
 //!   their codes the next time `lincir index` updates them.
 //!
+//! Ids: every image gets an id when it is first indexed and keeps it while its path stays indexed
+//! (through changes of its content, other images coming and going, and compaction); an id is
+//! never given to another path. So an id in a page, a link or a script stays meaningful after
+//! `lincir index` runs again, and `serve` can reload the index under its clients. Indexes written
+//! before ids existed get their position as id (what it was then) when read.
+//!
 //! Safety against interruption: new rows are appended to the vectors and codes files and flushed
 //! before `index.json` (written atomically) refers to them; a codes file shorter or longer than
 //! the vectors is repaired from them on the next build; compaction writes a new generation and
@@ -49,6 +55,9 @@ const SAVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Entry {
     /// Path relative to the index root, with `/` separators.
     pub path: String,
+    /// The image's id (see the module's documentation); absent in older indexes.
+    #[serde(default = "unassigned")]
+    pub id: usize,
     pub size: u64,
     pub mtime_ns: u128,
     pub row: usize,
@@ -74,8 +83,15 @@ pub struct IndexMeta {
     pub jpeg: JpegDecode,
     /// Rows present in the vectors file (some may no longer be referenced).
     pub rows: usize,
-    /// Sorted by path; an image's id is its position here.
+    /// The id the next new image gets: ids are never reused.
+    #[serde(default)]
+    pub next_id: usize,
+    /// Sorted by path.
     pub entries: Vec<Entry>,
+}
+
+fn unassigned() -> usize {
+    usize::MAX
 }
 
 /// An opened index: metadata plus the memory-mapped vectors.
@@ -84,13 +100,37 @@ pub struct Index {
     pub meta: IndexMeta,
     vectors: memmap2::Mmap,
     codes: Option<memmap2::Mmap>,
+    /// (id, position in `meta.entries`), sorted by id.
+    by_id: Vec<(usize, usize)>,
+    /// `index.json` as it was when read: [`Index::changed_on_disk`] compares with it.
+    stamp: Option<Stamp>,
+}
+
+/// What tells that `index.json` was rewritten: its size, modification time and file (it is
+/// replaced by a rename, so the inode changes even within the clock's resolution).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl Stamp {
+    pub fn of(dir: &Path) -> Option<Stamp> {
+        let m = std::fs::metadata(dir.join(META_FILE)).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(Stamp { len: m.len(), modified: m.modified().ok(), inode })
+    }
 }
 
 fn is_exact(jpeg: &JpegDecode) -> bool {
     *jpeg == JpegDecode::Exact
 }
 
-/// Writes `index.json` with its entries sorted by path (an image's id is its position).
+/// Writes `index.json` with its entries sorted by path.
 fn save_sorted(dir: &Path, meta: &mut IndexMeta) -> Result<()> {
     meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
     write_meta(dir, meta)
@@ -99,11 +139,39 @@ fn save_sorted(dir: &Path, meta: &mut IndexMeta) -> Result<()> {
 fn read_meta(dir: &Path) -> Result<IndexMeta> {
     let path = dir.join(META_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::file(&path, format!("not an index: {e}")))?;
-    let meta: IndexMeta = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("malformed index: {e}")))?;
+    let mut meta: IndexMeta = serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("malformed index: {e}")))?;
     if !(OLDEST_READABLE_FORMAT..=FORMAT).contains(&meta.format) {
         return Err(Error::file(&path, format!("index format {} is not supported (this lincir reads {OLDEST_READABLE_FORMAT} to {FORMAT})", meta.format)));
     }
+    assign_missing_ids(&mut meta);
     Ok(meta)
+}
+
+/// Entries of an index written before ids get their position (their id then); any other entry
+/// without one (an index edited by hand) gets a new id. `next_id` is kept above every id.
+fn assign_missing_ids(meta: &mut IndexMeta) {
+    if meta.entries.iter().all(|e| e.id == unassigned()) {
+        meta.entries.iter_mut().enumerate().for_each(|(i, e)| e.id = i);
+    }
+    let mut next = meta.entries.iter().map(|e| e.id).filter(|&id| id != unassigned()).max().map_or(0, |m| m + 1).max(meta.next_id);
+    for e in meta.entries.iter_mut().filter(|e| e.id == unassigned()) {
+        e.id = next;
+        next += 1;
+    }
+    meta.next_id = next;
+}
+
+/// (id, position) of every entry sorted by id, or the error naming two entries that share one.
+fn ids_by_position(dir: &Path, entries: &[Entry]) -> Result<Vec<(usize, usize)>> {
+    let mut by_id: Vec<(usize, usize)> = entries.iter().enumerate().map(|(i, e)| (e.id, i)).collect();
+    by_id.sort_unstable();
+    if let Some(w) = by_id.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::file(
+            dir.join(META_FILE),
+            format!("`{}` and `{}` have the same id {}", entries[w[0].1].path, entries[w[1].1].path, w[0].0),
+        ));
+    }
+    Ok(by_id)
 }
 
 fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
@@ -112,11 +180,15 @@ fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
 
 impl Index {
     pub fn open(dir: &Path) -> Result<Self> {
+        // Before reading: a rewrite in between is then seen as a change, not missed.
+        let stamp = Stamp::of(dir);
         let meta = read_meta(dir)?;
         let path = dir.join(&meta.vectors_file);
         let file = File::open(&path).map_err(|e| Error::file(&path, format!("cannot open the index vectors: {e}")))?;
-        // SAFETY: the file is only ever appended to or replaced by rename, never truncated in
-        // place, so the mapped bytes stay valid while we hold the map.
+        // SAFETY: rows that an `index.json` refers to are never truncated or rewritten in place
+        // (the file is appended to, only an unreferenced tail is ever cut, compaction writes a
+        // new file), so the bytes we read stay valid while we hold the map, even while
+        // `lincir index` updates the index beside a running server.
         let vectors = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::file(&path, format!("cannot map: {e}")))?;
         let needed = meta.rows * meta.dim * 4;
         if vectors.len() < needed {
@@ -139,7 +211,33 @@ impl Index {
         if let Some(e) = meta.entries.iter().find(|e| e.row >= meta.rows) {
             return Err(Error::file(dir.join(META_FILE), format!("entry {} points past the vectors", e.path)));
         }
-        Ok(Index { dir: dir.to_path_buf(), meta, vectors, codes })
+        let by_id = ids_by_position(dir, &meta.entries)?;
+        Ok(Index { dir: dir.to_path_buf(), meta, vectors, codes, by_id, stamp })
+    }
+
+    /// Whether `index.json` was rewritten since this index was read (`lincir index` ran).
+    pub fn changed_on_disk(&self) -> bool {
+        Stamp::of(&self.dir) != self.stamp
+    }
+
+    /// How `index.json` was when this index was read.
+    pub fn stamp(&self) -> Option<&Stamp> {
+        self.stamp.as_ref()
+    }
+
+    /// The position of image `id` among the entries (sorted by path).
+    pub fn position(&self, id: usize) -> Option<usize> {
+        self.by_id.binary_search_by_key(&id, |&(id, _)| id).ok().map(|i| self.by_id[i].1)
+    }
+
+    /// The entry of image `id`.
+    pub fn entry(&self, id: usize) -> Option<&Entry> {
+        self.position(id).map(|p| &self.meta.entries[p])
+    }
+
+    /// The ids of every image, ascending.
+    pub fn ids(&self) -> impl Iterator<Item = usize> + '_ {
+        self.by_id.iter().map(|&(id, _)| id)
     }
 
     pub fn len(&self) -> usize {
@@ -152,7 +250,7 @@ impl Index {
 
     /// The file of image `id` (only indexed files are ever named).
     pub fn path_of(&self, id: usize) -> Option<PathBuf> {
-        self.meta.entries.get(id).map(|e| self.meta.root.join(&e.path))
+        self.entry(id).map(|e| self.meta.root.join(&e.path))
     }
 
     fn row(&self, row: usize) -> &[f32] {
@@ -163,12 +261,12 @@ impl Index {
 
     /// The L2-normalised vector of image `id`.
     pub fn vector(&self, id: usize) -> Option<&[f32]> {
-        self.meta.entries.get(id).map(|e| self.row(e.row))
+        self.entry(id).map(|e| self.row(e.row))
     }
 
     /// The un-normalised embedding of image `id` (what phi takes).
     pub fn embedding(&self, id: usize) -> Option<Vec<f32>> {
-        self.meta.entries.get(id).map(|e| self.row(e.row).iter().map(|v| v * e.norm).collect())
+        self.entry(id).map(|e| self.row(e.row).iter().map(|v| v * e.norm).collect())
     }
 
     /// Whether ranking reads the int8 codes first (format 2) or only the f32 vectors.
@@ -176,14 +274,20 @@ impl Index {
         self.codes.is_some()
     }
 
-    /// Top-k by inner product with `query` (cosine when it is normalised), best first; ties by
-    /// id. Identical to [`Self::top_k_exact`]: the codes only choose which rows are scored
-    /// exactly ([`crate::compact`] has the bound that guarantees it).
+    /// Top-k (id, score) by inner product with `query` (cosine when it is normalised), best
+    /// first; ties in path order. Identical to [`Self::top_k_exact`]: the codes only choose
+    /// which rows are scored exactly ([`crate::compact`] has the bound that guarantees it).
     pub fn top_k(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        match &self.codes {
+        let best = match &self.codes {
             Some(codes) if k > 0 && query.len() == self.meta.dim => self.top_k_compact(codes, query, k),
-            _ => self.top_k_exact(query, k),
-        }
+            _ => self.top_k_positions(query, k),
+        };
+        self.with_ids(best)
+    }
+
+    /// (position, score) pairs as (id, score).
+    fn with_ids(&self, best: Vec<(usize, f32)>) -> Vec<(usize, f32)> {
+        best.into_iter().map(|(p, s)| (self.meta.entries[p].id, s)).collect()
     }
 
     fn top_k_compact(&self, codes: &[u8], query: &[f32], k: usize) -> Vec<(usize, f32)> {
@@ -215,7 +319,7 @@ impl Index {
         let exact = |id: usize| (id, dot(self.row(entries[id].row), query));
         let mut best: Vec<(usize, f32)> = candidates.iter().map(|&(id, _)| exact(id)).collect();
         keep_best(&mut best, k);
-        let Some(&(_, floor)) = best.get(k - 1) else { return self.top_k_exact(query, k) };
+        let Some(&(_, floor)) = best.get(k - 1) else { return self.top_k_positions(query, k) };
         // Pass 2: every row whose bound reaches the floor is scored exactly.
         let mut rescored: Vec<(usize, f32)> = scored
             .par_iter()
@@ -228,8 +332,13 @@ impl Index {
         rescored
     }
 
-    /// Exact top-k over the f32 vectors.
+    /// Exact top-k (id, score) over the f32 vectors.
     pub fn top_k_exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        self.with_ids(self.top_k_positions(query, k))
+    }
+
+    /// Exact top-k (position, score) over the f32 vectors.
+    fn top_k_positions(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
         let entries = &self.meta.entries;
         const CHUNK: usize = 4096;
         let mut best: Vec<(usize, f32)> = entries
@@ -322,6 +431,7 @@ pub fn build(
         if m.root != root {
             return Err(Error::file(dir.join(META_FILE), format!("indexes {}, not {}", m.root.display(), root.display())));
         }
+        ids_by_position(dir, &m.entries)?;
         m
     } else {
         IndexMeta {
@@ -334,6 +444,7 @@ pub fn build(
             codes_file: None,
             jpeg: clip.preprocess.jpeg,
             rows: 0,
+            next_id: 0,
             entries: vec![],
         }
     };
@@ -367,8 +478,9 @@ pub fn build(
         };
         match old.get(&rel) {
             Some(e) if e.size == size && e.mtime_ns == mtime_ns => kept.push(e.clone()),
-            Some(_) => todo.push((rel, f.clone(), size, mtime_ns, true)),
-            None => todo.push((rel, f.clone(), size, mtime_ns, false)),
+            // A changed image keeps its id.
+            Some(e) => todo.push((rel, f.clone(), size, mtime_ns, Some(e.id))),
+            None => todo.push((rel, f.clone(), size, mtime_ns, None)),
         }
     }
     report.unchanged = kept.len();
@@ -413,13 +525,19 @@ pub fn build(
             }
             let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
             bytes.extend(row.iter().flat_map(|v| (v / norm).to_le_bytes()));
-            meta.entries.push(Entry { path: t.0.clone(), size: t.2, mtime_ns: t.3, row: meta.rows, norm });
+            let id = match t.4 {
+                Some(id) => {
+                    report.updated += 1;
+                    id
+                }
+                None => {
+                    report.added += 1;
+                    meta.next_id += 1;
+                    meta.next_id - 1
+                }
+            };
+            meta.entries.push(Entry { path: t.0.clone(), id, size: t.2, mtime_ns: t.3, row: meta.rows, norm });
             meta.rows += 1;
-            if t.4 {
-                report.updated += 1;
-            } else {
-                report.added += 1;
-            }
         }
         // Rows first, then the metadata that refers to them.
         out.write_all(&bytes).map_err(|e| Error::file(&vectors_path, e))?;
@@ -557,6 +675,29 @@ mod tests {
     }
 
     #[test]
+    fn entries_without_ids_get_their_position_or_else_new_ids() {
+        let meta = |ids: &[usize], next_id| IndexMeta {
+            format: FORMAT, model: "m".into(), model_key: "k".into(), dim: 1, root: "/".into(), vectors_file: "v".into(), codes_file: None,
+            jpeg: Default::default(), rows: ids.len(), next_id,
+            entries: ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{row}"), id, size: 0, mtime_ns: 0, row, norm: 1.0 }).collect(),
+        };
+        let ids = |m: &IndexMeta| m.entries.iter().map(|e| e.id).collect::<Vec<_>>();
+        let none = unassigned();
+        // Written before ids: positions, as ids were then.
+        let mut m = meta(&[none, none, none], 0);
+        assign_missing_ids(&mut m);
+        assert_eq!((ids(&m), m.next_id), (vec![0, 1, 2], 3));
+        // Some without (edited by hand): new ids above every other, and above next_id.
+        let mut m = meta(&[none, 3, none], 0);
+        assign_missing_ids(&mut m);
+        assert_eq!((ids(&m), m.next_id), (vec![4, 3, 5], 6));
+        let mut m = meta(&[7, 2], 20);
+        assign_missing_ids(&mut m);
+        assert_eq!((ids(&m), m.next_id), (vec![7, 2], 20), "ids of deleted images are not given again");
+        assert!(ids_by_position(Path::new("/"), &meta(&[1, 1], 2).entries).is_err());
+    }
+
+    #[test]
     fn dot_matches_the_plain_sum() {
         let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
         let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.03).collect();
@@ -576,8 +717,8 @@ mod tests {
 
     fn synthetic(dir: &Path, vectors: &[f32], dim: usize, with_codes: bool) -> Index {
         let n = vectors.len() / dim;
-        let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), size: 0, mtime_ns: 0, row: i, norm: 1.0 }).collect();
-        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: n, entries };
+        let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0 }).collect();
+        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: n, next_id: n, entries };
         write(dir, meta, vectors, with_codes).unwrap();
         Index::open(dir).unwrap()
     }

@@ -2,7 +2,7 @@
 //! exact top-k. Shared by `lincir search` and `lincir serve` (it is `Sync`: one loaded model
 //! serves concurrent requests).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::clip::preprocess::{self, Rgb8};
 use crate::clip::{tokenizer::pad_batch, Clip, Grad};
-use crate::index::Index;
+use crate::index::{Index, Stamp};
 use crate::mapper::Mapper;
 use crate::method::Method;
 use crate::phi::l2_normalize;
@@ -66,6 +66,45 @@ pub struct Results {
     pub query: Vec<f32>,
 }
 
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reload {
+    pub images: usize,
+    /// Ids in the new index that the old one did not have, and the reverse.
+    pub added: usize,
+    pub removed: usize,
+}
+
+impl Reload {
+    fn between(old: &Index, new: &Index) -> Reload {
+        let (mut old_ids, mut new_ids) = (old.ids().peekable(), new.ids().peekable());
+        let (mut added, mut removed) = (0, 0);
+        // Both ascending: one merge counts what each has alone.
+        loop {
+            match (old_ids.peek(), new_ids.peek()) {
+                (Some(a), Some(b)) if a == b => {
+                    old_ids.next();
+                    new_ids.next();
+                }
+                (Some(a), Some(b)) if a < b => {
+                    removed += 1;
+                    old_ids.next();
+                }
+                (Some(_), Some(_)) | (None, Some(_)) => {
+                    added += 1;
+                    new_ids.next();
+                }
+                (Some(_), None) => {
+                    removed += 1;
+                    old_ids.next();
+                }
+                (None, None) => break,
+            }
+        }
+        Reload { images: new.len(), added, removed }
+    }
+}
+
 /// A query's reference, ready for the tower: an indexed image, or pixels preprocessed.
 enum Prepared {
     Indexed(usize),
@@ -76,7 +115,11 @@ pub struct Searcher {
     pub clip: Clip,
     /// The pseudo-word networks loaded, one per method, the first being the default.
     pub methods: Vec<(Method, Mapper)>,
-    pub index: Index,
+    /// The index searched: replaced whole by [`Searcher::reload_if_changed`], while each query
+    /// keeps the one it started with.
+    index: RwLock<Arc<Index>>,
+    /// The `index.json` whose reload failed: not tried again until it changes.
+    failed_reload: Mutex<Option<Stamp>>,
     /// A composed-query template replacing the template of the methods whose placeholder is `$`
     /// (LinCIR, SEARLE), with `{}` for the text; None: each method's own.
     pub template: Option<String>,
@@ -96,7 +139,50 @@ impl Searcher {
             )));
         }
         clip.preprocess.jpeg = index.meta.jpeg;
-        Ok(Searcher { clip, methods, index, template: None, device_turn: Mutex::new(()) })
+        Ok(Searcher { clip, methods, index: RwLock::new(Arc::new(index)), failed_reload: Mutex::new(None), template: None, device_turn: Mutex::new(()) })
+    }
+
+    /// The index as it is now (a later reload does not change the one returned).
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the index again when `lincir index` has rewritten it since it was read, and
+    /// searches it from then on; queries already running finish on the one they started with.
+    /// An index rebuilt with another model or JPEG decoding is refused (the loaded model would
+    /// not match it), as is one that cannot be opened; the current one is kept, and the same
+    /// `index.json` is not tried again.
+    pub fn reload_if_changed(&self) -> Result<Option<Reload>> {
+        let current = self.index();
+        let Some(stamp) = Stamp::of(&current.dir) else {
+            return Ok(None); // being replaced this instant, or gone: nothing to read yet
+        };
+        let mut failed = self.failed_reload.lock().unwrap_or_else(|e| e.into_inner());
+        if Some(&stamp) == current.stamp() || Some(&stamp) == failed.as_ref() {
+            return Ok(None);
+        }
+        let fresh = Index::open(&current.dir).and_then(|fresh| {
+            let (old, new) = (&current.meta, &fresh.meta);
+            if new.model_key != old.model_key || new.dim != old.dim {
+                return Err(Error::file(current.dir.join(crate::index::META_FILE), format!("was rebuilt with model `{}`: restart with it", new.model)));
+            }
+            if new.jpeg != old.jpeg {
+                return Err(Error::file(current.dir.join(crate::index::META_FILE), format!("was rebuilt decoding JPEGs `{}`: restart to search it", new.jpeg.name())));
+            }
+            Ok(fresh)
+        });
+        let fresh = match fresh {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // The stamp read before opening: a rewrite since then is tried at the next call.
+                *failed = Some(stamp);
+                return Err(e);
+            }
+        };
+        *failed = None;
+        let report = Reload::between(&current, &fresh);
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(Some(report))
     }
 
     /// The names of the loaded methods.
@@ -144,11 +230,11 @@ impl Searcher {
     ///
     /// # Shapes
     /// -> [1, P]
-    fn reference_embedding(&self, r: Prepared) -> Result<Tensor> {
+    fn reference_embedding(&self, index: &Index, r: Prepared) -> Result<Tensor> {
         Ok(match r {
             Prepared::Indexed(id) => {
-                let e = self.index.embedding(id).ok_or_else(|| Error::Invalid(format!("no image with id {id} in the index")))?;
-                Tensor::from_vec(e, (1, self.index.meta.dim), &self.clip.device)?
+                let e = index.embedding(id).ok_or_else(|| Error::Invalid(format!("no image with id {id} in the index")))?;
+                Tensor::from_vec(e, (1, index.meta.dim), &self.clip.device)?
             }
             Prepared::Pixels(px) => {
                 let px = preprocess::stack(vec![px], &self.clip.preprocess, &self.clip.device)?;
@@ -159,6 +245,8 @@ impl Searcher {
 
     pub fn search(&self, q: &Query) -> Result<Results> {
         let started = Instant::now();
+        // One index for the whole query: a reload meanwhile does not mix two.
+        let index = self.index();
         // Preprocessing is CPU work: done before taking the device's turn.
         let reference = q.reference.as_ref().map(|r| match r {
             Reference::Indexed(id) => Prepared::Indexed(*id),
@@ -168,7 +256,7 @@ impl Searcher {
         let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
         let (mode, sentence, vector) = match (reference, text) {
             (None, None) => return Err(Error::Invalid("a query needs a reference image, a text, or both".into())),
-            (Some(r), None) => (Mode::Image, None, self.reference_embedding(r)?),
+            (Some(r), None) => (Mode::Image, None, self.reference_embedding(&index, r)?),
             (None, Some(t)) => (Mode::Text, Some(t.to_string()), self.clip.text()?.embed(&self.tokens(t)?)?),
             (Some(r), Some(t)) => {
                 let (method, mapper) = self.method(q.method.as_deref())?;
@@ -178,7 +266,7 @@ impl Searcher {
                 if !ids.flatten_all()?.to_vec1::<u32>()?.contains(&id) {
                     return Err(Error::Invalid(format!("the sentence {s:?} has no `{word}` word for the image")));
                 }
-                let pseudo = mapper.forward(&self.reference_embedding(r)?)?;
+                let pseudo = mapper.forward(&self.reference_embedding(&index, r)?)?;
                 let every = method.replaces_every_placeholder();
                 (Mode::Composed, Some(s), self.clip.text()?.embed_with_pseudo_words_at(&ids, &pseudo, id, every, Grad::No)?)
             }
@@ -188,13 +276,38 @@ impl Searcher {
         drop(turn);
         let encode_ms = started.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
-        let hits = self
-            .index
+        let hits = index
             .top_k(&query, q.k)
             .into_iter()
-            .map(|(id, score)| Hit { id, path: self.index.meta.entries[id].path.clone(), score })
+            .map(|(id, score)| Hit { id, path: index.entry(id).map(|e| e.path.clone()).unwrap_or_default(), score })
             .collect();
         let rank_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(Results { mode, method, sentence, hits, encode_ms, rank_ms, query })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{Entry, IndexMeta};
+
+    /// An index in `dir` whose entries have these ids (one-hot vectors).
+    fn index_with_ids(dir: &std::path::Path, ids: &[usize]) -> Index {
+        let dim = 8;
+        let entries = ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{id:03}.png"), id, size: 0, mtime_ns: 0, row, norm: 1.0 }).collect();
+        let meta = IndexMeta { format: 2, model: "m".into(), model_key: "k".into(), dim, root: dir.into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, entries };
+        let vectors: Vec<f32> = (0..ids.len() * dim).map(|i| f32::from(i % (dim + 1) == 0)).collect();
+        crate::index::write(dir, meta, &vectors, true).unwrap();
+        Index::open(dir).unwrap()
+    }
+
+    #[test]
+    fn a_reload_counts_the_ids_each_index_has_alone() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let old = index_with_ids(a.path(), &[0, 1, 2, 5, 9]);
+        let new = index_with_ids(b.path(), &[1, 2, 6, 7, 9, 10]);
+        assert_eq!(Reload::between(&old, &new), Reload { images: 6, added: 3, removed: 2 });
+        assert_eq!(Reload::between(&new, &new), Reload { images: 6, added: 0, removed: 0 });
+        assert_eq!(Reload::between(&new, &old), Reload { images: 5, added: 2, removed: 3 });
     }
 }

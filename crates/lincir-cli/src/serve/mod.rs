@@ -2,7 +2,8 @@
 //!
 //! - `GET /`: the page (choose or upload a reference, type the change, see the results);
 //! - `GET /api/info`: index size, model, whether phi is loaded, the template;
-//! - `GET /api/images?offset=&limit=`: ids and paths of indexed images, for choosing a reference;
+//! - `GET /api/images?offset=&limit=[&containing=ID]`: ids and paths of indexed images, for
+//!   choosing a reference;
 //! - `GET /api/images/{id}[?max=N]`: the bytes of an indexed image (only indexed files are ever
 //!   served), or with `max` a JPEG preview at most N pixels on its long edge (HEIC: always);
 //! - `POST /api/search`: multipart (`image` file, or `id`; `text`; `k`) or JSON
@@ -11,6 +12,8 @@
 //! Errors are JSON `{"error": "..."}` with a 4xx status (503 with `Retry-After` when the work
 //! queue is full); the models are loaded once and shared by concurrent requests. Decoding,
 //! encoding and ranking run in a bounded pool (`limits.rs`); docs/RELIABILITY.md has the limits.
+//! When `lincir index` updates the index, it is reloaded under the running server (ids are
+//! stable, so the page's and clients' ids stay valid).
 
 mod limits;
 mod preview;
@@ -57,6 +60,10 @@ pub struct ServeArgs {
     /// Open connections at most; more wait in the listen backlog.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
+    /// Seconds between looks at whether `lincir index` has updated the index; when it has, the
+    /// new one is read and searched from then on, without a restart. 0: never.
+    #[arg(long, default_value_t = 5)]
+    reload_check_s: u64,
 }
 
 struct AppState {
@@ -80,19 +87,38 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let workers = args.workers.map(|w| w as usize).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = limits::Pool::new(workers, args.queue, Duration::from_secs(args.request_timeout_s));
     let state = Arc::new(AppState { searcher, max_upload, pool });
+    if args.reload_check_s > 0 {
+        watch_index(state.clone(), Duration::from_secs(args.reload_check_s));
+    }
     let app = router(state.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.addr))?;
+        let index = state.searcher.index();
         println!(
             "serving {} images of {} on http://{} (phi: {})",
-            state.searcher.index.len(),
-            state.searcher.index.meta.model,
+            index.len(),
+            index.meta.model,
             listener.local_addr()?,
             if state.searcher.methods.is_empty() { "no: image-only and text-only queries".to_string() } else { state.searcher.method_names().join(", ") }
         );
         limits::serve(listener, app, args.max_connections as usize, HEADER_TIMEOUT).await
     })
+}
+
+/// Looks every `every` at whether the index was rewritten, and reloads it (a thread of its own:
+/// reading a large `index.json` takes a core for a moment, and searches go on meanwhile).
+fn watch_index(state: Shared, every: Duration) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(every);
+        // A closed stdout or stderr (a service's log gone) must not stop the watching.
+        use std::io::Write;
+        match state.searcher.reload_if_changed() {
+            Ok(Some(r)) => drop(writeln!(std::io::stdout(), "index reloaded: {} images (+{}, -{})", r.images, r.added, r.removed)),
+            Ok(None) => {}
+            Err(e) => drop(writeln!(std::io::stderr(), "index not reloaded, still serving the one before: {e}")),
+        }
+    });
 }
 
 fn router(state: Shared) -> Router {
@@ -109,15 +135,16 @@ fn router(state: Shared) -> Router {
 }
 
 async fn info(State(s): State<Shared>) -> Json<serde_json::Value> {
+    let index = s.searcher.index();
     Json(serde_json::json!({
-        "images": s.searcher.index.len(),
-        "model": s.searcher.index.meta.model,
+        "images": index.len(),
+        "model": index.meta.model,
         "phi": !s.searcher.methods.is_empty(),
         "methods": s.searcher.method_names(),
         "template": s.searcher.template.clone().unwrap_or_else(|| s.searcher.methods.first().map_or(lincir::method::Method::Lincir, |(m, _)| *m).template().to_string()),
         "max_upload_bytes": s.max_upload,
         "max_image_pixels": lincir::clip::image_limits::max_pixels(),
-        "jpeg_decode": s.searcher.index.meta.jpeg.name(),
+        "jpeg_decode": index.meta.jpeg.name(),
         "max_k": MAX_K,
         "workers": s.pool.n_workers,
         "queue": s.pool.queue,
@@ -129,15 +156,20 @@ async fn info(State(s): State<Shared>) -> Json<serde_json::Value> {
 struct Page {
     offset: Option<usize>,
     limit: Option<usize>,
+    /// The page (of `limit` images, in path order) holding this image id, instead of `offset`.
+    containing: Option<usize>,
 }
 
-async fn list_images(State(s): State<Shared>, UrlQuery(p): UrlQuery<Page>) -> Json<serde_json::Value> {
-    let entries = &s.searcher.index.meta.entries;
-    let offset = p.offset.unwrap_or(0).min(entries.len());
-    let limit = p.limit.unwrap_or(100).min(1000);
-    let items: Vec<serde_json::Value> =
-        entries[offset..(offset + limit).min(entries.len())].iter().enumerate().map(|(i, e)| serde_json::json!({"id": offset + i, "path": e.path})).collect();
-    Json(serde_json::json!({"total": entries.len(), "offset": offset, "items": items}))
+async fn list_images(State(s): State<Shared>, UrlQuery(p): UrlQuery<Page>) -> Result<Json<serde_json::Value>, ApiError> {
+    let index = s.searcher.index();
+    let entries = &index.meta.entries;
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let offset = match p.containing {
+        Some(id) => index.position(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")))? / limit * limit,
+        None => p.offset.unwrap_or(0).min(entries.len()),
+    };
+    let items: Vec<serde_json::Value> = entries[offset..(offset + limit).min(entries.len())].iter().map(|e| serde_json::json!({"id": e.id, "path": e.path})).collect();
+    Ok(Json(serde_json::json!({"total": entries.len(), "offset": offset, "items": items})))
 }
 
 #[derive(Deserialize)]
@@ -146,19 +178,31 @@ struct ImageQuery {
     max: Option<String>,
 }
 
-async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>, UrlQuery(q): UrlQuery<ImageQuery>) -> Result<Response, ApiError> {
+/// A validator of the file's current version: an edited photo keeps its id, so browsers must
+/// not keep showing the old one (`no-cache`: they ask again, and get a 304 while it is the same).
+fn etag_of(meta: &std::fs::Metadata) -> String {
+    let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    format!("\"{:x}-{:x}\"", meta.len(), mtime_ns)
+}
+
+async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>, UrlQuery(q): UrlQuery<ImageQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id: usize = id.parse().map_err(|_| bad(format!("`{id}` is not an image id")))?;
     let edge = match q.max.as_deref() {
         None => None,
         Some(m) => Some(m.parse::<usize>().ok().filter(|e| (16..=preview::MAX_EDGE).contains(e)).ok_or_else(|| bad(format!("max must be a number of pixels from 16 to {}, not `{m}`", preview::MAX_EDGE)))?),
     };
     // Only paths recorded in the index are ever opened: no user text reaches the file system.
-    let path = s.searcher.index.path_of(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")))?;
-    let bytes = tokio::fs::read(&path).await.map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("image {id} is no longer on disk")))?;
+    let path = s.searcher.index().path_of(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")))?;
+    let gone = || ApiError(StatusCode::NOT_FOUND, format!("image {id} is no longer on disk"));
+    let etag = etag_of(&tokio::fs::metadata(&path).await.map_err(|_| gone())?);
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let bytes = tokio::fs::read(&path).await.map_err(|_| gone())?;
     // Browsers other than Safari do not show HEIC: the page gets a JPEG of it.
     let edge = edge.or(preprocess::is_heif(&bytes).then_some(preview::HEIC_EDGE));
     if let Some(edge) = edge {
-        return jpeg_preview(s, id, bytes, edge).await;
+        return jpeg_preview(s, id, bytes, edge, etag).await;
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let mime = match ext.as_str() {
@@ -170,12 +214,12 @@ async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>, UrlQuery(q
         "tif" | "tiff" => "image/tiff",
         _ => "application/octet-stream",
     };
-    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "max-age=3600")], bytes).into_response())
+    Ok(([(header::CONTENT_TYPE, mime.to_string()), (header::CACHE_CONTROL, "no-cache".into()), (header::ETAG, etag)], bytes).into_response())
 }
 
 /// [`preview::jpeg`] of an indexed image, made in the work pool (a full decode of a phone photo
 /// takes a core for a fraction of a second).
-async fn jpeg_preview(s: Shared, id: usize, bytes: Vec<u8>, edge: usize) -> Result<Response, ApiError> {
+async fn jpeg_preview(s: Shared, id: usize, bytes: Vec<u8>, edge: usize, etag: String) -> Result<Response, ApiError> {
     let ticket = admit(&s)?;
     let jpeg = within_time_limit(s.pool.timeout, "preview", async move {
         let ticket = s.pool.worker(ticket).await;
@@ -188,7 +232,7 @@ async fn jpeg_preview(s: Shared, id: usize, bytes: Vec<u8>, edge: usize) -> Resu
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot show it: {e}")))
     })
     .await?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "max-age=3600")], jpeg).into_response())
+    Ok(([(header::CONTENT_TYPE, "image/jpeg".to_string()), (header::CACHE_CONTROL, "no-cache".into()), (header::ETAG, etag)], jpeg).into_response())
 }
 
 /// A place in the work pool's queue, or the 503 that a full queue answers.
@@ -219,7 +263,7 @@ async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, 
         s.searcher.method(Some(m)).map_err(|e| bad(e.to_string()))?;
     }
     if let Some(RefInput::Indexed(id)) = parsed.reference {
-        if id >= s.searcher.index.len() {
+        if s.searcher.index().position(id).is_none() {
             return Err(ApiError(StatusCode::NOT_FOUND, format!("no image with id {id}")));
         }
     }
