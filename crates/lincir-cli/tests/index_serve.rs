@@ -133,7 +133,19 @@ fn the_api_answers_bad_input_with_json_errors_and_stays_up() {
     let (ct, body) = multipart(&[("text", "x")], Some(("big.bmp", &big)));
     let (s, r) = post(&agent, &url("/api/search"), &ct, &body);
     assert_eq!(s, 413, "{r}");
-    for (path, want) in [("/api/images/999", 404), ("/api/images/..%2F..%2Fetc%2Fpasswd", 400), ("/api/images/-1", 400)] {
+    let malformed = [
+        ("/api/images/999", 404),
+        ("/api/images/..%2F..%2Fetc%2Fpasswd", 400),
+        ("/api/images/-1", 400),
+        ("/api/images/%FF", 400),
+        ("/api/images?offset=abc", 400),
+        ("/api/images?limit=99999999999999999999999", 400),
+        ("/api/images?containing=-1", 400),
+        ("/api/images?containing=999", 404),
+        ("/api/nothing", 404),
+        ("/api/search", 405),
+    ];
+    for (path, want) in malformed {
         let mut resp = agent.get(&url(path)).call().unwrap();
         assert_eq!(resp.status().as_u16(), want, "{path}");
         let r: serde_json::Value = resp.body_mut().read_json().unwrap();

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -130,6 +131,9 @@ fn router(state: Shared) -> Router {
         .route("/api/images", get(list_images))
         .route("/api/images/{id}", get(image))
         .route("/api/search", post(search))
+        // Every answer of the API is JSON, unknown routes and methods included.
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route: the page is at /, the API under /api/ (docs/SEARCH.md)".into()) })
+        .method_not_allowed_fallback(|| async { ApiError(StatusCode::METHOD_NOT_ALLOWED, "this route does not take that method (search is POST /api/search)".into()) })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -160,7 +164,13 @@ struct Page {
     containing: Option<usize>,
 }
 
-async fn list_images(State(s): State<Shared>, UrlQuery(p): UrlQuery<Page>) -> Result<Json<serde_json::Value>, ApiError> {
+/// The query string's parameters, or the 400 that names the one that is not understood.
+fn parameters<T>(q: Result<UrlQuery<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|UrlQuery(t)| t).map_err(|e| bad(e.body_text()))
+}
+
+async fn list_images(State(s): State<Shared>, p: Result<UrlQuery<Page>, QueryRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+    let p = parameters(p)?;
     let index = s.searcher.index();
     let entries = &index.meta.entries;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
@@ -185,7 +195,9 @@ fn etag_of(meta: &std::fs::Metadata) -> String {
     format!("\"{:x}-{:x}\"", meta.len(), mtime_ns)
 }
 
-async fn image(State(s): State<Shared>, UrlPath(id): UrlPath<String>, UrlQuery(q): UrlQuery<ImageQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn image(State(s): State<Shared>, id: Result<UrlPath<String>, PathRejection>, q: Result<UrlQuery<ImageQuery>, QueryRejection>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let UrlPath(id) = id.map_err(|e| bad(e.body_text()))?;
+    let q = parameters(q)?;
     let id: usize = id.parse().map_err(|_| bad(format!("`{id}` is not an image id")))?;
     let edge = match q.max.as_deref() {
         None => None,
