@@ -368,7 +368,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
     let mut identical = 0;
     for (i, t) in texts.iter().enumerate() {
         let words: Vec<&str> = t.split(' ').take(6).collect();
-        let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k, method: None };
+        let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k, method: None, folder: None, keep_reference: true };
         let started = Instant::now();
         let r = searcher.search(&q)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -52,6 +52,12 @@ pub struct SearchArgs {
     /// The method of a composed query, when several are loaded (default: the first --phi).
     #[arg(long)]
     method: Option<String>,
+    /// Only images in this folder of the indexed one (relative to it, subfolders included).
+    #[arg(long)]
+    folder: Option<String>,
+    /// Let the reference (`--id`) be among the results; it is left out by default.
+    #[arg(long)]
+    keep_reference: bool,
 }
 
 /// Loads the model (both towers), phi and the index, checking they fit together.
@@ -77,7 +83,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         (None, Some(id)) => Some(Reference::Indexed(id)),
         (None, None) => None,
     };
-    let r = s.search(&Query { reference, text: args.text.clone(), k: args.k, method: args.method.clone() })?;
+    let r = s.search(&Query { reference, text: args.text.clone(), k: args.k, method: args.method.clone(), folder: args.folder.clone(), keep_reference: args.keep_reference })?;
     let index = s.index();
     let root = index.meta.root.display().to_string();
     if args.json {
@@ -98,6 +104,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
     for (i, h) in r.hits.iter().enumerate() {
         println!("| {} | {} | {:.4} | {} |", i + 1, h.id, h.score, h.path);
     }
-    println!("encode {:.1} ms, rank {:.1} ms over {} images in {root}", r.encode_ms, r.rank_ms, index.len());
+    let folder = args.folder.as_deref().map(|f| format!(" (folder {f})")).unwrap_or_default();
+    println!("encode {:.1} ms, rank {:.1} ms over {} images in {root}{folder}", r.encode_ms, r.rank_ms, r.ranked);
     Ok(())
 }

@@ -68,7 +68,7 @@ fn indexing_is_incremental_and_search_finds_the_same_image() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((r["mode"].as_str(), r["sentence"].as_str()), (Some("composed"), Some("a photo of $ that is blue")));
-    assert_eq!(r["hits"].as_array().unwrap().len(), 6);
+    assert_eq!(r["hits"].as_array().unwrap().len(), 5, "the other images, not the reference");
 
     // Another model's index is refused.
     let other = work.path().join("other-model");
@@ -509,7 +509,7 @@ fn ids(out: &Path) -> std::collections::BTreeMap<String, u64> {
 
 /// The path `search --id` finds first (itself, in an image-only query).
 fn searched_by_id(out: &Path, id: u64) -> String {
-    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--id", &id.to_string(), "-k", "1", "--json"]);
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--id", &id.to_string(), "-k", "1", "--keep-reference", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["hits"][0]["id"].as_u64(), Some(id));
@@ -587,9 +587,9 @@ fn serve_reloads_the_index_that_lincir_index_updates_and_ids_stay_valid() {
     assert_eq!(s, 200, "{page}");
     assert_eq!(page["offset"], 4, "img3 is fifth in path order now");
     assert_eq!((page["items"][0]["id"].as_u64(), page["items"][0]["path"].as_str()), (Some(img3), Some("sub/img3.bmp")));
-    let (s, r) = post(&agent, &url("/api/search"), "application/json", format!(r#"{{"id": {img3}, "k": 1}}"#).as_bytes());
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", format!(r#"{{"id": {img3}, "k": 1, "keep_reference": true}}"#).as_bytes());
     assert_eq!((s, r["hits"][0]["path"].as_str()), (200, Some("sub/img3.bmp")), "{r}");
-    let (s, r) = post(&agent, &url("/api/search"), "application/json", br#"{"id": 6, "k": 1}"#);
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", br#"{"id": 6, "k": 1, "keep_reference": true}"#);
     assert_eq!((s, r["hits"][0]["path"].as_str()), (200, Some("a_first.bmp")), "the new image is searchable: {r}");
 
     // A removed image's id is a 404, in search and for its file.
@@ -627,6 +627,50 @@ fn serve_reloads_the_index_that_lincir_index_updates_and_ids_stay_valid() {
     std::fs::write(out.join("index.json"), "{").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(get("/api/info").1["images"], 6);
-    let (s, r) = post(&agent, &url("/api/search"), "application/json", format!(r#"{{"id": {img3}, "k": 1}}"#).as_bytes());
+    let (s, r) = post(&agent, &url("/api/search"), "application/json", format!(r#"{{"id": {img3}, "k": 1, "keep_reference": true}}"#).as_bytes());
     assert_eq!((s, r["hits"][0]["path"].as_str()), (200, Some("sub/img3.bmp")), "{r}");
+}
+
+#[test]
+fn a_search_leaves_out_its_reference_and_can_keep_to_a_folder() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    write_bmp(&images.join("other/copy3.bmp"), COLOURS[3]);
+    assert_eq!(index(&m, &images, &out), [7, 1, 0, 0, 6, 0]);
+    let img3 = ids(&out)["sub/img3.bmp"].to_string();
+    let search = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["search", "--index", out.to_str().unwrap(), "--id", &img3, "-k", "3", "--json"];
+        args.extend_from_slice(extra);
+        let o = lincir(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let paths = |r: &serde_json::Value| r["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    // "More like this one": the photo itself is not an answer, its copy is the first.
+    let r = search(&[]);
+    assert_eq!((paths(&r)[0].as_str(), paths(&r).len(), r["ranked"].as_u64()), ("other/copy3.bmp", 3, Some(7)));
+    assert!(!paths(&r).contains(&"sub/img3.bmp".to_string()));
+    let r = search(&["--keep-reference"]);
+    assert_eq!(paths(&r)[..2], ["other/copy3.bmp", "sub/img3.bmp"], "a tie, in path order");
+    // A folder: only its images are ranked.
+    let r = search(&["--folder", "sub/"]);
+    assert_eq!(r["ranked"], 6);
+    assert!(paths(&r).iter().all(|p| p.starts_with("sub/") && p != "sub/img3.bmp"), "{r}");
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--id", &img3, "--folder", "nowhere"]);
+    assert_clean_failure(&o, &["no indexed image in the folder `nowhere`"]);
+
+    // The same through the API, JSON and multipart.
+    let server = serve(&["--index", out.to_str().unwrap()]);
+    let agent = http();
+    let url = format!("{}/api/search", server.base);
+    let (s, r) = post(&agent, &url, "application/json", format!(r#"{{"id": {img3}, "k": 5, "folder": "other"}}"#).as_bytes());
+    assert_eq!((s, paths(&r), r["ranked"].as_u64()), (200, vec!["other/copy3.bmp".to_string()], Some(1)), "{r}");
+    let (ct, body) = multipart(&[("id", &img3), ("k", "2"), ("keep_reference", "true")], None);
+    let (s, r) = post(&agent, &url, &ct, &body);
+    assert_eq!((s, paths(&r)), (200, vec!["other/copy3.bmp".to_string(), "sub/img3.bmp".to_string()]), "{r}");
+    let (ct, body) = multipart(&[("id", &img3), ("keep_reference", "perhaps")], None);
+    assert_eq!(post(&agent, &url, &ct, &body).0, 400);
+    let (s, r) = post(&agent, &url, "application/json", format!(r#"{{"id": {img3}, "folder": "nowhere"}}"#).as_bytes());
+    assert_eq!(s, 400, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("nowhere"), "{r}");
 }

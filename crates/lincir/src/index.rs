@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -211,6 +212,11 @@ impl Index {
         if let Some(e) = meta.entries.iter().find(|e| e.row >= meta.rows) {
             return Err(Error::file(dir.join(META_FILE), format!("entry {} points past the vectors", e.path)));
         }
+        let mut meta = meta;
+        // Folders are ranges of the path order: an index.json out of order (edited) is sorted.
+        if !meta.entries.windows(2).all(|w| w[0].path <= w[1].path) {
+            meta.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         let by_id = ids_by_position(dir, &meta.entries)?;
         Ok(Index { dir: dir.to_path_buf(), meta, vectors, codes, by_id, stamp })
     }
@@ -278,11 +284,33 @@ impl Index {
     /// first; ties in path order. Identical to [`Self::top_k_exact`]: the codes only choose
     /// which rows are scored exactly ([`crate::compact`] has the bound that guarantees it).
     pub fn top_k(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        self.top_k_in(query, k, 0..self.len())
+    }
+
+    /// [`Self::top_k`] among the entries at `positions` (a folder: [`Self::folder_positions`]).
+    pub fn top_k_in(&self, query: &[f32], k: usize, positions: Range<usize>) -> Vec<(usize, f32)> {
+        let end = positions.end.min(self.len());
+        let positions = positions.start.min(end)..end;
         let best = match &self.codes {
-            Some(codes) if k > 0 && query.len() == self.meta.dim => self.top_k_compact(codes, query, k),
-            _ => self.top_k_positions(query, k),
+            Some(codes) if k > 0 && query.len() == self.meta.dim => self.top_k_compact(codes, query, k, positions),
+            _ => self.top_k_positions(query, k, positions),
         };
         self.with_ids(best)
+    }
+
+    /// The positions of the images in `folder` (relative to the indexed one, with `/` or `\`,
+    /// subfolders included; empty: every image): one range, as entries are sorted by path.
+    pub fn folder_positions(&self, folder: &str) -> Range<usize> {
+        let folder = folder.trim().replace('\\', "/");
+        let folder = folder.trim_start_matches("./").trim_matches('/');
+        if folder.is_empty() {
+            return 0..self.len();
+        }
+        // Paths in the folder start with `folder/`; in byte order they all lie between it and
+        // `folder0` ('0' follows '/').
+        let (from, to) = (format!("{folder}/"), format!("{folder}0"));
+        let entries = &self.meta.entries;
+        entries.partition_point(|e| e.path < from)..entries.partition_point(|e| e.path < to)
     }
 
     /// (position, score) pairs as (id, score).
@@ -290,15 +318,16 @@ impl Index {
         best.into_iter().map(|(p, s)| (self.meta.entries[p].id, s)).collect()
     }
 
-    fn top_k_compact(&self, codes: &[u8], query: &[f32], k: usize) -> Vec<(usize, f32)> {
+    fn top_k_compact(&self, codes: &[u8], query: &[f32], k: usize, positions: Range<usize>) -> Vec<(usize, f32)> {
         let (entries, dim) = (&self.meta.entries, self.meta.dim);
+        let base = positions.start;
         let quant = compact::QuantQuery::new(query);
         const CHUNK: usize = 4096;
         // Pass 1: every row's upper bound, and the best rows by approximate score.
         let candidates_per_chunk = 2 * k;
         // Per chunk: the upper bound of every row, and the chunk's best rows by approximate score.
         type Chunk = (Vec<f32>, Vec<(usize, f32)>);
-        let scored: Vec<Chunk> = entries
+        let scored: Vec<Chunk> = entries[positions.clone()]
             .par_chunks(CHUNK)
             .enumerate()
             .map(|(c, chunk)| {
@@ -307,7 +336,7 @@ impl Index {
                 for (i, e) in chunk.iter().enumerate() {
                     let (a, u) = quant.score(&compact::row(codes, dim, e.row));
                     upper.push(u);
-                    approx.push((c * CHUNK + i, a));
+                    approx.push((base + c * CHUNK + i, a));
                 }
                 keep_best(&mut approx, candidates_per_chunk);
                 (upper, approx)
@@ -319,13 +348,13 @@ impl Index {
         let exact = |id: usize| (id, dot(self.row(entries[id].row), query));
         let mut best: Vec<(usize, f32)> = candidates.iter().map(|&(id, _)| exact(id)).collect();
         keep_best(&mut best, k);
-        let Some(&(_, floor)) = best.get(k - 1) else { return self.top_k_positions(query, k) };
+        let Some(&(_, floor)) = best.get(k - 1) else { return self.top_k_positions(query, k, positions) };
         // Pass 2: every row whose bound reaches the floor is scored exactly.
         let mut rescored: Vec<(usize, f32)> = scored
             .par_iter()
             .enumerate()
             .flat_map_iter(|(c, (upper, _))| {
-                upper.iter().enumerate().filter(move |(_, &u)| u >= floor).map(move |(i, _)| exact(c * CHUNK + i))
+                upper.iter().enumerate().filter(move |(_, &u)| u >= floor).map(move |(i, _)| exact(base + c * CHUNK + i))
             })
             .collect();
         keep_best(&mut rescored, k);
@@ -334,19 +363,19 @@ impl Index {
 
     /// Exact top-k (id, score) over the f32 vectors.
     pub fn top_k_exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        self.with_ids(self.top_k_positions(query, k))
+        self.with_ids(self.top_k_positions(query, k, 0..self.len()))
     }
 
     /// Exact top-k (position, score) over the f32 vectors.
-    fn top_k_positions(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        let entries = &self.meta.entries;
+    fn top_k_positions(&self, query: &[f32], k: usize, positions: Range<usize>) -> Vec<(usize, f32)> {
+        let (entries, base) = (&self.meta.entries[positions.clone()], positions.start);
         const CHUNK: usize = 4096;
         let mut best: Vec<(usize, f32)> = entries
             .par_chunks(CHUNK)
             .enumerate()
             .flat_map_iter(|(c, chunk)| {
                 let mut local: Vec<(usize, f32)> =
-                    chunk.iter().enumerate().map(|(i, e)| (c * CHUNK + i, dot(self.row(e.row), query))).collect();
+                    chunk.iter().enumerate().map(|(i, e)| (base + c * CHUNK + i, dot(self.row(e.row), query))).collect();
                 keep_best(&mut local, k);
                 local
             })
@@ -698,6 +727,24 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_is_the_range_of_paths_under_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ["a-b/1.jpg", "a.jpg", "a/1.jpg", "a/b/2.jpg", "a/b0.jpg", "a0/3.jpg", "b/4.jpg"];
+        let dim = 4;
+        let entries = paths.iter().enumerate().map(|(i, p)| Entry { path: p.to_string(), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0 }).collect();
+        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.path().into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, entries };
+        write(dir.path(), meta, &vec![0.5; paths.len() * dim], true).unwrap();
+        let index = Index::open(dir.path()).unwrap();
+        let under = |f: &str| index.meta.entries[index.folder_positions(f)].iter().map(|e| e.path.as_str()).collect::<Vec<_>>();
+        assert_eq!(under("a"), ["a/1.jpg", "a/b/2.jpg", "a/b0.jpg"]);
+        assert_eq!(under("/a/b/"), ["a/b/2.jpg"]);
+        assert_eq!(under("a\\b"), ["a/b/2.jpg"]);
+        assert_eq!(under("./b"), ["b/4.jpg"]);
+        assert_eq!(under(""), paths);
+        assert!(under("c").is_empty() && under("a/1.jpg").is_empty());
+    }
+
+    #[test]
     fn dot_matches_the_plain_sum() {
         let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.1).collect();
         let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.03).collect();
@@ -745,6 +792,13 @@ mod tests {
             for q in queries.chunks(dim) {
                 for k in [1, 10, 100, 7000] {
                     assert_eq!(index.top_k(q, k), index.top_k_exact(q, k), "k {k}");
+                }
+                // Within a range of positions (a folder): the exact top-k of that range.
+                for (range, k) in [(1000..5100, 10), (5990..6010, 7), (17..18, 3), (40..40, 5)] {
+                    let n = vectors.len() / dim; // a range past the end is cut to it
+                    let mut exact: Vec<(usize, f32)> = (range.start.min(n)..range.end.min(n)).map(|p| (p, dot(&vectors[p * dim..(p + 1) * dim], q))).collect();
+                    keep_best(&mut exact, k);
+                    assert_eq!(index.top_k_in(q, k, range.clone()), exact, "{range:?}");
                 }
             }
         }

@@ -33,6 +33,11 @@ pub struct Query {
     /// The method of a composed query, by name (`lincir`, `searle`, `pic2word`); the first
     /// loaded one when absent.
     pub method: Option<String>,
+    /// Only images in this folder of the indexed one (subfolders included); None: all.
+    pub folder: Option<String>,
+    /// Whether an indexed reference may be among the results. It is left out by default: "this
+    /// photo, but ..." is not answered by the photo itself (the benchmarks' protocol, too).
+    pub keep_reference: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,6 +64,8 @@ pub struct Results {
     /// The sentence that was encoded (composed and text queries).
     pub sentence: Option<String>,
     pub hits: Vec<Hit>,
+    /// How many images were ranked (those of the folder asked for).
+    pub ranked: usize,
     pub encode_ms: f64,
     pub rank_ms: f64,
     /// The normalised query vector that was ranked against the index.
@@ -247,6 +254,15 @@ impl Searcher {
         let started = Instant::now();
         // One index for the whole query: a reload meanwhile does not mix two.
         let index = self.index();
+        let positions = index.folder_positions(q.folder.as_deref().unwrap_or(""));
+        if positions.is_empty() {
+            let folder = q.folder.as_deref().unwrap_or("").trim();
+            return Err(Error::Invalid(if folder.is_empty() { "the index is empty".into() } else { format!("no indexed image in the folder `{folder}`") }));
+        }
+        let excluded = match &q.reference {
+            Some(Reference::Indexed(id)) if !q.keep_reference => Some(*id),
+            _ => None,
+        };
         // Preprocessing is CPU work: done before taking the device's turn.
         let reference = q.reference.as_ref().map(|r| match r {
             Reference::Indexed(id) => Prepared::Indexed(*id),
@@ -276,13 +292,16 @@ impl Searcher {
         drop(turn);
         let encode_ms = started.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
+        // One more when the reference is left out: it can take at most one place.
         let hits = index
-            .top_k(&query, q.k)
+            .top_k_in(&query, q.k + usize::from(excluded.is_some()), positions.clone())
             .into_iter()
+            .filter(|&(id, _)| Some(id) != excluded)
+            .take(q.k)
             .map(|(id, score)| Hit { id, path: index.entry(id).map(|e| e.path.clone()).unwrap_or_default(), score })
             .collect();
         let rank_ms = started.elapsed().as_secs_f64() * 1e3;
-        Ok(Results { mode, method, sentence, hits, encode_ms, rank_ms, query })
+        Ok(Results { mode, method, sentence, hits, ranked: positions.len(), encode_ms, rank_ms, query })
     }
 }
 

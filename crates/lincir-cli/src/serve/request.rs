@@ -34,6 +34,9 @@ struct JsonQuery {
     text: Option<String>,
     k: Option<usize>,
     method: Option<String>,
+    folder: Option<String>,
+    #[serde(default)]
+    keep_reference: bool,
 }
 
 /// The reference of a request as it arrived: an upload is decoded later, in the pool.
@@ -48,6 +51,10 @@ pub struct Parsed {
     pub text: Option<String>,
     pub k: usize,
     pub method: Option<String>,
+    /// Only images in this folder of the indexed one.
+    pub folder: Option<String>,
+    /// Whether an indexed reference may be among the results.
+    pub keep_reference: bool,
 }
 
 /// Reads a request body of the given content type; nothing is decoded yet.
@@ -61,7 +68,7 @@ pub async fn parse_request(content_type: &str, body: axum::body::Body, max_uploa
             .await
             .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large".into()))?;
         let q: JsonQuery = serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10), method: q.method }
+        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10), method: q.method, folder: q.folder, keep_reference: q.keep_reference }
     } else {
         return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data or application/json".into()));
     };
@@ -72,7 +79,8 @@ pub async fn parse_request(content_type: &str, body: axum::body::Body, max_uploa
 }
 
 async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parsed, ApiError> {
-    let (mut image, mut id, mut text, mut k, mut method) = (None, None, None, None, None);
+    let (mut image, mut id, mut text, mut k, mut method, mut folder) = (None, None, None, None, None, None);
+    let mut keep_reference = false;
     while let Some(field) = form.next_field().await.map_err(|e| multipart_error(e, max_upload))? {
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {
@@ -87,17 +95,25 @@ async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parse
                 }
                 image = Some((file, bytes));
             }
-            "id" | "text" | "k" | "method" => {
+            "id" | "text" | "k" | "method" | "folder" | "keep_reference" => {
                 let v = field.text().await.map_err(|e| multipart_error(e, max_upload))?;
                 match name.as_str() {
                     "id" if !v.trim().is_empty() => id = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not an image id")))?),
                     "text" => text = Some(v),
                     "method" if !v.trim().is_empty() => method = Some(v.trim().to_string()),
                     "k" if !v.trim().is_empty() => k = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not a number")))?),
+                    "folder" if !v.trim().is_empty() => folder = Some(v),
+                    "keep_reference" => {
+                        keep_reference = match v.trim() {
+                            "true" | "1" | "on" => true,
+                            "false" | "0" | "off" | "" => false,
+                            _ => return Err(bad(format!("keep_reference is true or false, not `{v}`"))),
+                        }
+                    }
                     _ => {}
                 }
             }
-            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k, method)"))),
+            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k, method, folder, keep_reference)"))),
         }
     }
     let reference = match (image, id) {
@@ -106,7 +122,7 @@ async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parse
         (None, Some(id)) => Some(RefInput::Indexed(id)),
         (None, None) => None,
     };
-    Ok(Parsed { reference, text, k: k.unwrap_or(10), method })
+    Ok(Parsed { reference, text, k: k.unwrap_or(10), method, folder, keep_reference })
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, max: usize) -> ApiError {
