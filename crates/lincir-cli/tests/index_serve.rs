@@ -674,3 +674,17 @@ fn a_search_leaves_out_its_reference_and_can_keep_to_a_folder() {
     assert_eq!(s, 400, "{r}");
     assert!(r["error"].as_str().unwrap().contains("nowhere"), "{r}");
 }
+
+#[test]
+fn a_second_index_run_on_the_same_index_waits_its_turn() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    write_bmp(&images.join("new.bmp"), [0, 120, 120]);
+    // What a run in progress holds (its lock; a killed run's lock goes with its process).
+    let held = std::fs::OpenOptions::new().read(true).write(true).open(out.join("index.lock")).unwrap();
+    held.lock().unwrap();
+    let o = lincir(&["index", "--model", &m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_clean_failure(&o, &["another `lincir index` is updating this index (process"]);
+    held.unlock().unwrap();
+    assert_eq!(index(&m, &images, &out), [7, 1, 0, 0, 6, 0]);
+}

@@ -41,6 +41,8 @@ use crate::compact;
 use crate::{Error, Result};
 
 pub const META_FILE: &str = "index.json";
+/// Held by the `lincir index` run updating the index ([`lock`]).
+const LOCK_FILE: &str = "index.lock";
 pub const FORMAT: u32 = 2;
 /// Indexes written before the codes: still opened and searched (exactly).
 const OLDEST_READABLE_FORMAT: u32 = 1;
@@ -440,6 +442,7 @@ pub fn build(
         return Err(Error::file(images, "not a folder of images"));
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the index: {e}")))?;
+    let _lock = lock(dir)?;
     let existing = if dir.join(META_FILE).is_file() { Some(read_meta(dir)?) } else { None };
     clip.preprocess.jpeg = jpeg.or(existing.as_ref().map(|m| m.jpeg)).unwrap_or_default();
     let key = model_key(clip)?;
@@ -589,6 +592,28 @@ pub fn build(
     }
     report.total = meta.entries.len();
     Ok(report)
+}
+
+/// Holds `index.lock` for one `lincir index` run: two runs on one index (a cron job and one by
+/// hand) would append rows to the same file in turns and each write an `index.json` that knows
+/// only its own. The lock is the operating system's (flock), so a killed run releases it.
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| Error::file(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message another run gives.
+            use std::io::{Seek, SeekFrom};
+            let _ = file.set_len(0).and_then(|_| file.seek(SeekFrom::Start(0))).and_then(|_| write!(file, "{}", std::process::id()));
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).ok().filter(|p| !p.trim().is_empty()).map(|p| format!(" (process {})", p.trim())).unwrap_or_default();
+            Err(Error::file(dir, format!("another `lincir index` is updating this index{holder}: run this one when it has finished")))
+        }
+        // A file system without locks (some network shares): indexing goes on unguarded.
+        Err(std::fs::TryLockError::Error(_)) => Ok(file),
+    }
 }
 
 /// Writes an index of rows that are already L2-normalised (benchmarks, tests) into the empty
