@@ -564,8 +564,10 @@ pub fn build(
                 }
                 None => {
                     report.added += 1;
-                    meta.next_id += 1;
-                    meta.next_id - 1
+                    let id = meta.next_id;
+                    // Only an edited index.json gets here: ids are not meant to run out.
+                    meta.next_id = id.checked_add(1).filter(|&n| n != unassigned()).ok_or_else(|| Error::file(dir.join(META_FILE), "has no image ids left (next_id)"))?;
+                    id
                 }
             };
             meta.entries.push(Entry { path: t.0.clone(), id, size: t.2, mtime_ns: t.3, row: meta.rows, norm });
