@@ -11,18 +11,21 @@
 # recorded with its exit code and the others still run.
 #
 # The lent machine takes at most 64 MiB of carried files and 10 minutes per call, 15 minutes of
-# device time in all: the binaries travel xz-compressed (gpu-bin/*.xz, unpacked here), the shapes
-# world (47 MB) in a later call, and the work is cut into calls made one after another while the
-# machine is warm (SECTIONS: a regex of the sections to run; SKIP: of those to leave out):
-#   1. carry ["gpu-bin"]   SKIP='shapes|fused|encode|index|autograd|peers'  parity, the SMP step, the fused
-#                          kernels' parity, training throughput (about 6 minutes, estimated)
-#   2. (no carry)          SECTIONS='^(encode|index|autograd)'  image throughput, index end to end,
-#                                                            search latency, training through autograd
-#   3. carry ["gpu-data"]  SECTIONS='^shapes'                the shapes world, resuming on the GPU
-#   4. if 4 minutes are left: SECTIONS=fused                 everything again through the fused
-#                          kernels (LINCIR_CUDA_FUSED=1), the bigG/14 bf16 step first
-#   5. only with time left: SECTIONS=peers (after 3, whose shapes world it reuses while warm)
-#                          SEARLE trained and evaluated on the device (not an issue 9 check)
+# device time in all, starting it included (minutes): in practice two calls. The binaries travel
+# xz-compressed (gpu-bin/*.xz, unpacked here); the shapes world (46 MB) cannot travel with them,
+# so it comes in a second call made at once (the machine is given back after 30 s idle, and the
+# second call finds gpu-bin/ only on the same machine). SECTIONS: a regex of the sections to run;
+# SKIP: of those to leave out; LINCIR_CHECK_BUDGET_S: seconds this call may use (default 570),
+# after which the remaining sections are recorded as skipped instead of the call being killed
+# mid-section. Sections run in the order of what issue 9 needs most:
+#   1. carry ["gpu-bin"], LINCIR_CHECK_BUDGET_S=480, SKIP='shapes|fused|peers': parity, the SMP
+#      step, then the headline numbers (bigG/14 bf16 training against the original's fp16 step,
+#      ViT-L/14 images bf16 against transformers fp16), then the other towers and dtypes, image
+#      throughput, `index` end to end, search latency, autograd, the fused kernels' parity
+#   2. carry ["gpu-data"] at once, LINCIR_CHECK_BUDGET_S=<what is left>, SECTIONS='^shapes':
+#      the shapes world in f32 and bf16, resuming bit for bit, Pic2Word
+#   3. only with time left: SECTIONS=fused (everything through LINCIR_CUDA_FUSED=1), then
+#      SECTIONS=peers (SEARLE on the device, not an issue 9 check)
 #
 # A dry run of the same flow on the CPU with tiny models (to test this script without a GPU):
 #   LINCIR_CHECK_DEVICE=cpu LINCIR_BIN=target/release/lincir scripts/gpu_check.sh
@@ -35,6 +38,9 @@ OPS_TEST=${LINCIR_OPS_TEST:-gpu-bin/cuda_ops}
 PY=${PYTHON:-python3}
 W=${LINCIR_CHECK_WORK:-/tmp/lincir-gpu-check}
 mkdir -p "$W"
+# Sections that would end past this call's budget are skipped (and said so), so that a call is
+# never killed mid-section with its last numbers lost.
+DEADLINE=$(( $(date +%s) + ${LINCIR_CHECK_BUDGET_S:-570} ))
 # At most 8 files come back from the device's $OUT: the sections write their files to a folder
 # of the work dir, and after every section $OUT gets gpu_check.json, summary.md, log.txt and
 # details.tar.gz (all of them), so that a call stopped at its time limit still returns them.
@@ -44,27 +50,38 @@ OUT="$W/details-$(date +%s)"
 mkdir -p "$OUT"
 RES="$OUT/results.jsonl"
 : > "$RES"
+# The log is written where it comes back from, as it grows: a call that ends abruptly still
+# returns every line written before.
+LOG="$FINAL/log.txt"
+: > "$LOG"
 # Binaries carried compressed (scripts/package_gpu_check.sh): unpack once.
 for f in "$BIN" "$STEP_TEST" "$OPS_TEST"; do
   if [ ! -x "$f" ] && [ -f "$f.xz" ]; then
-    "${PYTHON:-python3}" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f.xz" "$f" && chmod +x "$f"
+    "${PYTHON:-python3}" -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f.xz" "$f.partial" \
+      && chmod +x "$f.partial" && mv "$f.partial" "$f"
   fi
 done
+# (A fresh machine given a later call without gpu-bin: nothing can run.)
+if [ ! -x "$BIN" ]; then
+  echo "no $BIN here: carry gpu-bin (scripts/package_gpu_check.sh), or the machine was given back since the call that did" | tee -a "$LOG"
+  exit 1
+fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 LINCIR_CACHE="$W/cache"
 
 if [ "$DEV" = cpu ]; then
   SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; N_SEARCH=2000; SHAPES_STEPS=20; RESUME_STEPS=10
   OTI_STEPS=3
-  TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16)
+  TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16); TORCH_IMG_DTYPES=(f32); INDEX_DTYPE=f32
 else
   SIZE_VL=large; SIZE_TEXT=(bigG-text large-text);  # bigG/14 first: the issue's targets
   BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; N_SEARCH=100000; SHAPES_STEPS=1000; RESUME_STEPS=100
   OTI_STEPS=350
   # f16 training (for GPUs without bf16) is not timed: one minute of the first call saved.
-  TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(f32 bf16 f16); TRAIN_DTYPES=(bf16 f32)
+  # The first of each list is the headline, run first: bf16 against the original's fp16.
+  TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(bf16 f16 f32); TRAIN_DTYPES=(bf16 f32); TORCH_IMG_DTYPES=(fp16 f32); INDEX_DTYPE=bf16
 fi
 
-log() { echo "[$(date +%T)] $*" | tee -a "$OUT/log.txt"; }
+log() { echo "[$(date +%T)] $*" | tee -a "$LOG"; }
 # Whether SECTIONS and SKIP select the section NAME.
 selected() {
   if [ -n "${SECTIONS:-}" ] && ! [[ "$1" =~ $SECTIONS ]]; then return 1; fi
@@ -79,19 +96,33 @@ needs_models() {
   done
   return 1
 }
-# section NAME SECONDS CMD...: runs CMD with a time limit, records its exit code and duration.
+# Sections run in this call (each at most once: the headline ones come first, then the loops
+# that would repeat them).
+declare -A RAN=()
+# section NAME SECONDS CMD...: runs CMD with a time limit (cut to what is left of the call's
+# budget; skipped when under 30 s are left), records its exit code and duration.
 section() {
   local name=$1 limit=$2
   shift 2
   # ALWAYS=1: a prerequisite of whatever runs (the random models), not filtered.
   [ -n "${ALWAYS:-}" ] || selected "$name" || return 0
-  log "== $name"
+  [ -z "${RAN[$name]:-}" ] || return 0
+  RAN[$name]=1
+  local left=$(( DEADLINE - $(date +%s) - 15 ))
+  if [ "$left" -lt 30 ]; then
+    log "== $name: skipped, ${left} s of this call's budget left"
+    printf '{"section": "%s", "rc": -1, "seconds": 0, "skipped": "budget"}\n' "$name" >> "$RES"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  log "== $name (at most $limit s)"
   local t0=$EPOCHREALTIME
   # Functions run in a child bash (timeout runs programs): they and the settings are exported.
+  # -k: a process that ignores SIGTERM (stuck in the driver) is killed 15 s later.
   if declare -F "$1" >/dev/null; then
-    timeout "$limit" bash -c "$*" >> "$OUT/log.txt" 2>&1
+    timeout -k 15 "$limit" bash -c "$*" >> "$LOG" 2>&1
   else
-    timeout "$limit" "$@" >> "$OUT/log.txt" 2>&1
+    timeout -k 15 "$limit" "$@" >> "$LOG" 2>&1
   fi
   local rc=$?
   printf '{"section": "%s", "rc": %d, "seconds": %.1f}\n' "$name" "$rc" "$(echo "$EPOCHREALTIME - $t0" | awk '{print $1 - $3}')" >> "$RES"
@@ -113,18 +144,18 @@ PYEOF
 export LD_LIBRARY_PATH="$NVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 # The driver's libcuda.so.1, where the loader's cache does not list it (a container may mount the
 # driver's folder without it): the usual folders, else where PyTorch loaded it from.
-if [ "$DEV" != cpu ] && ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q 'libcuda\.so\.1'; then
+# (grep without -q reads the whole list: with pipefail, an early exit would fail ldconfig.)
+if [ "$DEV" != cpu ] && ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep 'libcuda\.so\.1' > /dev/null; then
   driver=""
   for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/lib64 /usr/local/cuda/compat; do
     [ -e "$d/libcuda.so.1" ] && { driver=$d; break; }
   done
   [ -n "$driver" ] || driver=$("$PY" -c "import torch, os; torch.cuda.init(); print(next((os.path.dirname(l.split()[-1]) for l in open('/proc/self/maps') if 'libcuda.so' in l), ''))" 2>/dev/null)
   [ -n "$driver" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$driver"
-  echo "libcuda.so.1 not in the loader's cache; using ${driver:-nothing found}" | tee -a "$OUT/log.txt"
+  echo "libcuda.so.1 not in the loader's cache; using ${driver:-nothing found}" | tee -a "$LOG"
 fi
 
-export OUT DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG BATCH_TRAIN STEPS N_INDEX N_SEARCH SHAPES_STEPS RESUME_STEPS OTI_STEPS LD_LIBRARY_PATH
-export IMG_DTYPE_LAST="${IMG_DTYPES[-1]}"
+export OUT LOG DEV BIN STEP_TEST OPS_TEST PY W SIZE_VL BATCH_IMG BATCH_TRAIN STEPS N_INDEX N_SEARCH SHAPES_STEPS RESUME_STEPS OTI_STEPS LD_LIBRARY_PATH INDEX_DTYPE
 
 # The summary of what has run so far, into $FINAL: every JSON in one file, the main ratios as a
 # table, the log, and everything the sections wrote.
@@ -148,9 +179,15 @@ parity = os.path.join(out, "parity.jsonl")
 summary["parity"] = [json.loads(l) for l in open(parity) if l.strip()] if os.path.exists(parity) else []
 resume = os.path.join(out, "resume.jsonl")
 summary["resume"] = [json.loads(l) for l in open(resume) if l.strip()] if os.path.exists(resume) else []
-json.dump(summary, open(os.path.join(final, "gpu_check.json"), "w"), indent=1)
+def write(name, text):
+    # Whole or not at all: a call ended during the write keeps the previous copy.
+    tmp = os.path.join(final, name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(final, name))
+write("gpu_check.json", json.dumps(summary, indent=1))
 lines = ["| section | exit | seconds |", "|---|---|---|"]
-lines += [f"| {s['section']} | {s['rc']} | {s['seconds']} |" for s in summary["sections"]]
+lines += [f"| {s['section']} | {'skipped (budget)' if s.get('skipped') else s['rc']} | {s['seconds']} |" for s in summary["sections"]]
 lines += ["", "| parity | rel err |", "|---|---|"]
 lines += [f"| {p['a'].split('/')[-1]} vs {p['b'].split('/')[-1]} | {p['rel_err']:.2e} |" for p in summary["parity"]]
 lines += ["", "| training | samples/s | useful TFLOP/s |", "|---|---|---|"]
@@ -199,11 +236,11 @@ for dt in ("f32", "bf16", "fused_bf16", "pic2word", "searle"):
         runs = summary[k].get("runs", [summary[k]])
         r1 = ", ".join(f"{r.get('label', r.get('mode'))} R@1 {r.get('metrics', {}).get('all', {}).get('R@1')}" for r in runs)
         lines.append(f"\nshapes {dt}: {r1}; {json.dumps(summary[k])[:400]}")
-open(os.path.join(final, "summary.md"), "w").write("\n".join(lines) + "\n")
+write("summary.md", "\n".join(lines) + "\n")
 print("\n".join(lines))
 PYEOF
-  cp "$OUT/log.txt" "$FINAL/log.txt" 2> /dev/null
-  tar czf "$FINAL/details.tar.gz" -C "$OUT" . 2> /dev/null
+  cp "$LOG" "$OUT/log.txt" 2> /dev/null
+  tar czf "$FINAL/details.tar.gz.tmp" -C "$OUT" . 2> /dev/null && mv "$FINAL/details.tar.gz.tmp" "$FINAL/details.tar.gz"
 }
 
 # 1. The machine and the binary.
@@ -283,7 +320,84 @@ step_parity() {
 export -f step_parity
 section step_parity 180 step_parity
 
-# 5b. The fused GPU training ops (kernels/train_ops.cu) against the CPU's ops, f32/bf16/f16, values
+# The original's step in PyTorch. Padded to 77 in f32, bigG/14's activations at batch 512 may not
+# fit in the GPU's memory (the paper split its 512 over eight GPUs): then half the batch, said so
+# in the JSON (samples/s barely depend on the batch at these sizes).
+train_torch() {
+  local size=$1 p=$2 out="$OUT/train_torch_$1_$2.json" batch
+  for batch in "$BATCH_TRAIN" $((BATCH_TRAIN / 2)); do
+    "$PY" scripts/bench_train_torch.py "$W/models/$size" --device "$DEV" --precision "$p" --batch-size "$batch" --steps "$STEPS" \
+      --paddings 77 > "$out" 2> "$out.err" && { cat "$out.err"; rm -f "$out.err"; return 0; }
+    cat "$out.err"
+    grep -qi "out of memory" "$out.err" || return 1
+    echo "out of memory at batch $batch"
+  done
+  return 1
+}
+export -f train_torch
+
+# 6. Training throughput: lincir's step against the original's step in PyTorch (padded to 77;
+#    fp16 autocast as `accelerate --mixed_precision fp16`, and f32), same batch, same device; and
+# 7. image embedding throughput at ViT-L/14, batch 256: the tower alone, against transformers.
+train_lincir() {
+  section "train_lincir_$1_$2" 300 "$BIN" bench train --model "$W/models/$1" --device "$DEV" --dtype "$2" \
+    --batch-size "$BATCH_TRAIN" --steps "$STEPS" --out "$OUT/train_lincir_$1_$2.json"
+}
+train_original() {
+  section "train_torch_$1_$2" 300 train_torch "$1" "$2"
+}
+encode_lincir() {
+  section "encode_lincir_$1" 240 "$BIN" bench encode --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "$1" \
+    --batch-size "$BATCH_IMG" --text-batches 2 --image-batches 5 --out "$OUT/encode_lincir_$1.json"
+}
+encode_original() {
+  section "encode_torch_$1" 240 sh -c "'$PY' scripts/bench_encode_torch.py '$W/models/$SIZE_VL' --device $DEV --dtype $1 \
+    --batch-size $BATCH_IMG --text-batches 2 --image-batches 5 > '$OUT/encode_torch_$1.json'"
+}
+# The issue's headline numbers first (the first text tower, bigG/14 on the GPU, in bf16 against
+# the original's fp16; images in bf16 against transformers fp16), then every other pairing.
+train_lincir "${SIZE_TEXT[0]}" "${TRAIN_DTYPES[0]}"
+train_original "${SIZE_TEXT[0]}" "${TORCH_PRECISIONS[0]}"
+encode_lincir "${IMG_DTYPES[0]}"
+encode_original "${TORCH_IMG_DTYPES[0]}"
+for size in "${SIZE_TEXT[@]}"; do
+  for dt in "${TRAIN_DTYPES[@]}"; do train_lincir "$size" "$dt"; done
+  for p in "${TORCH_PRECISIONS[@]}"; do train_original "$size" "$p"; done
+done
+for dt in "${IMG_DTYPES[@]}"; do encode_lincir "$dt"; done
+for dt in "${TORCH_IMG_DTYPES[@]}"; do encode_original "$dt"; done
+
+# 8. Images end to end (decode + preprocess on CPU threads feeding the GPU): `lincir index` over
+#    640x480 JPEGs, against the tower's own rate above.
+index_rate() {
+  "$PY" - "$W/photos" "$N_INDEX" <<'PYEOF'
+import sys, random
+from pathlib import Path
+from PIL import Image
+d = Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True); random.seed(1)
+base = Image.effect_noise((640, 480), 60).convert("RGB")
+for i in range(int(sys.argv[2])):
+    base.rotate(i % 360).save(d / f"p{i:05d}.jpg", quality=88)
+PYEOF
+  rm -rf "$W/photos.index"
+  "$BIN" index --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "$INDEX_DTYPE" --images "$W/photos" --out "$W/photos.index" \
+    --batch-size "$BATCH_IMG" --json "$OUT/index_rate.json"
+}
+export -f index_rate
+section index_rate 240 index_rate
+# 8b. Search latency (`bench search`): each composed query's phi and text tower on the device,
+#     ranking over a synthetic index of N_SEARCH entries on the CPU.
+for dt in f32 bf16; do
+  section "index_search_$dt" 120 "$BIN" bench search --model "$W/models/$SIZE_VL" --device "$DEV" --dtype $dt \
+    --entries "$N_SEARCH" --queries 100 --out "$OUT/search_lincir_$dt.json"
+done
+
+# 8c. The training step through candle's autograd instead of the text encoder's hand-written
+#     backward (LINCIR_TAPED=0; nn/taped.rs), for the first text tower in bf16: what it gains.
+section "autograd_train_lincir_${SIZE_TEXT[0]}" 300 env LINCIR_TAPED=0 "$BIN" bench train --model "$W/models/${SIZE_TEXT[0]}" \
+  --device "$DEV" --dtype bf16 --batch-size "$BATCH_TRAIN" --steps "$STEPS" --out "$OUT/train_lincir_autograd_${SIZE_TEXT[0]}_bf16.json"
+
+# 8d. The fused GPU training ops (kernels/train_ops.cu) against the CPU's ops, f32/bf16/f16, values
 #     and input gradients (tests/cuda_ops.rs); then the SMP step through them.
 cuda_ops() {
   LINCIR_TEST_DEVICE="$DEV" "$OPS_TEST" --nocapture --test-threads 1 2>&1 | tee "$OUT/cuda_ops.txt"
@@ -333,36 +447,8 @@ fused_step_parity() {
 }
 export -f fused_step_parity
 # (the step fixture, when the first call's step_parity did not leave one on this machine)
-[ -d "$W/smp" ] || ! selected fused_step_parity || "$PY" scripts/make_smp_fixtures.py --device "$DEV" --out "$W/smp" >> "$OUT/log.txt" 2>&1
+[ -d "$W/smp" ] || ! selected fused_step_parity || timeout -k 15 120 "$PY" scripts/make_smp_fixtures.py --device "$DEV" --out "$W/smp" >> "$LOG" 2>&1
 section fused_step_parity 180 fused_step_parity
-
-# The original's step in PyTorch. Padded to 77 in f32, bigG/14's activations at batch 512 may not
-# fit in the GPU's memory (the paper split its 512 over eight GPUs): then half the batch, said so
-# in the JSON (samples/s barely depend on the batch at these sizes).
-train_torch() {
-  local size=$1 p=$2 out="$OUT/train_torch_$1_$2.json" batch
-  for batch in "$BATCH_TRAIN" $((BATCH_TRAIN / 2)); do
-    "$PY" scripts/bench_train_torch.py "$W/models/$size" --device "$DEV" --precision "$p" --batch-size "$batch" --steps "$STEPS" \
-      --paddings 77 > "$out" 2> "$out.err" && { cat "$out.err"; rm -f "$out.err"; return 0; }
-    cat "$out.err"
-    grep -qi "out of memory" "$out.err" || return 1
-    echo "out of memory at batch $batch"
-  done
-  return 1
-}
-export -f train_torch
-
-# 6. Training throughput: lincir's step against the original's step in PyTorch (padded to 77;
-#    fp16 autocast as `accelerate --mixed_precision fp16`, and f32), same batch, same device.
-for size in "${SIZE_TEXT[@]}"; do
-  for dt in "${TRAIN_DTYPES[@]}"; do
-    section "train_lincir_${size}_$dt" 300 "$BIN" bench train --model "$W/models/$size" --device "$DEV" --dtype "$dt" \
-      --batch-size "$BATCH_TRAIN" --steps "$STEPS" --out "$OUT/train_lincir_${size}_$dt.json"
-  done
-  for p in "${TORCH_PRECISIONS[@]}"; do
-    section "train_torch_${size}_$p" 300 train_torch "$size" "$p"
-  done
-done
 
 # 6b. The same training steps through the fused GPU ops (LINCIR_CUDA_FUSED=1).
 for dt in bf16 f32; do
@@ -372,51 +458,11 @@ for dt in bf16 f32; do
   done
 done
 
-# 7. Image embedding throughput at ViT-L/14, batch 256: the tower alone, against transformers.
-for dt in "${IMG_DTYPES[@]}"; do
-  section "encode_lincir_$dt" 240 "$BIN" bench encode --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "$dt" \
-    --batch-size "$BATCH_IMG" --text-batches 2 --image-batches 5 --out "$OUT/encode_lincir_$dt.json"
-done
 # The vision tower's activation as one fused kernel (LINCIR_CUDA_FUSED=1).
 for dt in "${IMG_DTYPES[@]}"; do
   section "fused_encode_lincir_$dt" 240 env LINCIR_CUDA_FUSED=1 "$BIN" bench encode --model "$W/models/$SIZE_VL" --device "$DEV" \
     --dtype "$dt" --batch-size "$BATCH_IMG" --text-batches 2 --image-batches 5 --out "$OUT/encode_lincir_fused_$dt.json"
 done
-for dt in fp16 f32; do
-  [ "$DEV" = cpu ] && [ $dt = fp16 ] && continue
-  section "encode_torch_$dt" 240 sh -c "'$PY' scripts/bench_encode_torch.py '$W/models/$SIZE_VL' --device $DEV --dtype $dt \
-    --batch-size $BATCH_IMG --text-batches 2 --image-batches 5 > '$OUT/encode_torch_$dt.json'"
-done
-
-# 8. Images end to end (decode + preprocess on CPU threads feeding the GPU): `lincir index` over
-#    640x480 JPEGs, against the tower's own rate above.
-index_rate() {
-  "$PY" - "$W/photos" "$N_INDEX" <<'PYEOF'
-import sys, random
-from pathlib import Path
-from PIL import Image
-d = Path(sys.argv[1]); d.mkdir(parents=True, exist_ok=True); random.seed(1)
-base = Image.effect_noise((640, 480), 60).convert("RGB")
-for i in range(int(sys.argv[2])):
-    base.rotate(i % 360).save(d / f"p{i:05d}.jpg", quality=88)
-PYEOF
-  rm -rf "$W/photos.index"
-  "$BIN" index --model "$W/models/$SIZE_VL" --device "$DEV" --dtype "$IMG_DTYPE_LAST" --images "$W/photos" --out "$W/photos.index" \
-    --batch-size "$BATCH_IMG" --json "$OUT/index_rate.json"
-}
-export -f index_rate
-section index_rate 240 index_rate
-# 8b. Search latency (`bench search`): each composed query's phi and text tower on the device,
-#     ranking over a synthetic index of N_SEARCH entries on the CPU.
-for dt in f32 bf16; do
-  section "index_search_$dt" 120 "$BIN" bench search --model "$W/models/$SIZE_VL" --device "$DEV" --dtype $dt \
-    --entries "$N_SEARCH" --queries 100 --out "$OUT/search_lincir_$dt.json"
-done
-
-# 8c. The training step through candle's autograd instead of the text encoder's hand-written
-#     backward (LINCIR_TAPED=0; nn/taped.rs), for the first text tower in bf16: what it gains.
-section "autograd_train_lincir_${SIZE_TEXT[0]}" 300 env LINCIR_TAPED=0 "$BIN" bench train --model "$W/models/${SIZE_TEXT[0]}" \
-  --device "$DEV" --dtype bf16 --batch-size "$BATCH_TRAIN" --steps "$STEPS" --out "$OUT/train_lincir_autograd_${SIZE_TEXT[0]}_bf16.json"
 
 # 9. The shapes world end to end on the device: train 1,000 x 64, then evaluate on CIRR val.
 # The shapes world, unpacked once from what scripts/package_gpu_check.sh carried.
@@ -484,13 +530,14 @@ export -f shapes_pic2word
 section shapes_pic2word 120 shapes_pic2word
 # The shapes world in bf16 through the fused GPU ops: R@1 within the seed spread of the above.
 fused_shapes() {
-  LINCIR_CUDA_FUSED=1 shapes_run bf16 fused_bf16
+  # Its own feature cache: the gallery is embedded again, through the fused ops.
+  LINCIR_CUDA_FUSED=1 LINCIR_CACHE="$W/cache_fused" shapes_run bf16 fused_bf16
 }
 export -f fused_shapes
 section fused_shapes 240 fused_shapes
 # Last: the slowest and least needed (the kernels' own races and bounds).
 [ "$DEV" != cpu ] && section fused_sanitizer 150 fused_sanitizer
-# 10. SEARLE trained on the device, outside issue 9's checks (a fifth call, only with time left:
+# 10. SEARLE trained on the device, outside issue 9's checks (a last call, only with time left:
 #     SECTIONS=peers): `train-searle` on the gallery's 512 images with the shapes vocabulary of
 #     scripts/shapes_vocabulary.py (inversion of every image, 350 steps per batch of 32, then phi
 #     1,000 x 64), evaluated as SEARLE and SEARLE-OTI with SEARLE's transform; against the CPU's

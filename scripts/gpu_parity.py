@@ -20,6 +20,13 @@ def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max()).item()
 
 
+def strict_f32():
+    """f32 as written on a GPU: cuDNN's convolutions (the patch embedding) use TF32 by default,
+    which alone moves the image embeddings by about 1e-3 and would read as an error of lincir's."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def embed(model_dir, texts_file, images_dir, out, device):
     from PIL import Image
     from transformers import CLIPModel, CLIPTokenizer
@@ -28,6 +35,7 @@ def embed(model_dir, texts_file, images_dir, out, device):
     except ImportError:
         from transformers import CLIPImageProcessor as Processor
     dev = torch.device(device)
+    strict_f32()
     model = CLIPModel.from_pretrained(model_dir, dtype=torch.float32).to(dev).eval()
     sys.path.insert(0, str(Path(__file__).parent))
     from make_clip_fixtures import check_causal

@@ -96,6 +96,10 @@ def main():
     ap.add_argument("--out", default=str(FIX))
     args = ap.parse_args()
     dev, out_dir = torch.device(args.device), Path(args.out)
+    # The reference in f32 as written: no TF32 products on a GPU (PyTorch's matmul default, made
+    # explicit; cuDNN's default is TF32).
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     out_dir.mkdir(parents=True, exist_ok=True)
     from transformers import CLIPModel, CLIPTokenizer
     tok = CLIPTokenizer(vocab=str(FIX / "bpe/vocab.json"), merges=str(FIX / "bpe/merges.txt"))
