@@ -79,6 +79,9 @@ pub fn load_searcher(a: &SearcherArgs) -> Result<Searcher> {
 pub fn run(args: SearchArgs) -> Result<()> {
     let s = load_searcher(&args.searcher)?;
     let reference = match (&args.image, args.id) {
+        // A file of the index, unchanged since: its stored vector, and left out of the results
+        // as an id is.
+        (Some(p), _) if s.index().id_of_file(p).is_some() => s.index().id_of_file(p).map(Reference::Indexed),
         (Some(p), _) => Some(Reference::Pixels(preprocess::load_rgb8_for(p, &s.clip.preprocess)?)),
         (None, Some(id)) => Some(Reference::Indexed(id)),
         (None, None) => None,

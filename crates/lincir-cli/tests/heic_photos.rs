@@ -24,7 +24,7 @@ fn heic_photos_are_indexed_searched_and_shown_as_jpeg() {
     assert_eq!((r["total"].as_u64(), r["added"].as_u64()), (Some(5), Some(5)), "{r}");
     assert!(!String::from_utf8_lossy(&o.stdout).contains("not read"));
 
-    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("ROTATED.HEIC").to_str().unwrap(), "-k", "1", "--json"]);
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", outside_copy(&images.join("ROTATED.HEIC")).to_str().unwrap(), "-k", "1", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["hits"][0]["path"], "ROTATED.HEIC");

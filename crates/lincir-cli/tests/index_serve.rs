@@ -56,7 +56,7 @@ fn indexing_is_incremental_and_search_finds_the_same_image() {
     assert_eq!((r["total"].as_u64(), r["unchanged"].as_u64(), r["added"].as_u64()), (Some(6), Some(6), Some(0)));
 
     // An image searched for by file finds itself first, and so does its id.
-    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img3.bmp").to_str().unwrap(), "-k", "2", "--json"]);
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", outside_copy(&images.join("sub/img3.bmp")).to_str().unwrap(), "-k", "2", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["mode"], "image");
@@ -192,7 +192,7 @@ fn an_interrupted_index_resumes_with_what_it_had_written() {
     bytes.extend_from_slice(&[0xAB; 37]);
     std::fs::write(&vectors, bytes).unwrap();
     assert_eq!(index(m, &images, &out), [6, 2, 0, 0, 4, 0], "only the 2 unrecorded images are embedded");
-    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img5.bmp").to_str().unwrap(), "-k", "1", "--json"]);
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", outside_copy(&images.join("sub/img5.bmp")).to_str().unwrap(), "-k", "1", "--json"]);
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["hits"][0]["path"], "sub/img5.bmp");
     assert!((r["hits"][0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4, "vectors are intact after the repair");
@@ -270,7 +270,7 @@ fn an_index_of_the_previous_format_is_searched_and_upgraded_in_place() {
     }
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     let search = || {
-        let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img2.bmp").to_str().unwrap(), "-k", "6", "--json"]);
+        let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", outside_copy(&images.join("sub/img2.bmp")).to_str().unwrap(), "-k", "6", "--json"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         r["hits"].as_array().unwrap().iter().map(|h| (h["path"].as_str().unwrap().to_string(), h["score"].as_f64().unwrap())).collect::<Vec<_>>()
@@ -462,7 +462,7 @@ fn fast_jpeg_decoding_is_recorded_by_the_index_and_followed_by_searches() {
     assert_eq!(index(m, &images, &out), [8, 0, 0, 0, 8, 0], "kept without the flag: nothing re-embedded");
     assert_clean_failure(&run(&["--jpeg-decode", "exact"]), &["index.json", "decodes JPEGs `fast`, not `exact`"]);
 
-    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("astronaut_512x512.jpg").to_str().unwrap(), "-k", "1", "--json"]);
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", outside_copy(&images.join("astronaut_512x512.jpg")).to_str().unwrap(), "-k", "1", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["hits"][0]["path"], "astronaut_512x512.jpg");
@@ -652,6 +652,10 @@ fn a_search_leaves_out_its_reference_and_can_keep_to_a_folder() {
     assert!(!paths(&r).contains(&"sub/img3.bmp".to_string()));
     let r = search(&["--keep-reference"]);
     assert_eq!(paths(&r)[..2], ["other/copy3.bmp", "sub/img3.bmp"], "a tie, in path order");
+    // A file of the index given as --image is that indexed image: left out the same way.
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", images.join("sub/img3.bmp").to_str().unwrap(), "-k", "3", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((paths(&r)[0].as_str(), paths(&r).contains(&"sub/img3.bmp".to_string())), ("other/copy3.bmp", false), "{r}");
     // A folder: only its images are ranked.
     let r = search(&["--folder", "sub/"]);
     assert_eq!(r["ranked"], 6);

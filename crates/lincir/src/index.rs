@@ -243,6 +243,16 @@ impl Index {
         self.position(id).map(|p| &self.meta.entries[p])
     }
 
+    /// The id of the image at `file`, when it is indexed and unchanged since (same size and
+    /// modification time): its vector can stand for the file.
+    pub fn id_of_file(&self, file: &Path) -> Option<usize> {
+        let file = file.canonicalize().ok()?;
+        let rel = file.strip_prefix(&self.meta.root).ok()?.to_string_lossy().replace('\\', "/");
+        let entries = &self.meta.entries;
+        let e = entries.binary_search_by(|e| e.path.as_str().cmp(&rel)).ok().map(|p| &entries[p])?;
+        (stamp(&file) == Some((e.size, e.mtime_ns))).then_some(e.id)
+    }
+
     /// The ids of every image, ascending.
     pub fn ids(&self) -> impl Iterator<Item = usize> + '_ {
         self.by_id.iter().map(|&(id, _)| id)

@@ -146,3 +146,13 @@ pub fn fake_hub_repo(home: &Path, kind: &str, id: &str, files: &[(&str, PathBuf)
         std::os::unix::fs::symlink(format!("{}blobs/blob{i}", "../".repeat(depth)), link).unwrap();
     }
 }
+
+/// A copy of `file` outside the indexed folder: `search --image` decodes and embeds it (a file of
+/// the index would stand for itself by its stored vector).
+pub fn outside_copy(file: &Path) -> std::path::PathBuf {
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let copy = std::env::temp_dir().join(format!("lincir-query-{}-{n}-{}", std::process::id(), file.file_name().unwrap().to_string_lossy()));
+    std::fs::copy(file, &copy).unwrap();
+    copy
+}
