@@ -556,6 +556,15 @@ fn an_image_keeps_its_id_while_the_folder_changes_around_it() {
     std::fs::write(out.join("index.json"), meta.to_string()).unwrap();
     let o = lincir(&["search", "--index", out.to_str().unwrap(), "--text", "red"]);
     assert_clean_failure(&o, &["index.json", "the same id 6"]);
+    // Sizes whose products would wrap, or no size at all: refused before any is used.
+    for (field, value, said) in [("rows", serde_json::json!(1u64 << 62), "rows cannot exist"), ("dim", 0.into(), "dim 0 is not an embedding size")] {
+        let mut damaged = meta.clone();
+        damaged["entries"][1]["id"] = 1.into();
+        damaged[field] = value;
+        std::fs::write(out.join("index.json"), damaged.to_string()).unwrap();
+        let o = lincir(&["search", "--index", out.to_str().unwrap(), "--text", "red"]);
+        assert_clean_failure(&o, &["index.json", said]);
+    }
 }
 
 #[test]

@@ -41,6 +41,8 @@ use crate::compact;
 use crate::{Error, Result};
 
 pub const META_FILE: &str = "index.json";
+/// Larger than any CLIP's projection (bigG/14: 1,280); a larger `dim` is a damaged index.json.
+const MAX_INDEX_DIM: usize = 1 << 16;
 /// Held by the `lincir index` run updating the index ([`lock`]).
 const LOCK_FILE: &str = "index.lock";
 pub const FORMAT: u32 = 2;
@@ -193,7 +195,11 @@ impl Index {
         // new file), so the bytes we read stay valid while we hold the map, even while
         // `lincir index` updates the index beside a running server.
         let vectors = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::file(&path, format!("cannot map: {e}")))?;
-        let needed = meta.rows * meta.dim * 4;
+        // Sizes from index.json are checked before any product of them is trusted.
+        if !(1..=MAX_INDEX_DIM).contains(&meta.dim) {
+            return Err(Error::file(dir.join(META_FILE), format!("dim {} is not an embedding size", meta.dim)));
+        }
+        let needed = meta.rows.checked_mul(meta.dim * 4).ok_or_else(|| Error::file(dir.join(META_FILE), format!("{} rows cannot exist", meta.rows)))?;
         if vectors.len() < needed {
             return Err(Error::file(&path, format!("holds {} bytes, the index needs {needed}", vectors.len())));
         }
@@ -203,7 +209,7 @@ impl Index {
                 let file = File::open(&path).map_err(|e| Error::file(&path, format!("cannot open the index codes: {e}")))?;
                 // SAFETY: as for the vectors.
                 let codes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::file(&path, format!("cannot map: {e}")))?;
-                let needed = meta.rows * compact::row_bytes(meta.dim);
+                let needed = meta.rows.checked_mul(compact::row_bytes(meta.dim)).ok_or_else(|| Error::file(&path, "too many rows"))?;
                 if codes.len() < needed {
                     return Err(Error::file(&path, format!("holds {} bytes, the index needs {needed}", codes.len())));
                 }

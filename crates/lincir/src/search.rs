@@ -294,7 +294,7 @@ impl Searcher {
         let started = Instant::now();
         // One more when the reference is left out: it can take at most one place.
         let hits = index
-            .top_k_in(&query, q.k + usize::from(excluded.is_some()), positions.clone())
+            .top_k_in(&query, q.k.saturating_add(usize::from(excluded.is_some())), positions.clone())
             .into_iter()
             .filter(|&(id, _)| Some(id) != excluded)
             .take(q.k)

@@ -114,7 +114,10 @@ fn watch_index(state: Shared, every: Duration) {
         std::thread::sleep(every);
         // A closed stdout or stderr (a service's log gone) must not stop the watching.
         use std::io::Write;
-        match state.searcher.reload_if_changed() {
+        // A panic while reading a damaged index must not end the watching either.
+        let reload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.searcher.reload_if_changed()))
+            .unwrap_or_else(|_| Err(lincir::Error::Invalid("reading the new index failed (a panic, reported above)".into())));
+        match reload {
             Ok(Some(r)) => drop(writeln!(std::io::stdout(), "index reloaded: {} images (+{}, -{})", r.images, r.added, r.removed)),
             Ok(None) => {}
             Err(e) => drop(writeln!(std::io::stderr(), "index not reloaded, still serving the one before: {e}")),
