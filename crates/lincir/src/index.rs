@@ -107,7 +107,7 @@ pub struct Index {
     codes: Option<memmap2::Mmap>,
     /// (id, position in `meta.entries`), sorted by id.
     by_id: Vec<(usize, usize)>,
-    /// `index.json` as it was when read: [`Index::changed_on_disk`] compares with it.
+    /// `index.json` as it was when read ([`crate::search::Searcher::reload_if_changed`]).
     stamp: Option<Stamp>,
 }
 
@@ -227,11 +227,6 @@ impl Index {
         }
         let by_id = ids_by_position(dir, &meta.entries)?;
         Ok(Index { dir: dir.to_path_buf(), meta, vectors, codes, by_id, stamp })
-    }
-
-    /// Whether `index.json` was rewritten since this index was read (`lincir index` ran).
-    pub fn changed_on_disk(&self) -> bool {
-        Stamp::of(&self.dir) != self.stamp
     }
 
     /// How `index.json` was when this index was read.
