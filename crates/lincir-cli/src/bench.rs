@@ -342,7 +342,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         let v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         vectors.extend(v.iter().map(|x| x / norm));
-        entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), id: i, size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform() });
+        entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), id: i, size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform(), taken: None });
     }
     let meta = IndexMeta {
         format: FORMAT,
@@ -355,6 +355,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         jpeg: Default::default(),
         rows: args.entries,
         next_id: args.entries,
+        dates: true,
         entries,
     };
     lincir::index::write(&dir, meta, &vectors, true)?;
@@ -368,7 +369,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
     let mut identical = 0;
     for (i, t) in texts.iter().enumerate() {
         let words: Vec<&str> = t.split(' ').take(6).collect();
-        let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k, method: None, folder: None, keep_reference: true };
+        let q = lincir::search::Query { reference: Some(lincir::search::Reference::Indexed(rng.below(args.entries))), text: Some(words.join(" ")), k: args.k, method: None, folder: None, taken_from: None, taken_to: None, keep_reference: true };
         let started = Instant::now();
         let r = searcher.search(&q)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -73,6 +73,10 @@ pub fn run(args: IndexArgs) -> Result<()> {
         secs,
         if embedded > 0 { format!("{:.1}", embedded as f64 / secs) } else { "-".into() }
     );
+    if r.dates_read > 0 {
+        println!("read when {} already indexed photos were taken (recorded from now on)", r.dates_read);
+    }
+    println!("{} of {} images say when they were taken (EXIF): search --taken-from/--taken-to", r.dated, r.total);
     if r.jpeg_decode == lincir::clip::preprocess::JpegDecode::Fast {
         println!("JPEGs decoded fast (at a reduced size), as this index records");
     }

@@ -55,6 +55,14 @@ pub struct SearchArgs {
     /// Only images in this folder of the indexed one (relative to it, subfolders included).
     #[arg(long)]
     folder: Option<String>,
+    /// Only photos taken from this date on (`2023`, `2023-07`, `2023-07-14`, `2023-07-14T18:03`;
+    /// from their EXIF data): photos without a date are left out.
+    #[arg(long)]
+    taken_from: Option<String>,
+    /// Only photos taken up to this date, included at the precision written (`2023-08`: all of
+    /// August).
+    #[arg(long)]
+    taken_to: Option<String>,
     /// Let the reference (`--id`) be among the results; it is left out by default.
     #[arg(long)]
     keep_reference: bool,
@@ -86,7 +94,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         (None, Some(id)) => Some(Reference::Indexed(id)),
         (None, None) => None,
     };
-    let r = s.search(&Query { reference, text: args.text.clone(), k: args.k, method: args.method.clone(), folder: args.folder.clone(), keep_reference: args.keep_reference })?;
+    let r = s.search(&Query { reference, text: args.text.clone(), k: args.k, method: args.method.clone(), folder: args.folder.clone(), taken_from: args.taken_from.clone(), taken_to: args.taken_to.clone(), keep_reference: args.keep_reference })?;
     let index = s.index();
     let root = index.meta.root.display().to_string();
     if args.json {
@@ -102,10 +110,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
             None => println!("query ({:?}): {sentence}", r.mode),
         }
     }
-    println!("| rank | id | score | path |");
-    println!("|---|---|---|---|");
+    println!("| rank | id | score | path | taken |");
+    println!("|---|---|---|---|---|");
     for (i, h) in r.hits.iter().enumerate() {
-        println!("| {} | {} | {:.4} | {} |", i + 1, h.id, h.score, h.path);
+        println!("| {} | {} | {:.4} | {} | {} |", i + 1, h.id, h.score, h.path, h.taken.as_deref().unwrap_or(""));
     }
     let folder = args.folder.as_deref().map(|f| format!(" (folder {f})")).unwrap_or_default();
     println!("encode {:.1} ms, rank {:.1} ms over {} images in {root}{folder}", r.encode_ms, r.rank_ms, r.ranked);

@@ -701,3 +701,68 @@ fn a_second_index_run_on_the_same_index_waits_its_turn() {
     held.unlock().unwrap();
     assert_eq!(index(&m, &images, &out), [7, 1, 0, 0, 6, 0]);
 }
+
+#[test]
+fn searches_keep_to_the_dates_photos_were_taken() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let (images, out) = (work.path().join("photos"), work.path().join("index"));
+    write_dated_jpeg(&images.join("2021/a.jpg"), [200, 30, 30], "2021:05:01 10:00:00");
+    write_dated_jpeg(&images.join("2023/b.jpg"), [30, 200, 30], "2023:07:14 18:03:22");
+    write_dated_jpeg(&images.join("2023/c.jpg"), [30, 30, 200], "2023:08:31 23:59:59");
+    write_bmp(&images.join("undated.bmp"), [120, 120, 120]);
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3 of 4 images say when they were taken"));
+    let search = |extra: &[&str]| {
+        let mut args = vec!["search", "--index", out.to_str().unwrap(), "--text", "a photo", "-k", "10", "--json"];
+        args.extend_from_slice(extra);
+        lincir(&args)
+    };
+    let found = |extra: &[&str]| -> (Vec<String>, u64) {
+        let o = search(extra);
+        assert!(o.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut paths: Vec<String> = r["hits"].as_array().unwrap().iter().map(|h| h["path"].as_str().unwrap().to_string()).collect();
+        paths.sort();
+        (paths, r["ranked"].as_u64().unwrap())
+    };
+    assert_eq!(found(&[]), (vec!["2021/a.jpg".into(), "2023/b.jpg".into(), "2023/c.jpg".into(), "undated.bmp".into()], 4));
+    assert_eq!(found(&["--taken-from", "2023"]), (vec!["2023/b.jpg".into(), "2023/c.jpg".into()], 2));
+    assert_eq!(found(&["--taken-to", "2023-08-30"]), (vec!["2021/a.jpg".into(), "2023/b.jpg".into()], 2));
+    assert_eq!(found(&["--taken-from", "2023-08", "--taken-to", "2023-08"]), (vec!["2023/c.jpg".into()], 1), "a bound includes its whole month");
+    assert_eq!(found(&["--taken-from", "2021-05-01 10:00", "--taken-to", "2021-05-01T10:00:00", "--folder", "2021"]), (vec!["2021/a.jpg".into()], 1));
+    let o = search(&["--taken-from", "2023-08"]);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["hits"][0]["taken"], "2023-08-31T23:59:59");
+    assert_clean_failure(&search(&["--taken-from", "2024"]), &["no indexed photo was taken within 2024 to the last"]);
+    assert_clean_failure(&search(&["--taken-to", "yesterday"]), &["`yesterday` is not a date"]);
+
+    // An index made before dates were recorded: a date filter asks for one more `lincir index`,
+    // which reads the dates of the photos it already has without embedding them again.
+    let meta_path = out.join("index.json");
+    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta.as_object_mut().unwrap().remove("dates");
+    for e in meta["entries"].as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("taken");
+    }
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    assert_clean_failure(&search(&["--taken-from", "2023"]), &["run `lincir index` on it once more"]);
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(counts(&String::from_utf8_lossy(&o.stdout)), [4, 0, 0, 0, 4, 0]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("read when 4 already indexed photos were taken"));
+    assert_eq!(found(&["--taken-from", "2023"]).1, 2);
+
+    // The API: JSON and multipart.
+    let server = serve(&["--index", out.to_str().unwrap()]);
+    let agent = http();
+    let url = format!("{}/api/search", server.base);
+    let (s, r) = post(&agent, &url, "application/json", br#"{"text": "a photo", "taken_from": "2023-08"}"#);
+    assert_eq!((s, r["hits"][0]["path"].as_str(), r["ranked"].as_u64()), (200, Some("2023/c.jpg"), Some(1)), "{r}");
+    let (ct, body) = multipart(&[("text", "a photo"), ("taken_to", "2021-12-31")], None);
+    let (s, r) = post(&agent, &url, &ct, &body);
+    assert_eq!((s, r["hits"][0]["path"].as_str(), r["ranked"].as_u64()), (200, Some("2021/a.jpg"), Some(1)), "{r}");
+    let (s, r) = post(&agent, &url, "application/json", br#"{"text": "a photo", "taken_from": "2023-13"}"#);
+    assert_eq!(s, 400, "{r}");
+}

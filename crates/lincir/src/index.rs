@@ -68,6 +68,10 @@ pub struct Entry {
     pub row: usize,
     /// Norm of the un-normalised image embedding.
     pub norm: f32,
+    /// When the photo was taken, from its EXIF data ([`crate::photo_date`]); None when it does not
+    /// say (or, with `dates` false, when it was not read yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +95,10 @@ pub struct IndexMeta {
     /// The id the next new image gets: ids are never reused.
     #[serde(default)]
     pub next_id: usize,
+    /// Whether every entry's date was read ([`Entry::taken`]); an index made before dates
+    /// existed gets them on its next `lincir index`, and date filters wait until then.
+    #[serde(default)]
+    pub dates: bool,
     /// Sorted by path.
     pub entries: Vec<Entry>,
 }
@@ -302,11 +310,17 @@ impl Index {
 
     /// [`Self::top_k`] among the entries at `positions` (a folder: [`Self::folder_positions`]).
     pub fn top_k_in(&self, query: &[f32], k: usize, positions: Range<usize>) -> Vec<(usize, f32)> {
+        self.top_k_where(query, k, positions, &|_| true)
+    }
+
+    /// [`Self::top_k_in`] among the entries that `keep` accepts (a span of dates). Still the
+    /// exact top-k of those: a row left out is never scored, its bound never reaches the floor.
+    pub fn top_k_where(&self, query: &[f32], k: usize, positions: Range<usize>, keep: &Keep<'_>) -> Vec<(usize, f32)> {
         let end = positions.end.min(self.len());
         let positions = positions.start.min(end)..end;
         let best = match &self.codes {
-            Some(codes) if k > 0 && query.len() == self.meta.dim => self.top_k_compact(codes, query, k, positions),
-            _ => self.top_k_positions(query, k, positions),
+            Some(codes) if k > 0 && query.len() == self.meta.dim => self.top_k_compact(codes, query, k, positions, keep),
+            _ => self.top_k_positions(query, k, positions, keep),
         };
         self.with_ids(best)
     }
@@ -331,7 +345,7 @@ impl Index {
         best.into_iter().map(|(p, s)| (self.meta.entries[p].id, s)).collect()
     }
 
-    fn top_k_compact(&self, codes: &[u8], query: &[f32], k: usize, positions: Range<usize>) -> Vec<(usize, f32)> {
+    fn top_k_compact(&self, codes: &[u8], query: &[f32], k: usize, positions: Range<usize>, keep: &Keep<'_>) -> Vec<(usize, f32)> {
         let (entries, dim) = (&self.meta.entries, self.meta.dim);
         let base = positions.start;
         let quant = compact::QuantQuery::new(query);
@@ -347,6 +361,10 @@ impl Index {
                 let mut upper = Vec::with_capacity(chunk.len());
                 let mut approx = Vec::with_capacity(chunk.len());
                 for (i, e) in chunk.iter().enumerate() {
+                    if !keep(e) {
+                        upper.push(f32::NEG_INFINITY); // below any floor: never scored
+                        continue;
+                    }
                     let (a, u) = quant.score(&compact::row(codes, dim, e.row));
                     upper.push(u);
                     approx.push((base + c * CHUNK + i, a));
@@ -361,7 +379,7 @@ impl Index {
         let exact = |id: usize| (id, dot(self.row(entries[id].row), query));
         let mut best: Vec<(usize, f32)> = candidates.iter().map(|&(id, _)| exact(id)).collect();
         keep_best(&mut best, k);
-        let Some(&(_, floor)) = best.get(k - 1) else { return self.top_k_positions(query, k, positions) };
+        let Some(&(_, floor)) = best.get(k - 1) else { return self.top_k_positions(query, k, positions, keep) };
         // Pass 2: every row whose bound reaches the floor is scored exactly.
         let mut rescored: Vec<(usize, f32)> = scored
             .par_iter()
@@ -376,11 +394,11 @@ impl Index {
 
     /// Exact top-k (id, score) over the f32 vectors.
     pub fn top_k_exact(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        self.with_ids(self.top_k_positions(query, k, 0..self.len()))
+        self.with_ids(self.top_k_positions(query, k, 0..self.len(), &|_| true))
     }
 
     /// Exact top-k (position, score) over the f32 vectors.
-    fn top_k_positions(&self, query: &[f32], k: usize, positions: Range<usize>) -> Vec<(usize, f32)> {
+    fn top_k_positions(&self, query: &[f32], k: usize, positions: Range<usize>, keep: &Keep<'_>) -> Vec<(usize, f32)> {
         let (entries, base) = (&self.meta.entries[positions.clone()], positions.start);
         const CHUNK: usize = 4096;
         let mut best: Vec<(usize, f32)> = entries
@@ -388,7 +406,7 @@ impl Index {
             .enumerate()
             .flat_map_iter(|(c, chunk)| {
                 let mut local: Vec<(usize, f32)> =
-                    chunk.iter().enumerate().map(|(i, e)| (base + c * CHUNK + i, dot(self.row(e.row), query))).collect();
+                    chunk.iter().enumerate().filter(|(_, e)| keep(e)).map(|(i, e)| (base + c * CHUNK + i, dot(self.row(e.row), query))).collect();
                 keep_best(&mut local, k);
                 local
             })
@@ -397,6 +415,9 @@ impl Index {
         best
     }
 }
+
+/// Which entries a ranking may return.
+pub type Keep<'a> = dyn Fn(&Entry) -> bool + Sync + 'a;
 
 fn bytemuck_f32(bytes: &[u8]) -> &[f32] {
     assert!((bytes.as_ptr() as usize).is_multiple_of(4) && bytes.len().is_multiple_of(4), "vectors are f32-aligned");
@@ -433,6 +454,10 @@ pub struct BuildReport {
     pub hidden_images: usize,
     /// How JPEGs were decoded: as asked, else as the index records, else exactly.
     pub jpeg_decode: JpegDecode,
+    /// Images whose dates were read for an index made before dates were recorded.
+    pub dates_read: usize,
+    /// Images whose date is known (after the run).
+    pub dated: usize,
 }
 
 /// Indexes the images under `images` into `dir`, reusing every unchanged image's vector.
@@ -488,6 +513,7 @@ pub fn build(
             jpeg: clip.preprocess.jpeg,
             rows: 0,
             next_id: 0,
+            dates: true,
             entries: vec![],
         }
     };
@@ -527,6 +553,13 @@ pub fn build(
         }
     }
     report.unchanged = kept.len();
+    if !meta.dates {
+        // An index made before dates were recorded: its photos' dates, read once (EXIF headers
+        // only, a fraction of a millisecond a photo).
+        kept.par_iter_mut().for_each(|e| e.taken = crate::photo_date::taken(&root.join(&e.path)));
+        report.dates_read = kept.len();
+        meta.dates = true;
+    }
     let present: std::collections::HashSet<&str> = kept.iter().map(|e| e.path.as_str()).chain(todo.iter().map(|t| t.0.as_str())).collect();
     report.removed = old.keys().filter(|p| !present.contains(p.as_str())).count();
     meta.entries = kept;
@@ -560,8 +593,9 @@ pub fn build(
             }
         };
         let mut errors = embedded.skipped.into_iter().map(|(_, e)| e);
+        let dates: Vec<Option<String>> = save_chunk.par_iter().map(|t| crate::photo_date::taken(&t.1)).collect();
         let mut bytes = Vec::with_capacity(save_chunk.len() * dim * 4);
-        for ((t, row), ok) in save_chunk.iter().zip(embedded.features.to_vec2::<f32>()?).zip(&embedded.ok) {
+        for (((t, row), ok), taken) in save_chunk.iter().zip(embedded.features.to_vec2::<f32>()?).zip(&embedded.ok).zip(dates) {
             if !ok {
                 report.failed.push((t.0.clone(), errors.next().unwrap_or_default()));
                 continue;
@@ -581,7 +615,7 @@ pub fn build(
                     id
                 }
             };
-            meta.entries.push(Entry { path: t.0.clone(), id, size: t.2, mtime_ns: t.3, row: meta.rows, norm });
+            meta.entries.push(Entry { path: t.0.clone(), id, size: t.2, mtime_ns: t.3, row: meta.rows, norm, taken });
             meta.rows += 1;
         }
         // Rows first, then the metadata that refers to them.
@@ -604,6 +638,7 @@ pub fn build(
         report.compacted = true;
     }
     report.total = meta.entries.len();
+    report.dated = meta.entries.iter().filter(|e| e.taken.is_some()).count();
     Ok(report)
 }
 
@@ -745,8 +780,8 @@ mod tests {
     fn entries_without_ids_get_their_position_or_else_new_ids() {
         let meta = |ids: &[usize], next_id| IndexMeta {
             format: FORMAT, model: "m".into(), model_key: "k".into(), dim: 1, root: "/".into(), vectors_file: "v".into(), codes_file: None,
-            jpeg: Default::default(), rows: ids.len(), next_id,
-            entries: ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{row}"), id, size: 0, mtime_ns: 0, row, norm: 1.0 }).collect(),
+            jpeg: Default::default(), rows: ids.len(), next_id, dates: true,
+            entries: ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{row}"), id, size: 0, mtime_ns: 0, row, norm: 1.0, taken: None }).collect(),
         };
         let ids = |m: &IndexMeta| m.entries.iter().map(|e| e.id).collect::<Vec<_>>();
         let none = unassigned();
@@ -769,8 +804,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = ["a-b/1.jpg", "a.jpg", "a/1.jpg", "a/b/2.jpg", "a/b0.jpg", "a0/3.jpg", "b/4.jpg"];
         let dim = 4;
-        let entries = paths.iter().enumerate().map(|(i, p)| Entry { path: p.to_string(), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0 }).collect();
-        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.path().into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, entries };
+        let entries = paths.iter().enumerate().map(|(i, p)| Entry { path: p.to_string(), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0, taken: None }).collect();
+        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.path().into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, dates: true, entries };
         write(dir.path(), meta, &vec![0.5; paths.len() * dim], true).unwrap();
         let index = Index::open(dir.path()).unwrap();
         let under = |f: &str| index.meta.entries[index.folder_positions(f)].iter().map(|e| e.path.as_str()).collect::<Vec<_>>();
@@ -802,8 +837,8 @@ mod tests {
 
     fn synthetic(dir: &Path, vectors: &[f32], dim: usize, with_codes: bool) -> Index {
         let n = vectors.len() / dim;
-        let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0 }).collect();
-        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: n, next_id: n, entries };
+        let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0, taken: None }).collect();
+        let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: n, next_id: n, dates: true, entries };
         write(dir, meta, vectors, with_codes).unwrap();
         Index::open(dir).unwrap()
     }
@@ -830,6 +865,13 @@ mod tests {
             for q in queries.chunks(dim) {
                 for k in [1, 10, 100, 7000] {
                     assert_eq!(index.top_k(q, k), index.top_k_exact(q, k), "k {k}");
+                }
+                // Among the entries a filter keeps (a span of dates): the exact top-k of those.
+                let odd = |e: &Entry| e.id % 3 == 1;
+                for k in [1, 10, 100] {
+                    let mut exact: Vec<(usize, f32)> = (0..vectors.len() / dim).filter(|p| p % 3 == 1).map(|p| (p, dot(&vectors[p * dim..(p + 1) * dim], q))).collect();
+                    keep_best(&mut exact, k);
+                    assert_eq!(index.top_k_where(q, k, 0..index.len(), &odd), exact, "k {k} filtered");
                 }
                 // Within a range of positions (a folder): the exact top-k of that range.
                 for (range, k) in [(1000..5100, 10), (5990..6010, 7), (17..18, 3), (40..40, 5)] {

@@ -18,6 +18,7 @@ pub mod linear;
 pub mod mapper;
 pub mod method;
 pub mod phi;
+pub mod photo_date;
 pub mod pic2word;
 pub mod searle;
 pub mod prompt;

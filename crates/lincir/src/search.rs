@@ -35,6 +35,11 @@ pub struct Query {
     pub method: Option<String>,
     /// Only images in this folder of the indexed one (subfolders included); None: all.
     pub folder: Option<String>,
+    /// Only photos taken within these dates, both included at the precision written
+    /// (`2023`, `2023-07`, `2023-07-14`, `2023-07-14T18:03`: [`crate::photo_date`]); photos
+    /// without a date are then left out.
+    pub taken_from: Option<String>,
+    pub taken_to: Option<String>,
     /// Whether an indexed reference may be among the results. It is left out by default: "this
     /// photo, but ..." is not answered by the photo itself (the benchmarks' protocol, too).
     pub keep_reference: bool,
@@ -54,6 +59,9 @@ pub struct Hit {
     pub id: usize,
     pub path: String,
     pub score: f32,
+    /// When the photo was taken, when its EXIF data says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,7 +72,7 @@ pub struct Results {
     /// The sentence that was encoded (composed and text queries).
     pub sentence: Option<String>,
     pub hits: Vec<Hit>,
-    /// How many images were ranked (those of the folder asked for).
+    /// How many images were ranked (those of the folder and dates asked for).
     pub ranked: usize,
     pub encode_ms: f64,
     pub rank_ms: f64,
@@ -259,6 +267,22 @@ impl Searcher {
             let folder = q.folder.as_deref().unwrap_or("").trim();
             return Err(Error::Invalid(if folder.is_empty() { "the index is empty".into() } else { format!("no indexed image in the folder `{folder}`") }));
         }
+        let bound = |b: &Option<String>| b.as_deref().filter(|t| !t.trim().is_empty()).map(crate::photo_date::parse_bound).transpose().map_err(Error::Invalid);
+        let (from, to) = (bound(&q.taken_from)?, bound(&q.taken_to)?);
+        let dated = from.is_some() || to.is_some();
+        if dated && !index.meta.dates {
+            return Err(Error::Invalid("this index was made before lincir recorded when photos were taken: run `lincir index` on it once more".into()));
+        }
+        let keep = |e: &crate::index::Entry| !dated || e.taken.as_deref().is_some_and(|t| crate::photo_date::within(t, from.as_deref(), to.as_deref()));
+        let ranked = if dated { index.meta.entries[positions.clone()].iter().filter(|e| keep(e)).count() } else { positions.len() };
+        if ranked == 0 {
+            return Err(Error::Invalid(format!(
+                "no indexed photo was taken within {} to {}{}",
+                from.as_deref().unwrap_or("the first"),
+                to.as_deref().unwrap_or("the last"),
+                q.folder.as_deref().map(|f| format!(" in the folder `{}`", f.trim())).unwrap_or_default()
+            )));
+        }
         let excluded = match &q.reference {
             Some(Reference::Indexed(id)) if !q.keep_reference => Some(*id),
             _ => None,
@@ -294,14 +318,14 @@ impl Searcher {
         let started = Instant::now();
         // One more when the reference is left out: it can take at most one place.
         let hits = index
-            .top_k_in(&query, q.k.saturating_add(usize::from(excluded.is_some())), positions.clone())
+            .top_k_where(&query, q.k.saturating_add(usize::from(excluded.is_some())), positions, &keep)
             .into_iter()
             .filter(|&(id, _)| Some(id) != excluded)
             .take(q.k)
-            .map(|(id, score)| Hit { id, path: index.entry(id).map(|e| e.path.clone()).unwrap_or_default(), score })
+            .filter_map(|(id, score)| index.entry(id).map(|e| Hit { id, path: e.path.clone(), score, taken: e.taken.clone() }))
             .collect();
         let rank_ms = started.elapsed().as_secs_f64() * 1e3;
-        Ok(Results { mode, method, sentence, hits, ranked: positions.len(), encode_ms, rank_ms, query })
+        Ok(Results { mode, method, sentence, hits, ranked, encode_ms, rank_ms, query })
     }
 }
 
@@ -313,8 +337,8 @@ mod tests {
     /// An index in `dir` whose entries have these ids (one-hot vectors).
     fn index_with_ids(dir: &std::path::Path, ids: &[usize]) -> Index {
         let dim = 8;
-        let entries = ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{id:03}.png"), id, size: 0, mtime_ns: 0, row, norm: 1.0 }).collect();
-        let meta = IndexMeta { format: 2, model: "m".into(), model_key: "k".into(), dim, root: dir.into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, entries };
+        let entries = ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{id:03}.png"), id, size: 0, mtime_ns: 0, row, norm: 1.0, taken: None }).collect();
+        let meta = IndexMeta { format: 2, model: "m".into(), model_key: "k".into(), dim, root: dir.into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, dates: true, entries };
         let vectors: Vec<f32> = (0..ids.len() * dim).map(|i| f32::from(i % (dim + 1) == 0)).collect();
         crate::index::write(dir, meta, &vectors, true).unwrap();
         Index::open(dir).unwrap()

@@ -300,7 +300,7 @@ async fn search_admitted(s: Shared, headers: HeaderMap, body: axum::body::Body, 
             Some(RefInput::Indexed(id)) => Some(Reference::Indexed(id)),
             None => None,
         };
-        state.searcher.search(&Query { reference, text: parsed.text, k: parsed.k, method: parsed.method, folder: parsed.folder, keep_reference: parsed.keep_reference }).map_err(|e| bad(e.to_string()))
+        state.searcher.search(&Query { reference, text: parsed.text, k: parsed.k, method: parsed.method, folder: parsed.folder, taken_from: parsed.taken_from, taken_to: parsed.taken_to, keep_reference: parsed.keep_reference }).map_err(|e| bad(e.to_string()))
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("search failed: {e}")))??;

@@ -35,6 +35,8 @@ struct JsonQuery {
     k: Option<usize>,
     method: Option<String>,
     folder: Option<String>,
+    taken_from: Option<String>,
+    taken_to: Option<String>,
     #[serde(default)]
     keep_reference: bool,
 }
@@ -53,6 +55,9 @@ pub struct Parsed {
     pub method: Option<String>,
     /// Only images in this folder of the indexed one.
     pub folder: Option<String>,
+    /// Only photos taken within these dates.
+    pub taken_from: Option<String>,
+    pub taken_to: Option<String>,
     /// Whether an indexed reference may be among the results.
     pub keep_reference: bool,
 }
@@ -68,7 +73,7 @@ pub async fn parse_request(content_type: &str, body: axum::body::Body, max_uploa
             .await
             .map_err(|_| ApiError(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large".into()))?;
         let q: JsonQuery = serde_json::from_slice(&bytes).map_err(|e| bad(format!("malformed JSON: {e}")))?;
-        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10), method: q.method, folder: q.folder, keep_reference: q.keep_reference }
+        Parsed { reference: q.id.map(RefInput::Indexed), text: q.text, k: q.k.unwrap_or(10), method: q.method, folder: q.folder, taken_from: q.taken_from, taken_to: q.taken_to, keep_reference: q.keep_reference }
     } else {
         return Err(ApiError(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send multipart/form-data or application/json".into()));
     };
@@ -80,6 +85,7 @@ pub async fn parse_request(content_type: &str, body: axum::body::Body, max_uploa
 
 async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parsed, ApiError> {
     let (mut image, mut id, mut text, mut k, mut method, mut folder) = (None, None, None, None, None, None);
+    let (mut taken_from, mut taken_to) = (None, None);
     let mut keep_reference = false;
     while let Some(field) = form.next_field().await.map_err(|e| multipart_error(e, max_upload))? {
         let name = field.name().unwrap_or("").to_string();
@@ -95,7 +101,7 @@ async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parse
                 }
                 image = Some((file, bytes));
             }
-            "id" | "text" | "k" | "method" | "folder" | "keep_reference" => {
+            "id" | "text" | "k" | "method" | "folder" | "taken_from" | "taken_to" | "keep_reference" => {
                 let v = field.text().await.map_err(|e| multipart_error(e, max_upload))?;
                 match name.as_str() {
                     "id" if !v.trim().is_empty() => id = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not an image id")))?),
@@ -103,6 +109,8 @@ async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parse
                     "method" if !v.trim().is_empty() => method = Some(v.trim().to_string()),
                     "k" if !v.trim().is_empty() => k = Some(v.trim().parse::<usize>().map_err(|_| bad(format!("`{v}` is not a number")))?),
                     "folder" if !v.trim().is_empty() => folder = Some(v),
+                    "taken_from" if !v.trim().is_empty() => taken_from = Some(v),
+                    "taken_to" if !v.trim().is_empty() => taken_to = Some(v),
                     "keep_reference" => {
                         keep_reference = match v.trim() {
                             "true" | "1" | "on" => true,
@@ -113,7 +121,7 @@ async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parse
                     _ => {}
                 }
             }
-            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k, method, folder, keep_reference)"))),
+            other => return Err(bad(format!("unknown form field `{other}` (expected image, id, text, k, method, folder, taken_from, taken_to, keep_reference)"))),
         }
     }
     let reference = match (image, id) {
@@ -122,7 +130,7 @@ async fn parse_multipart(max_upload: usize, mut form: Multipart) -> Result<Parse
         (None, Some(id)) => Some(RefInput::Indexed(id)),
         (None, None) => None,
     };
-    Ok(Parsed { reference, text, k: k.unwrap_or(10), method, folder, keep_reference })
+    Ok(Parsed { reference, text, k: k.unwrap_or(10), method, folder, taken_from, taken_to, keep_reference })
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError, max: usize) -> ApiError {

@@ -156,3 +156,23 @@ pub fn outside_copy(file: &Path) -> std::path::PathBuf {
     std::fs::copy(file, &copy).unwrap();
     copy
 }
+
+/// A 16x16 JPEG of one colour whose EXIF says it was taken at `date` (EXIF's `YYYY:MM:DD
+/// HH:MM:SS`, as IFD0's DateTime: a TIFF block of one entry, written out here).
+pub fn write_dated_jpeg(path: &Path, rgb: [u8; 3], date: &str) {
+    let mut tiff = b"II*\0\x08\0\0\0".to_vec(); // little-endian, IFD0 at byte 8
+    tiff.extend(1u16.to_le_bytes()); // one entry:
+    tiff.extend(0x0132u16.to_le_bytes()); // DateTime,
+    tiff.extend(2u16.to_le_bytes()); // ASCII,
+    tiff.extend(20u32.to_le_bytes()); // 19 characters and a NUL,
+    tiff.extend(26u32.to_le_bytes()); // at byte 26 (8 + 2 + 12 + 4)
+    tiff.extend(0u32.to_le_bytes()); // no next IFD
+    tiff.extend(date.as_bytes());
+    tiff.push(0);
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new(&mut bytes);
+    image::ImageEncoder::set_exif_metadata(&mut encoder, tiff).unwrap();
+    encoder.encode_image(&image::RgbImage::from_pixel(16, 16, image::Rgb(rgb))).unwrap();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
