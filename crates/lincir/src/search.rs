@@ -120,6 +120,55 @@ impl Reload {
     }
 }
 
+/// The images a query ranks: those of its folder (a range of positions) taken within its dates.
+struct Scope {
+    positions: std::ops::Range<usize>,
+    /// The span of dates, normalised ([`crate::photo_date::parse_bound`]); None, None: any time.
+    from: Option<String>,
+    to: Option<String>,
+    /// How many images that is.
+    ranked: usize,
+}
+
+impl Scope {
+    /// The scope of `q` in `index`, or the error that says why it holds no image.
+    fn of(index: &Index, q: &Query) -> Result<Scope> {
+        let folder = q.folder.as_deref().unwrap_or("").trim();
+        let positions = index.folder_positions(folder);
+        if positions.is_empty() {
+            return Err(Error::Invalid(if folder.is_empty() { "the index is empty".into() } else { format!("no indexed image in the folder `{folder}`") }));
+        }
+        let bound = |b: &Option<String>| b.as_deref().filter(|t| !t.trim().is_empty()).map(crate::photo_date::parse_bound).transpose().map_err(Error::Invalid);
+        let mut scope = Scope { positions, from: bound(&q.taken_from)?, to: bound(&q.taken_to)?, ranked: 0 };
+        if !scope.dated() {
+            scope.ranked = scope.positions.len();
+            return Ok(scope);
+        }
+        if !index.meta.dates {
+            return Err(Error::Invalid("this index was made before lincir recorded when photos were taken: run `lincir index` on it once more".into()));
+        }
+        scope.ranked = index.meta.entries[scope.positions.clone()].iter().filter(|e| scope.keeps(e)).count();
+        if scope.ranked == 0 {
+            let within = if folder.is_empty() { String::new() } else { format!(" in the folder `{folder}`") };
+            return Err(Error::Invalid(format!(
+                "no indexed photo was taken within {} to {}{within}",
+                scope.from.as_deref().unwrap_or("the first"),
+                scope.to.as_deref().unwrap_or("the last")
+            )));
+        }
+        Ok(scope)
+    }
+
+    fn dated(&self) -> bool {
+        self.from.is_some() || self.to.is_some()
+    }
+
+    /// Whether the entry is taken within the span (any entry, without one).
+    fn keeps(&self, e: &crate::index::Entry) -> bool {
+        !self.dated() || e.taken.as_deref().is_some_and(|t| crate::photo_date::within(t, self.from.as_deref(), self.to.as_deref()))
+    }
+}
+
 /// A query's reference, ready for the tower: an indexed image, or pixels preprocessed.
 enum Prepared {
     Indexed(usize),
@@ -262,27 +311,7 @@ impl Searcher {
         let started = Instant::now();
         // One index for the whole query: a reload meanwhile does not mix two.
         let index = self.index();
-        let positions = index.folder_positions(q.folder.as_deref().unwrap_or(""));
-        if positions.is_empty() {
-            let folder = q.folder.as_deref().unwrap_or("").trim();
-            return Err(Error::Invalid(if folder.is_empty() { "the index is empty".into() } else { format!("no indexed image in the folder `{folder}`") }));
-        }
-        let bound = |b: &Option<String>| b.as_deref().filter(|t| !t.trim().is_empty()).map(crate::photo_date::parse_bound).transpose().map_err(Error::Invalid);
-        let (from, to) = (bound(&q.taken_from)?, bound(&q.taken_to)?);
-        let dated = from.is_some() || to.is_some();
-        if dated && !index.meta.dates {
-            return Err(Error::Invalid("this index was made before lincir recorded when photos were taken: run `lincir index` on it once more".into()));
-        }
-        let keep = |e: &crate::index::Entry| !dated || e.taken.as_deref().is_some_and(|t| crate::photo_date::within(t, from.as_deref(), to.as_deref()));
-        let ranked = if dated { index.meta.entries[positions.clone()].iter().filter(|e| keep(e)).count() } else { positions.len() };
-        if ranked == 0 {
-            return Err(Error::Invalid(format!(
-                "no indexed photo was taken within {} to {}{}",
-                from.as_deref().unwrap_or("the first"),
-                to.as_deref().unwrap_or("the last"),
-                q.folder.as_deref().map(|f| format!(" in the folder `{}`", f.trim())).unwrap_or_default()
-            )));
-        }
+        let scope = Scope::of(&index, q)?;
         let excluded = match &q.reference {
             Some(Reference::Indexed(id)) if !q.keep_reference => Some(*id),
             _ => None,
@@ -318,14 +347,14 @@ impl Searcher {
         let started = Instant::now();
         // One more when the reference is left out: it can take at most one place.
         let hits = index
-            .top_k_where(&query, q.k.saturating_add(usize::from(excluded.is_some())), positions, &keep)
+            .top_k_where(&query, q.k.saturating_add(usize::from(excluded.is_some())), scope.positions.clone(), &|e| scope.keeps(e))
             .into_iter()
             .filter(|&(id, _)| Some(id) != excluded)
             .take(q.k)
             .filter_map(|(id, score)| index.entry(id).map(|e| Hit { id, path: e.path.clone(), score, taken: e.taken.clone() }))
             .collect();
         let rank_ms = started.elapsed().as_secs_f64() * 1e3;
-        Ok(Results { mode, method, sentence, hits, ranked, encode_ms, rank_ms, query })
+        Ok(Results { mode, method, sentence, hits, ranked: scope.ranked, encode_ms, rank_ms, query })
     }
 }
 
