@@ -250,3 +250,41 @@ fn kept_crash_inputs_are_handled() {
         assert!(outcome.is_ok(), "{} panics again", path.display());
     }
 }
+
+/// When a photo was taken (`lincir index` reads it from every photo's EXIF block): mutated JPEG
+/// and PNG files with EXIF dates, and a camera's EXIF-rotated JPEG, each give a date or none, in
+/// bounded time, without taking the process down (a panic inside the parser costs the date only).
+#[test]
+fn exif_dates() {
+    let field = exif::Field {
+        tag: exif::Tag::DateTimeOriginal,
+        ifd_num: exif::In::PRIMARY,
+        value: exif::Value::Ascii(vec![b"2023:07:14 18:03:22".to_vec()]),
+    };
+    let mut writer = exif::experimental::Writer::new();
+    writer.push_field(&field);
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    writer.write(&mut tiff, false).unwrap();
+    let tiff = tiff.into_inner();
+    let img = image::RgbImage::from_pixel(8, 8, image::Rgb([10, 200, 30]));
+    let mut jpeg = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new(&mut jpeg);
+    image::ImageEncoder::set_exif_metadata(&mut encoder, tiff.clone()).unwrap();
+    encoder.encode_image(&img).unwrap();
+    let mut png = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut png);
+    image::ImageEncoder::set_exif_metadata(&mut encoder, tiff).unwrap();
+    image::ImageEncoder::write_image(encoder, img.as_raw(), 8, 8, image::ExtendedColorType::Rgb8).unwrap();
+    let rotated = std::fs::read(fixtures().join("images/coffee_exif_rotated.jpg")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (seed, name) in [(&jpeg, "seed.jpg"), (&png, "seed.png")] {
+        via_file(dir.path(), name, seed, |p| assert_eq!(lincir::photo_date::taken(p).as_deref(), Some("2023-07-14T18:03:22"), "{name}"));
+    }
+    fuzz("exif-date", &[jpeg, png, rotated], 3000, Duration::from_secs(2), |bytes| {
+        via_file(dir.path(), "fuzz.jpg", bytes, |p| {
+            if let Some(t) = lincir::photo_date::taken(p) {
+                assert!(lincir::photo_date::parse_bound(&t).is_ok_and(|b| b == t), "a date is always well formed: {t}");
+            }
+        });
+    });
+}
