@@ -43,7 +43,13 @@ fn indexing_is_incremental_and_search_finds_the_same_image() {
     let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
     let (m, images, out) = indexed_colours(&model, &work);
     let m = m.as_str();
+    let written = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (std::os::unix::fs::MetadataExt::ino(&m), m.modified().unwrap())
+    };
+    let before = written(&out.join("index.json"));
     assert_eq!(index(m, &images, &out), [6, 0, 0, 0, 6, 0], "nothing is re-embedded");
+    assert_eq!(written(&out.join("index.json")), before, "nor is index.json rewritten (a running serve would read it again)");
     std::fs::remove_file(images.join("sub/img0.bmp")).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     write_bmp(&images.join("sub/img1.bmp"), [200, 0, 200]);

@@ -187,8 +187,32 @@ fn ids_by_position(dir: &Path, entries: &[Entry]) -> Result<Vec<(usize, usize)>>
     Ok(by_id)
 }
 
+/// Writes `index.json`, unless it already holds exactly this: a run that changes nothing leaves
+/// the file (and its time) alone, so that a running `serve` does not read it again for nothing.
 fn write_meta(dir: &Path, meta: &IndexMeta) -> Result<()> {
-    crate::io::write_atomic(&dir.join(META_FILE), serde_json::to_string(meta).expect("index serialises").as_bytes())
+    let path = dir.join(META_FILE);
+    let json = serde_json::to_string(meta).expect("index serialises");
+    if same_content(&path, json.as_bytes()) {
+        return Ok(());
+    }
+    crate::io::write_atomic(&path, json.as_bytes())
+}
+
+/// Whether the file at `path` holds exactly `bytes` (compared a megabyte at a time).
+fn same_content(path: &Path, bytes: &[u8]) -> bool {
+    use std::io::Read;
+    let Ok(mut file) = File::open(path) else { return false };
+    if file.metadata().map(|m| m.len()).ok() != Some(bytes.len() as u64) {
+        return false;
+    }
+    let mut buffer = vec![0u8; 1 << 20];
+    for expected in bytes.chunks(buffer.len()) {
+        let got = &mut buffer[..expected.len()];
+        if file.read_exact(got).is_err() || got != expected {
+            return false;
+        }
+    }
+    true
 }
 
 impl Index {
