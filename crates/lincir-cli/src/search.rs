@@ -89,8 +89,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let reference = match (&args.image, args.id) {
         // A file of the index, unchanged since: its stored vector, and left out of the results
         // as an id is.
-        (Some(p), _) if s.index().id_of_file(p).is_some() => s.index().id_of_file(p).map(Reference::Indexed),
-        (Some(p), _) => Some(Reference::Pixels(preprocess::load_rgb8_for(p, &s.clip.preprocess)?)),
+        (Some(p), _) => match s.index().id_of_file(p) {
+            Some(id) => Some(Reference::Indexed(id)),
+            None => Some(Reference::Pixels(preprocess::load_rgb8_for(p, &s.clip.preprocess)?)),
+        },
         (None, Some(id)) => Some(Reference::Indexed(id)),
         (None, None) => None,
     };

@@ -194,8 +194,8 @@ struct ImageQuery {
 /// A validator of the file's current version: an edited photo keeps its id, so browsers must
 /// not keep showing the old one (`no-cache`: they ask again, and get a 304 while it is the same).
 fn etag_of(meta: &std::fs::Metadata) -> String {
-    let mtime_ns = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-    format!("\"{:x}-{:x}\"", meta.len(), mtime_ns)
+    let (len, mtime_ns) = lincir::bench::cache::stamp_of(meta).unwrap_or((meta.len(), 0));
+    format!("\"{len:x}-{mtime_ns:x}\"")
 }
 
 async fn image(State(s): State<Shared>, id: Result<UrlPath<String>, PathRejection>, q: Result<UrlQuery<ImageQuery>, QueryRejection>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -26,7 +26,11 @@ pub struct FeatureCache {
 
 /// (size, mtime in ns) of a file, if it can be read.
 pub fn stamp(path: &Path) -> Option<(u64, u128)> {
-    let m = std::fs::metadata(path).ok()?;
+    stamp_of(&std::fs::metadata(path).ok()?)
+}
+
+/// (size, mtime in ns) from a file's metadata, when it has a modification time.
+pub fn stamp_of(m: &std::fs::Metadata) -> Option<(u64, u128)> {
     let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
     Some((m.len(), mtime))
 }
