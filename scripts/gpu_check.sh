@@ -71,7 +71,9 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 LINCIR_CACHE="$W/cache"
 if [ "$DEV" = cpu ]; then
   SIZE_VL=tiny; SIZE_TEXT=(tiny); BATCH_TRAIN=16; BATCH_IMG=8; STEPS=2; N_INDEX=32; N_SEARCH=2000; SHAPES_STEPS=20; RESUME_STEPS=10
   OTI_STEPS=3
-  TORCH_PRECISIONS=(f32); IMG_DTYPES=(f32); TRAIN_DTYPES=(f32 bf16); TORCH_IMG_DTYPES=(f32); INDEX_DTYPE=f32
+  # The GPU's dtype lists, so that the dry run goes through the same code (PyTorch's fp16
+  # autocast included, which the CPU runs too).
+  TORCH_PRECISIONS=(fp16 f32); IMG_DTYPES=(bf16 f16 f32); TRAIN_DTYPES=(bf16 f32); TORCH_IMG_DTYPES=(fp16 f32); INDEX_DTYPE=bf16
 else
   SIZE_VL=large; SIZE_TEXT=(bigG-text large-text);  # bigG/14 first: the targets
   BATCH_TRAIN=512; BATCH_IMG=256; STEPS=5; N_INDEX=2048; N_SEARCH=100000; SHAPES_STEPS=1000; RESUME_STEPS=100
