@@ -640,3 +640,14 @@ fn bench_train_and_encode_write_consistent_json() {
     let (small, photo) = (r["decode_preprocess_jpeg_640x480_per_s"].as_f64().unwrap(), r["decode_preprocess_jpeg_4032x3024_per_s"].as_f64().unwrap());
     assert!(photo > 0.0 && small > 5.0 * photo, "{r}");
 }
+
+/// The tests' runner kills a command past its limit and fails (what keeps a looping command from
+/// holding CI): `sleep 30` under a 200 ms limit.
+#[cfg(unix)]
+#[test]
+fn a_command_past_its_limit_is_killed_and_fails_its_test() {
+    let started = std::time::Instant::now();
+    let run = std::panic::catch_unwind(|| output_within(Command::new("sleep").arg("30"), std::time::Duration::from_millis(200)));
+    assert!(run.is_err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

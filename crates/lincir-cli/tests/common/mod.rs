@@ -10,8 +10,50 @@ pub fn fixtures() -> PathBuf {
 
 /// Runs the binary offline, with the feature cache in a folder of the build (never the user's).
 pub fn lincir(args: &[&str]) -> Output {
+    output_within(&mut lincir_command(args), LIMIT)
+}
+
+/// The command `lincir` runs, to run with another limit or more settings.
+pub fn lincir_command(args: &[&str]) -> Command {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("feature-cache");
-    Command::new(env!("CARGO_BIN_EXE_lincir")).args(args).env("HF_HUB_OFFLINE", "1").env("LINCIR_CACHE", cache).output().unwrap()
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lincir"));
+    cmd.args(args).env("HF_HUB_OFFLINE", "1").env("LINCIR_CACHE", cache);
+    cmd
+}
+
+/// How long one command of a test may run: a regression that makes a command loop (a folder
+/// walk following links forever) fails its test instead of holding CI until its own limit.
+pub const LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `cmd.output()`, killing the process and failing the test when it runs longer than `limit`.
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Both pipes drained as the process writes, so that it never blocks on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("{cmd:?} still running after {limit:?}: killed; stderr: {stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }
 
 /// clip-a (quick_gelu, real vocabulary) with the BPE files: a complete model directory.
