@@ -82,6 +82,9 @@ pub fn run(args: EmbedArgs) -> Result<()> {
 pub fn image_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let walk = embed::walk_images(inputs)?;
     let unsupported = embed::describe_unsupported(&walk.unsupported);
+    for note in embed::describe_broken_links(&walk.broken_links) {
+        eprintln!("{note}");
+    }
     if walk.images.is_empty() {
         let given: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
         match unsupported {

@@ -83,6 +83,18 @@ pub fn run(args: IndexArgs) -> Result<()> {
     for (path, e) in &r.failed {
         println!("unreadable: {path}: {e}");
     }
+    for u in &r.unreachable {
+        // (An unreadable folder with nothing indexed under it is listed above already.)
+        let listed = r.failed.iter().any(|(p, _)| p.trim_end_matches('/') == u.path);
+        if u.kept > 0 || !listed {
+            let kept = match u.kept {
+                0 => "nothing under it was indexed before".to_string(),
+                1 => "the 1 image indexed under it is kept as it was until it is back".to_string(),
+                n => format!("the {n} images indexed under it are kept as they were until it is back"),
+            };
+            println!("not reachable: {}: {}; {kept}", u.path, u.why);
+        }
+    }
     if let Some(note) = lincir::embed::describe_hidden(r.hidden_folders, r.hidden_images) {
         println!("{note}");
     }

@@ -361,6 +361,61 @@ fn links_loops_and_hidden_folders_in_a_photo_folder() {
     assert_eq!(paths, ["album/linked.bmp", "sub/img0.bmp", "sub/img1.bmp", "sub/img2.bmp", "sub/img3.bmp", "sub/img4.bmp", "sub/img5.bmp"]);
 }
 
+/// One index over several places through a folder of links; a link whose drive is not mounted
+/// keeps what was indexed under it (no re-embedding when it is back), and an indexed folder found
+/// empty (a mount point without its drive) is refused, the index left as it was.
+#[cfg(unix)]
+#[test]
+fn photos_behind_a_link_that_cannot_be_reached_stay_indexed() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let (roots, nas, out) = (work.path().join("roots"), work.path().join("nas"), work.path().join("index"));
+    colours(&roots.join("laptop"));
+    write_bmp(&nas.join("2020/a.bmp"), [200, 10, 10]);
+    write_bmp(&nas.join("2021/b.bmp"), [10, 200, 10]);
+    std::os::unix::fs::symlink(&nas, roots.join("nas")).unwrap();
+    assert_eq!(index(m, &roots, &out), [8, 8, 0, 0, 0, 0]);
+    let ids = |out: &Path| -> Vec<(String, u64)> {
+        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+        meta["entries"].as_array().unwrap().iter().map(|e| (e["path"].as_str().unwrap().to_string(), e["id"].as_u64().unwrap())).collect()
+    };
+    let before = ids(&out);
+
+    // The drive is gone: its two photos stay, and the run says why.
+    let away = work.path().join("nas-unmounted");
+    std::fs::rename(&nas, &away).unwrap();
+    let report = work.path().join("report.json");
+    let o = lincir(&["index", "--model", m, "--images", roots.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(counts(&stdout), [8, 0, 0, 0, 6, 0], "{stdout}");
+    assert!(stdout.contains("not reachable: nas: a link to") && stdout.contains("the 2 images indexed under it are kept"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((r["unreachable"][0]["path"].as_str(), r["unreachable"][0]["kept"].as_u64()), (Some("nas"), Some(2)), "{r}");
+    assert_eq!(ids(&out), before);
+    // `embed` says what it passed over too.
+    let o = lincir(&["embed", "--model", m, "--images", roots.to_str().unwrap(), "--out", work.path().join("e.safetensors").to_str().unwrap()]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not reachable: "), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Back: nothing to embed again.
+    std::fs::rename(&away, &nas).unwrap();
+    assert_eq!(index(m, &roots, &out), [8, 0, 0, 0, 8, 0]);
+    assert_eq!(ids(&out), before);
+    // The link deleted: its photos are dropped.
+    std::fs::remove_file(roots.join("nas")).unwrap();
+    assert_eq!(index(m, &roots, &out), [6, 0, 0, 2, 6, 0]);
+
+    // An indexed folder found empty is refused; the index is left as it was.
+    let laptop_index = work.path().join("laptop-index");
+    assert_eq!(index(m, &roots.join("laptop"), &laptop_index), [6, 6, 0, 0, 0, 0]);
+    let meta = std::fs::read(laptop_index.join("index.json")).unwrap();
+    std::fs::rename(roots.join("laptop"), work.path().join("laptop-away")).unwrap();
+    std::fs::create_dir(roots.join("laptop")).unwrap();
+    let o = lincir(&["index", "--model", m, "--images", roots.join("laptop").to_str().unwrap(), "--out", laptop_index.to_str().unwrap()]);
+    assert_clean_failure(&o, &["holds no images now, and the index holds 6", "left as it is"]);
+    assert_eq!(std::fs::read(laptop_index.join("index.json")).unwrap(), meta);
+}
+
 /// A folder that cannot be listed stops `index` with its name; with `--skip-bad-images` it is
 /// listed as unreadable and the rest is indexed. Run as root (whom permissions do not stop), the
 /// binary runs as `nobody`.
@@ -404,6 +459,15 @@ fn an_unreadable_folder_stops_indexing_unless_skipping_is_asked() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("unreadable: locked/: cannot list directory"), "{stdout}");
     assert_eq!(counts(&stdout), [6, 6, 0, 0, 0, 1], "{stdout}");
+    // Readable again, its image is indexed; unreadable once more, it is kept, not dropped.
+    open(&images.join("locked"), 0o755);
+    let o = run(&[]);
+    assert_eq!(counts(&String::from_utf8_lossy(&o.stdout)), [7, 1, 0, 0, 6, 0], "{}", String::from_utf8_lossy(&o.stderr));
+    open(&images.join("locked"), 0o000);
+    let o = run(&["--skip-bad-images"]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(counts(&stdout), [7, 0, 0, 0, 6, 1], "{stdout}");
+    assert!(stdout.contains("not reachable: locked: cannot list directory") && stdout.contains("the 1 image indexed under it is kept"), "{stdout}");
     open(&images.join("locked"), 0o755);
 }
 

@@ -47,6 +47,9 @@ pub struct ImageWalk {
     pub hidden_images: usize,
     /// Folders that could not be listed, with the reason (only when skipping them was asked).
     pub unreadable_folders: Vec<(PathBuf, String)>,
+    /// Links whose target is not there (a drive or share not mounted), with what they point to:
+    /// passed over, and said so ([`describe_broken_links`]).
+    pub broken_links: Vec<(PathBuf, String)>,
 }
 
 /// Whether a walk leaves a folder or file out: hidden names (`.thumbnails`, `.Trash`, `.git`, and
@@ -143,6 +146,12 @@ impl Walker {
                 continue;
             }
             let out = &mut self.out;
+            if !hidden && !p.exists() && std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+                let target = std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default();
+                let why = std::fs::metadata(&p).err().map(|e| e.to_string()).unwrap_or_default();
+                out.broken_links.push((p, format!("a link to {target}, which cannot be reached ({why})")));
+                continue;
+            }
             if is_image_file(&p) {
                 if hidden {
                     out.hidden_images += 1;
@@ -157,6 +166,11 @@ impl Walker {
         }
         Ok(())
     }
+}
+
+/// One line per link of a walk whose target cannot be reached, or nothing.
+pub fn describe_broken_links(links: &[(PathBuf, String)]) -> Vec<String> {
+    links.iter().map(|(p, why)| format!("not reachable: {}: {why}; nothing under it was read", p.display())).collect()
 }
 
 /// "3 .heic, 1 .cr2" for a walk's unsupported photos, or None when there are none.

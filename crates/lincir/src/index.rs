@@ -482,6 +482,19 @@ pub struct BuildReport {
     pub dates_read: usize,
     /// Images whose date is known (after the run).
     pub dated: usize,
+    /// Places below the folder that could not be reached this time (a link to a drive or share
+    /// not mounted, a folder that cannot be listed, with `skip_bad`): path relative to the
+    /// folder, why, and how many of the index's images under it were kept as they were.
+    pub unreachable: Vec<Unreachable>,
+}
+
+/// A place below the indexed folder that a run could not reach: its images stay in the index
+/// (dropping them would re-embed them all when the drive is back), and the run says so.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreachable {
+    pub path: String,
+    pub why: String,
+    pub kept: usize,
 }
 
 /// Indexes the images under `images` into `dir`, reusing every unchanged image's vector.
@@ -551,15 +564,35 @@ pub fn build(
         jpeg_decode: clip.preprocess.jpeg,
         ..Default::default()
     };
-    for (folder, e) in walk.unreadable_folders {
-        let rel = folder.strip_prefix(&root).unwrap_or(&folder).to_string_lossy().replace('\\', "/");
-        report.failed.push((format!("{rel}/"), e));
+    let relative = |p: &Path| p.strip_prefix(&root).unwrap_or(p).to_string_lossy().replace('\\', "/");
+    for (folder, e) in &walk.unreadable_folders {
+        report.failed.push((format!("{}/", relative(folder)), e.clone()));
     }
+    let unreachable: Vec<(String, String)> = walk.unreadable_folders.iter().chain(&walk.broken_links).map(|(p, why)| (relative(p), why.clone())).collect();
     let old: HashMap<String, Entry> = meta.entries.drain(..).map(|e| (e.path.clone(), e)).collect();
     let mut kept = Vec::new();
+    // What was indexed under a place not reached this time stays as it was.
+    for (place, why) in unreachable {
+        let under = |path: &str| path == place || path.strip_prefix(place.as_str()).is_some_and(|rest| rest.starts_with('/'));
+        let before = kept.len();
+        kept.extend(old.values().filter(|e| under(&e.path)).cloned());
+        report.unreachable.push(Unreachable { path: place, why, kept: kept.len() - before });
+    }
+    if files.is_empty() && kept.is_empty() && !old.is_empty() {
+        // An empty mount point (a drive not mounted) reads as a folder whose photos were all
+        // deleted: not taken as that.
+        return Err(Error::file(
+            &root,
+            format!(
+                "holds no images now, and the index holds {}: left as it is (a drive not mounted?); to empty the index, delete {}",
+                old.len(),
+                dir.display()
+            ),
+        ));
+    }
     let mut todo = Vec::new();
     for f in &files {
-        let rel = f.strip_prefix(&root).unwrap_or(f).to_string_lossy().replace('\\', "/");
+        let rel = relative(f);
         // A file listed but whose size and time cannot be read (vanished, no permission) is an
         // unreadable image like any other: an error, or a listed skip.
         let Some((size, mtime_ns)) = stamp(f) else {
@@ -576,13 +609,14 @@ pub fn build(
             None => todo.push((rel, f.clone(), size, mtime_ns, None)),
         }
     }
-    report.unchanged = kept.len();
+    report.unchanged = kept.len() - report.unreachable.iter().map(|u| u.kept).sum::<usize>();
     if !meta.dates {
         // An index made before dates were recorded: its photos' dates, read once (EXIF headers
         // only, a fraction of a millisecond a photo).
         kept.par_iter_mut().for_each(|e| e.taken = crate::photo_date::taken(&root.join(&e.path)));
         report.dates_read = kept.len();
-        meta.dates = true;
+        // Photos kept from a place not reached get theirs on a later run.
+        meta.dates = report.unreachable.iter().all(|u| u.kept == 0);
     }
     let present: std::collections::HashSet<&str> = kept.iter().map(|e| e.path.as_str()).chain(todo.iter().map(|t| t.0.as_str())).collect();
     report.removed = old.keys().filter(|p| !present.contains(p.as_str())).count();
