@@ -73,6 +73,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
         secs,
         if embedded > 0 { format!("{:.1}", embedded as f64 / secs) } else { "-".into() }
     );
+    if r.moved > 0 {
+        println!("{} of the unchanged images were moved to new folders (same name, size and time): their vectors and ids kept", r.moved);
+    }
     if r.dates_read > 0 {
         println!("read when {} already indexed photos were taken (recorded from now on)", r.dates_read);
     }

@@ -416,6 +416,53 @@ fn photos_behind_a_link_that_cannot_be_reached_stay_indexed() {
     assert_eq!(std::fs::read(laptop_index.join("index.json")).unwrap(), meta);
 }
 
+/// Photos moved to other folders (same name, size and time) keep their vectors and ids; one
+/// edited on the way, or renamed, is another photo.
+#[test]
+fn moved_photos_keep_their_vectors_and_ids() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    let ids = || -> std::collections::BTreeMap<String, u64> {
+        let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+        meta["entries"].as_array().unwrap().iter().map(|e| (e["path"].as_str().unwrap().to_string(), e["id"].as_u64().unwrap())).collect()
+    };
+    let before = ids();
+    // The top hit of a photo embedded again from a copy outside the index (one colour each).
+    let top_hit = |file: &Path| {
+        let copy = outside_copy(file);
+        let o = lincir(&["search", "--index", out.to_str().unwrap(), "--image", copy.to_str().unwrap(), "-k", "1", "--json"]);
+        std::fs::remove_file(copy).unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        r["hits"][0]["path"].as_str().unwrap().to_string()
+    };
+    std::fs::create_dir_all(images.join("2024/album")).unwrap();
+    for i in [1, 2] {
+        std::fs::rename(images.join(format!("sub/img{i}.bmp")), images.join(format!("2024/album/img{i}.bmp"))).unwrap();
+    }
+    // Moved and edited: not the same photo any more.
+    std::fs::remove_file(images.join("sub/img3.bmp")).unwrap();
+    write_bmp(&images.join("2024/img3.bmp"), [1, 1, 1]);
+    // Renamed: not recognised.
+    std::fs::rename(images.join("sub/img4.bmp"), images.join("sub/renamed.bmp")).unwrap();
+    let o = lincir(&["index", "--model", &m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // images, added, updated, removed, unchanged, unreadable
+    assert_eq!(counts(&stdout), [6, 2, 0, 2, 4, 0], "{stdout}");
+    assert!(stdout.contains("2 of the unchanged images were moved to new folders"), "{stdout}");
+    let after = ids();
+    for i in [1, 2] {
+        assert_eq!(after[&format!("2024/album/img{i}.bmp")], before[&format!("sub/img{i}.bmp")]);
+    }
+    assert!(after["2024/img3.bmp"] > *before.values().max().unwrap());
+    assert!(after["sub/renamed.bmp"] > *before.values().max().unwrap());
+    // The moved photos' vectors came with them.
+    for i in [1, 2] {
+        assert_eq!(top_hit(&images.join(format!("2024/album/img{i}.bmp"))), format!("2024/album/img{i}.bmp"));
+    }
+}
+
 /// A folder that cannot be listed stops `index` with its name; with `--skip-bad-images` it is
 /// listed as unreadable and the rest is indexed. Run as root (whom permissions do not stop), the
 /// binary runs as `nobody`.

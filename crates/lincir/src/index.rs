@@ -467,6 +467,9 @@ pub struct BuildReport {
     pub updated: usize,
     pub removed: usize,
     pub unchanged: usize,
+    /// Of the unchanged, photos found under new paths, moved there ([`crate::moved`]): vectors,
+    /// dates and ids kept.
+    pub moved: usize,
     pub failed: Vec<(String, String)>,
     pub compacted: bool,
     pub total: usize,
@@ -609,6 +612,17 @@ pub fn build(
             None => todo.push((rel, f.clone(), size, mtime_ns, None)),
         }
     }
+    // Photos moved to another folder keep their vectors, dates and ids (crate::moved).
+    let found: std::collections::HashSet<&str> = kept.iter().map(|e| e.path.as_str()).chain(todo.iter().map(|t| t.0.as_str())).collect();
+    let mut gone = crate::moved::Gone::new(old.values().filter(|e| !found.contains(e.path.as_str())));
+    drop(found);
+    let mut moved = Vec::new();
+    todo.retain(|t| match t.4 {
+        Some(_) => true,
+        None => gone.take(&t.0, t.2, t.3).map(|e| moved.push(e)).is_none(),
+    });
+    report.moved = moved.len();
+    kept.extend(moved);
     report.unchanged = kept.len() - report.unreachable.iter().map(|u| u.kept).sum::<usize>();
     if !meta.dates {
         // An index made before dates were recorded: its photos' dates, read once (EXIF headers
@@ -619,7 +633,7 @@ pub fn build(
         meta.dates = report.unreachable.iter().all(|u| u.kept == 0);
     }
     let present: std::collections::HashSet<&str> = kept.iter().map(|e| e.path.as_str()).chain(todo.iter().map(|t| t.0.as_str())).collect();
-    report.removed = old.keys().filter(|p| !present.contains(p.as_str())).count();
+    report.removed = old.keys().filter(|p| !present.contains(p.as_str())).count() - report.moved;
     meta.entries = kept;
     save_sorted(dir, &mut meta)?; // deletions take effect now
 

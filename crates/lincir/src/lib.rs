@@ -16,6 +16,7 @@ pub mod index;
 pub mod io;
 pub mod linear;
 pub mod mapper;
+pub mod moved;
 pub mod method;
 pub mod phi;
 pub mod photo_date;
