@@ -73,6 +73,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
         secs,
         if embedded > 0 { format!("{:.1}", embedded as f64 / secs) } else { "-".into() }
     );
+    if let Some(from) = &r.relocated_from {
+        println!("the indexed folder moved from {} to {}: {} of its images found here unchanged", from.display(), args.images.display(), r.unchanged);
+    }
     if r.moved > 0 {
         println!("{} of the unchanged images were moved to new folders (same name, size and time): their vectors and ids kept", r.moved);
     }

@@ -463,6 +463,42 @@ fn moved_photos_keep_their_vectors_and_ids() {
     }
 }
 
+/// A library moved to another disk or mount point: its index follows it (ids kept, nothing
+/// embedded again) when the old folder is gone and the images are found in the new one; another
+/// folder is refused, whether the old one is there or not.
+#[test]
+fn an_index_follows_its_folder_to_a_new_place() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let (m, images, out) = indexed_colours(&model, &work);
+    let meta = || std::fs::read_to_string(out.join("index.json")).unwrap();
+    let ids = |meta: &str| -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(meta).unwrap();
+        v["entries"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect()
+    };
+    let before = meta();
+    let elsewhere = work.path().join("other");
+    write_bmp(&elsewhere.join("x.bmp"), [3, 4, 5]);
+    let run = |folder: &Path| lincir(&["index", "--model", &m, "--images", folder.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_clean_failure(&run(&elsewhere), &["indexes", "not"]);
+    let moved = work.path().join("disk2/photos");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&images, &moved).unwrap();
+    // The old folder gone, an unrelated one is still refused, the index untouched.
+    assert_clean_failure(&run(&elsewhere), &["none of its 6 images is here unchanged"]);
+    assert_eq!(meta(), before);
+    let o = run(&moved);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(counts(&stdout), [6, 0, 0, 0, 6, 0], "{stdout}");
+    assert!(stdout.contains("the indexed folder moved from"), "{stdout}");
+    let after = meta();
+    assert_eq!(ids(&after), ids(&before));
+    assert!(after.contains("disk2"), "{after}");
+    // Searches open the files in their new place.
+    let o = lincir(&["search", "--index", out.to_str().unwrap(), "--id", "0", "-k", "2"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("disk2/photos"), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
 /// A folder that cannot be listed stops `index` with its name; with `--skip-bad-images` it is
 /// listed as unreadable and the rest is indexed. Run as root (whom permissions do not stop), the
 /// binary runs as `nobody`.

@@ -467,6 +467,9 @@ pub struct BuildReport {
     pub updated: usize,
     pub removed: usize,
     pub unchanged: usize,
+    /// The folder the index was made of, when it is gone and the run found its images in the
+    /// folder given instead (the library moved to another disk or mount point).
+    pub relocated_from: Option<PathBuf>,
     /// Of the unchanged, photos found under new paths, moved there ([`crate::moved`]): vectors,
     /// dates and ids kept.
     pub moved: usize,
@@ -523,6 +526,7 @@ pub fn build(
     clip.preprocess.jpeg = jpeg.or(existing.as_ref().map(|m| m.jpeg)).unwrap_or_default();
     let key = model_key(clip)?;
     let dim = clip.config.projection_dim;
+    let mut relocated_from = None;
     let mut meta = if let Some(m) = existing {
         if m.jpeg != clip.preprocess.jpeg {
             return Err(Error::file(
@@ -536,8 +540,14 @@ pub fn build(
                 format!("was built with model `{}`, not `{}`: index into another folder", m.model, clip.name),
             ));
         }
+        let mut m = m;
         if m.root != root {
-            return Err(Error::file(dir.join(META_FILE), format!("indexes {}, not {}", m.root.display(), root.display())));
+            if m.root.exists() {
+                return Err(Error::file(dir.join(META_FILE), format!("indexes {}, not {}", m.root.display(), root.display())));
+            }
+            // The indexed folder is gone: moved (a new disk, another mount point) to `root`,
+            // which the run checks by finding its images there.
+            relocated_from = Some(std::mem::replace(&mut m.root, root.clone()));
         }
         ids_by_position(dir, &m.entries)?;
         m
@@ -623,6 +633,19 @@ pub fn build(
     });
     report.moved = moved.len();
     kept.extend(moved);
+    if let Some(from) = relocated_from {
+        if kept.is_empty() && !old.is_empty() {
+            return Err(Error::file(
+                &root,
+                format!(
+                    "is not {}, the folder this index was made of (gone): none of its {} images is here unchanged; index into another folder",
+                    from.display(),
+                    old.len()
+                ),
+            ));
+        }
+        report.relocated_from = Some(from);
+    }
     report.unchanged = kept.len() - report.unreachable.iter().map(|u| u.kept).sum::<usize>();
     if !meta.dates {
         // An index made before dates were recorded: its photos' dates, read once (EXIF headers
