@@ -6,18 +6,25 @@
 use std::io::BufReader;
 use std::path::Path;
 
-/// Containers whose EXIF block sits in the header, found without reading the whole file (a
-/// TIFF's may be anywhere in it: TIFF files get no date).
+/// Containers whose EXIF block sits in the header, found without reading the whole file.
 const EXIF_IN_HEADER: [&str; 7] = ["jpg", "jpeg", "jpe", "png", "webp", "heic", "heif"];
+/// TIFF files, whose tags may be anywhere in them: the EXIF reader reads the whole file, so only
+/// files up to [`MAX_TIFF_BYTES`] get their date read (a scan of a few hundred megabytes, none).
+const TIFF: [&str; 2] = ["tif", "tiff"];
+const MAX_TIFF_BYTES: u64 = 64 << 20;
 
 /// The date `path` was taken, when its EXIF data says (None without EXIF, without a date, or
 /// with a date that cannot be one, as cameras write `0000:00:00 00:00:00` when never set).
 pub fn taken(path: &Path) -> Option<String> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    if !EXIF_IN_HEADER.contains(&ext.as_str()) {
+    let tiff = TIFF.contains(&ext.as_str());
+    if !EXIF_IN_HEADER.contains(&ext.as_str()) && !tiff {
         return None;
     }
     let file = std::fs::File::open(path).ok()?;
+    if tiff && file.metadata().ok()?.len() > MAX_TIFF_BYTES {
+        return None;
+    }
     // A parser of untrusted bytes: a panic inside it costs this photo its date, nothing more.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let exif = exif::Reader::new().read_from_container(&mut BufReader::new(file)).ok()?;
@@ -96,6 +103,24 @@ mod tests {
         std::fs::write(dir.path().join("text.jpg"), b"not a photo").unwrap();
         assert_eq!(taken(&dir.path().join("text.jpg")), None);
         assert_eq!(taken(&dir.path().join("missing.jpg")), None);
+    }
+
+    /// TIFF files (scans, some cameras): their tags may be anywhere in the file, so it is read
+    /// whole, and only up to 64 MiB.
+    #[test]
+    fn a_tiff_gets_its_date_up_to_a_size() {
+        let field = exif::Field { tag: exif::Tag::DateTimeOriginal, ifd_num: exif::In::PRIMARY, value: exif::Value::Ascii(vec![b"2001:02:03 04:05:06".to_vec()]) };
+        let mut writer = exif::experimental::Writer::new();
+        writer.push_field(&field);
+        let mut tiff = std::io::Cursor::new(Vec::new());
+        writer.write(&mut tiff, true).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let scan = dir.path().join("scan.TIF");
+        std::fs::write(&scan, tiff.get_ref()).unwrap();
+        assert_eq!(taken(&scan).as_deref(), Some("2001-02-03T04:05:06"));
+        // Past the size (a sparse file: nothing written): not read.
+        std::fs::OpenOptions::new().write(true).open(&scan).unwrap().set_len(MAX_TIFF_BYTES + 1).unwrap();
+        assert_eq!(taken(&scan), None);
     }
 
     #[test]

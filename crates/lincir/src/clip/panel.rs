@@ -16,6 +16,10 @@
 //! `lincir bench matmul`: docs/PERFORMANCE.md. CPUs without AVX2 keep the tensor and candle's
 //! kernel.
 
+// Elsewhere than x86_64 no kernel exists ([`available`] is false): the callers use candle's
+// products, and the kernels' helpers are unused there.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code, unused_macros, unused_mut))]
+
 use rayon::prelude::*;
 
 /// Rows of the micro-kernel's output block.

@@ -167,7 +167,9 @@ pub fn build(
             }
         };
         let mut errors = embedded.skipped.into_iter().map(|(_, e)| e);
-        let dates: Vec<Option<String>> = save_chunk.par_iter().map(|t| crate::photo_date::taken(&t.file)).collect();
+        // (Only the images that embedded: a file that failed is not indexed.)
+        let dates: Vec<Option<String>> =
+            save_chunk.par_iter().zip(embedded.ok.par_iter()).map(|(t, &ok)| if ok { crate::photo_date::taken(&t.file) } else { None }).collect();
         let mut bytes = Vec::with_capacity(save_chunk.len() * dim * 4);
         for (((t, row), ok), taken) in save_chunk.iter().zip(embedded.features.to_vec2::<f32>()?).zip(&embedded.ok).zip(dates) {
             if !ok {
