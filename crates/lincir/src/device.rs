@@ -187,7 +187,11 @@ pub fn cpu_model() -> String {
 /// The vector and matrix features of this CPU that decide how fast CLIP runs (from
 /// /proc/cpuinfo's flags, Linux; the compiler's run-time detection elsewhere on x86).
 pub fn cpu_features() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
     const WANTED: [&str; 8] = ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_bf16", "amx_int8"];
+    // (x86's flags only: an x86 program emulated elsewhere, or ARM's `Features` line, say nothing
+    // of what this build runs.)
+    #[cfg(target_arch = "x86_64")]
     if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
         if let Some(flags) = info.lines().find(|l| l.starts_with("flags")) {
             let have: std::collections::HashSet<&str> = flags.split_whitespace().collect();
@@ -204,7 +208,12 @@ pub fn cpu_features() -> Vec<&'static str> {
         ];
         detected.into_iter().filter(|(_, on)| *on).map(|(f, _)| f).collect()
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    // NEON (Advanced SIMD) is part of every 64-bit ARM CPU: candle's products use it.
+    #[cfg(target_arch = "aarch64")]
+    {
+        vec!["neon"]
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     Vec::new()
 }
 
