@@ -137,7 +137,9 @@ impl Walker {
     fn walk(&mut self, entries: Vec<PathBuf>) -> Result<()> {
         for p in entries {
             let hidden = p.file_name().is_some_and(is_hidden);
-            if p.is_dir() {
+            // One stat per entry (a network share answers each in a millisecond or more).
+            let target = std::fs::metadata(&p);
+            if target.as_ref().is_ok_and(|m| m.is_dir()) {
                 if hidden {
                     self.out.hidden_folders += 1;
                 } else {
@@ -146,11 +148,12 @@ impl Walker {
                 continue;
             }
             let out = &mut self.out;
-            if !hidden && !p.exists() && std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
-                let target = std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default();
-                let why = std::fs::metadata(&p).err().map(|e| e.to_string()).unwrap_or_default();
-                out.broken_links.push((p, format!("a link to {target}, which cannot be reached ({why})")));
-                continue;
+            if let Err(e) = &target {
+                if !hidden && std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+                    let to = std::fs::read_link(&p).map(|t| t.display().to_string()).unwrap_or_default();
+                    out.broken_links.push((p, format!("a link to {to}, which cannot be reached ({e})")));
+                    continue;
+                }
             }
             if is_image_file(&p) {
                 if hidden {
