@@ -127,15 +127,16 @@ pub fn build(
 
     let mut report = BuildReport { jpeg_decode: clip.preprocess.jpeg, ..Default::default() };
     let old = std::mem::take(&mut meta.entries);
-    let Plan { mut kept, todo } = plan(&root, dir, old, skip_bad, relocated_from, &mut report)?;
+    let Plan { mut kept, out_of_reach, todo } = plan(&root, dir, old, skip_bad, relocated_from, &mut report)?;
     if !meta.dates {
         // An index made before dates were recorded: its photos' dates, read once (EXIF headers
         // only, a fraction of a millisecond a photo).
         kept.par_iter_mut().for_each(|e| e.taken = crate::photo_date::taken(&root.join(&e.path)));
         report.dates_read = kept.len();
         // Photos kept from a place not reached get theirs on a later run.
-        meta.dates = report.unreachable.iter().all(|u| u.kept == 0);
+        meta.dates = out_of_reach.is_empty();
     }
+    kept.extend(out_of_reach);
     meta.entries = kept;
     save_sorted(dir, &mut meta)?; // deletions take effect now
 
@@ -228,10 +229,11 @@ struct Todo {
     id: Option<usize>,
 }
 
-/// What a run finds in the folder: the entries that stay as they are (unchanged, moved, out of
-/// reach) and the images to embed.
+/// What a run finds in the folder: the entries that stay as they are (unchanged or moved), those
+/// kept under places out of reach, and the images to embed.
 struct Plan {
     kept: Vec<Entry>,
+    out_of_reach: Vec<Entry>,
     todo: Vec<Todo>,
 }
 
@@ -242,21 +244,21 @@ fn plan(root: &Path, dir: &Path, old: Vec<Entry>, skip_bad: bool, relocated_from
     report.unsupported = walk.unsupported;
     report.hidden_folders = walk.hidden_folders;
     report.hidden_images = walk.hidden_images;
-    let relative = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
+    let relative = |p: &Path| entry_path(root, p).unwrap_or_else(|| p.to_string_lossy().into_owned());
     for (folder, e) in &walk.unreadable_folders {
         report.failed.push((format!("{}/", relative(folder)), e.clone()));
     }
     let old: HashMap<String, Entry> = old.into_iter().map(|e| (e.path.clone(), e)).collect();
-    let mut kept = Vec::new();
+    let mut out_of_reach = Vec::new();
     // What was indexed under a place not reached this time stays as it was.
     for (place, why) in walk.unreadable_folders.iter().chain(&walk.broken_links) {
         let place = relative(place);
         let under = |path: &str| path == place || path.strip_prefix(place.as_str()).is_some_and(|rest| rest.starts_with('/'));
-        let before = kept.len();
-        kept.extend(old.values().filter(|e| under(&e.path)).cloned());
-        report.unreachable.push(Unreachable { path: place, why: why.clone(), kept: kept.len() - before });
+        let before = out_of_reach.len();
+        out_of_reach.extend(old.values().filter(|e| under(&e.path)).cloned());
+        report.unreachable.push(Unreachable { path: place, why: why.clone(), kept: out_of_reach.len() - before });
     }
-    if walk.images.is_empty() && kept.is_empty() && !old.is_empty() {
+    if walk.images.is_empty() && out_of_reach.is_empty() && !old.is_empty() {
         // An empty mount point (a drive not mounted) reads as a folder whose photos were all
         // deleted: not taken as that.
         return Err(Error::file(
@@ -268,6 +270,7 @@ fn plan(root: &Path, dir: &Path, old: Vec<Entry>, skip_bad: bool, relocated_from
             ),
         ));
     }
+    let mut kept = Vec::new();
     let mut todo = Vec::new();
     for file in walk.images {
         let rel = relative(&file);
@@ -288,7 +291,8 @@ fn plan(root: &Path, dir: &Path, old: Vec<Entry>, skip_bad: bool, relocated_from
         }
     }
     // Photos moved to another folder keep their vectors, dates and ids (crate::moved).
-    let found: std::collections::HashSet<&str> = kept.iter().map(|e| e.path.as_str()).chain(todo.iter().map(|t| t.rel.as_str())).collect();
+    let found: std::collections::HashSet<&str> =
+        kept.iter().chain(&out_of_reach).map(|e| e.path.as_str()).chain(todo.iter().map(|t| t.rel.as_str())).collect();
     let mut gone = crate::moved::Gone::new(old.values().filter(|e| !found.contains(e.path.as_str())));
     drop(found);
     let mut moved = Vec::new();
@@ -308,12 +312,11 @@ fn plan(root: &Path, dir: &Path, old: Vec<Entry>, skip_bad: bool, relocated_from
         }
         report.relocated_from = Some(from);
     }
-    let out_of_reach: usize = report.unreachable.iter().map(|u| u.kept).sum();
-    report.unchanged = kept.len().saturating_sub(out_of_reach);
-    // Every old entry is kept (as it was, moved or out of reach), embedded again, or gone.
+    report.unchanged = kept.len();
+    // Every old entry is kept (as it was, or moved), out of reach, embedded again, or gone.
     let changed = todo.iter().filter(|t| t.id.is_some()).count();
-    report.removed = old.len().saturating_sub(kept.len() + changed);
-    Ok(Plan { kept, todo })
+    report.removed = old.len().saturating_sub(kept.len() + out_of_reach.len() + changed);
+    Ok(Plan { kept, out_of_reach, todo })
 }
 
 /// Holds `index.lock` for one `lincir index` run: two runs on one index (a cron job and one by

@@ -138,6 +138,11 @@ impl Stamp {
     }
 }
 
+/// The path an entry has for `file` under the indexed folder `root`: relative, `/`-separated.
+fn entry_path(root: &Path, file: &Path) -> Option<String> {
+    Some(file.strip_prefix(root).ok()?.to_string_lossy().replace('\\', "/"))
+}
+
 fn is_exact(jpeg: &JpegDecode) -> bool {
     *jpeg == JpegDecode::Exact
 }
@@ -279,7 +284,7 @@ impl Index {
     /// modification time): its vector can stand for the file.
     pub fn id_of_file(&self, file: &Path) -> Option<usize> {
         let file = file.canonicalize().ok()?;
-        let rel = file.strip_prefix(&self.meta.root).ok()?.to_string_lossy().replace('\\', "/");
+        let rel = entry_path(&self.meta.root, &file)?;
         let entries = &self.meta.entries;
         let e = entries.binary_search_by(|e| e.path.as_str().cmp(&rel)).ok().map(|p| &entries[p])?;
         (stamp(&file) == Some((e.size, e.mtime_ns))).then_some(e.id)
