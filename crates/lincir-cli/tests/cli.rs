@@ -57,7 +57,7 @@ fn embed_images_walks_directories_in_sorted_order() {
     let (shape, _, names) = read_output(&out);
     assert_eq!(shape, vec![4, 16]);
     let names: Vec<String> = names.as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
-    let tails: Vec<&str> = names.iter().map(|n| n.rsplit('/').next().unwrap()).collect();
+    let tails: Vec<&str> = names.iter().map(|n| n.rsplit(['/', '\\']).next().unwrap()).collect();
     assert_eq!(tails, ["camera_gray_256.png", "a.webp", "b.png", "a.jpg"]);
 }
 

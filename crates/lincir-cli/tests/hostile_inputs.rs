@@ -15,11 +15,32 @@ use common::*;
 use hostile::Expect;
 
 /// Peak resident memory of a process, in MiB (Linux).
+#[cfg(not(windows))]
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// The process's peak working set, Windows' measure of what /proc's VmHWM is.
+#[cfg(windows)]
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::ProcessStatus::{GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS};
+    use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION};
+    // SAFETY: plain Win32 calls on a handle opened and closed here, into a zeroed struct whose
+    // size is passed along.
+    unsafe {
+        let process = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+        if process.is_null() {
+            return None;
+        }
+        let mut counters: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
+        let ok = GetProcessMemoryInfo(process, &mut counters, std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32);
+        CloseHandle(process);
+        (ok != 0).then(|| counters.PeakWorkingSetSize as f64 / (1024.0 * 1024.0))
+    }
 }
 
 fn indexed(work: &tempfile::TempDir, model: &str) -> std::path::PathBuf {

@@ -28,7 +28,10 @@ fn placeholder(path: &Path) {
 
 fn link(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    #[cfg(unix)]
     std::os::unix::fs::symlink(from, to).unwrap();
+    #[cfg(windows)]
+    if from.is_dir() { std::os::windows::fs::symlink_dir(from, to) } else { std::os::windows::fs::symlink_file(from, to) }.unwrap();
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -86,11 +86,10 @@ pub fn parse_safetensors(
     Ok((safetensors_to_tensors(path, &st)?, meta))
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
-    #[cfg(unix)]
     #[test]
     fn outputs_get_the_users_umask_like_any_other_file() {
         use std::os::unix::fs::PermissionsExt;

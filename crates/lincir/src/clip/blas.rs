@@ -31,12 +31,13 @@ pub struct Blas {
 
 static BLAS: OnceLock<Option<Blas>> = OnceLock::new();
 
-/// The libraries each short name stands for, in the order they are tried.
+/// The libraries each short name stands for, in the order they are tried (Linux, macOS, then the
+/// names of the Windows builds: OpenBLAS's releases, `pip install mkl`'s `Library\bin`).
 fn candidates(name: &str) -> Vec<String> {
     let list: &[&str] = match name {
-        "openblas" => &["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"],
-        "mkl" => &["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.dylib"],
-        "blis" => &["libblis.so.4", "libblis.so", "libblis.dylib"],
+        "openblas" => &["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib", "libopenblas.dll", "openblas.dll"],
+        "mkl" => &["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.dylib", "mkl_rt.2.dll", "mkl_rt.dll"],
+        "blis" => &["libblis.so.4", "libblis.so", "libblis.dylib", "libblis.dll"],
         path => return vec![path.to_string()],
     };
     list.iter().map(|s| s.to_string()).collect()
@@ -94,7 +95,8 @@ pub fn load(name: &str) -> Result<Blas> {
         };
         // MKL's default threading layer needs Intel's OpenMP, which `pip install mkl` does not
         // bring; GNU's libgomp is on every Linux with a C compiler. MKL_THREADING_LAYER overrides.
-        if std::env::var_os("MKL_THREADING_LAYER").is_none() {
+        // (On Windows `pip install mkl` brings Intel's OpenMP, and MKL has no GNU layer there.)
+        if !cfg!(windows) && std::env::var_os("MKL_THREADING_LAYER").is_none() {
             // SAFETY: MKL_Set_Threading_Layer takes one int (MKL_THREADING_GNU = 3).
             if let Ok(f) = unsafe { lib.get::<unsafe extern "C" fn(c_int) -> c_int>(b"MKL_Set_Threading_Layer\0") } {
                 unsafe { f(3) };

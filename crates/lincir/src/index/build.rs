@@ -73,7 +73,8 @@ pub fn build(
     skip_bad: bool,
     progress: &dyn Fn(usize, usize),
 ) -> Result<BuildReport> {
-    let root = images.canonicalize().map_err(|e| Error::file(images, format!("cannot index: {e}")))?;
+    // dunce: on Windows, `C:\Photos` rather than the `\\?\C:\Photos` std's canonical form is.
+    let root = dunce::canonicalize(images).map_err(|e| Error::file(images, format!("cannot index: {e}")))?;
     if !root.is_dir() {
         return Err(Error::file(images, "not a folder of images"));
     }
@@ -124,6 +125,7 @@ pub fn build(
             entries: vec![],
         }
     };
+    remove_earlier_generations(dir, &meta);
 
     let mut report = BuildReport { jpeg_decode: clip.preprocess.jpeg, ..Default::default() };
     let old = std::mem::take(&mut meta.entries);
@@ -273,7 +275,14 @@ fn plan(root: &Path, dir: &Path, old: Vec<Entry>, skip_bad: bool, relocated_from
     let mut kept = Vec::new();
     let mut todo = Vec::new();
     for file in walk.images {
-        let rel = relative(&file);
+        let Some(rel) = entry_path(root, &file) else {
+            let why = "its name is not valid UTF-8 (an old archive's encoding?): rename it to index it, e.g. with `convmv -f latin1 -t utf8`";
+            if !skip_bad {
+                return Err(Error::file(&file, format!("{why}, or index with --skip-bad-images")));
+            }
+            report.failed.push((relative(&file), why.into()));
+            continue;
+        };
         // A file listed but whose size and time cannot be read (vanished, no permission) is an
         // unreadable image like any other: an error, or a listed skip.
         let Some((size, mtime_ns)) = stamp(&file) else {
@@ -381,8 +390,13 @@ pub(super) fn sync_codes(dir: &Path, meta: &mut IndexMeta) -> Result<Option<(Fil
     let path = dir.join(&name);
     let row_bytes = compact::row_bytes(meta.dim);
     let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::file(&path, e))?;
-    let have = (file.metadata().map_err(|e| Error::file(&path, e))?.len() as usize / row_bytes).min(meta.rows);
-    file.set_len((have * row_bytes) as u64).map_err(|e| Error::file(&path, e))?;
+    let len = file.metadata().map_err(|e| Error::file(&path, e))?.len();
+    let have = (len as usize / row_bytes).min(meta.rows);
+    // Cut only what an interruption left: Windows refuses to change the length of a file that
+    // a running `serve` has mapped.
+    if len != (have * row_bytes) as u64 {
+        file.set_len((have * row_bytes) as u64).map_err(|e| Error::file(&path, e))?;
+    }
     if have < meta.rows {
         // Only the rows that lack codes are read, a bounded slice at a time (an index of format 1
         // may hold millions of rows).
@@ -410,6 +424,19 @@ fn f32_values(bytes: &[u8]) -> std::borrow::Cow<'_, [f32]> {
         std::borrow::Cow::Borrowed(bytemuck_f32(bytes))
     } else {
         std::borrow::Cow::Owned(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+    }
+}
+
+/// Deletes the vectors and codes of earlier generations that a compaction could not delete
+/// (on Windows a file mapped by a running `serve` cannot be deleted): tried again on every run.
+fn remove_earlier_generations(dir: &Path, meta: &IndexMeta) {
+    let Ok(listing) = std::fs::read_dir(dir) else { return };
+    for name in listing.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()) {
+        let generation = name.strip_prefix("vectors-").and_then(|n| n.strip_suffix(".f32")).or_else(|| name.strip_prefix("codes-").and_then(|n| n.strip_suffix(".i8")));
+        let current = name == meta.vectors_file || meta.codes_file.as_deref() == Some(name.as_str());
+        if generation.is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit())) && !current {
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
     }
 }
 

@@ -138,9 +138,13 @@ impl Stamp {
     }
 }
 
-/// The path an entry has for `file` under the indexed folder `root`: relative, `/`-separated.
+/// The path an entry has for `file` under the indexed folder `root`: relative, its names joined
+/// with `/` whatever the system's separator (a `\\` in a Linux file name stays part of the
+/// name). None outside `root`, or where a name is not UTF-8: `index.json` holds text, and a name
+/// made valid by replacing bytes would not open the file again.
 fn entry_path(root: &Path, file: &Path) -> Option<String> {
-    Some(file.strip_prefix(root).ok()?.to_string_lossy().replace('\\', "/"))
+    let names: Option<Vec<&str>> = file.strip_prefix(root).ok()?.components().map(|c| c.as_os_str().to_str()).collect();
+    Some(names?.join("/"))
 }
 
 fn is_exact(jpeg: &JpegDecode) -> bool {
@@ -283,7 +287,7 @@ impl Index {
     /// The id of the image at `file`, when it is indexed and unchanged since (same size and
     /// modification time): its vector can stand for the file.
     pub fn id_of_file(&self, file: &Path) -> Option<usize> {
-        let file = file.canonicalize().ok()?;
+        let file = dunce::canonicalize(file).ok()?;
         let rel = entry_path(&self.meta.root, &file)?;
         let entries = &self.meta.entries;
         let e = entries.binary_search_by(|e| e.path.as_str().cmp(&rel)).ok().map(|p| &entries[p])?;
@@ -356,8 +360,16 @@ impl Index {
     /// The positions of the images in `folder` (relative to the indexed one, with `/` or `\`,
     /// subfolders included; empty: every image): one range, as entries are sorted by path.
     pub fn folder_positions(&self, folder: &str) -> Range<usize> {
-        let folder = folder.trim().replace('\\', "/");
-        let folder = folder.trim_start_matches("./").trim_matches('/');
+        // A `\\` is a separator, unless a folder of that very name (Linux) is indexed.
+        let literal = self.folder_range(folder);
+        if literal.is_empty() && folder.contains('\\') {
+            return self.folder_range(&folder.replace('\\', "/"));
+        }
+        literal
+    }
+
+    fn folder_range(&self, folder: &str) -> Range<usize> {
+        let folder = folder.trim().trim_start_matches("./").trim_matches('/');
         if folder.is_empty() {
             return 0..self.len();
         }
@@ -502,7 +514,7 @@ mod tests {
     #[test]
     fn a_folder_is_the_range_of_paths_under_it() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = ["a-b/1.jpg", "a.jpg", "a/1.jpg", "a/b/2.jpg", "a/b0.jpg", "a0/3.jpg", "b/4.jpg"];
+        let paths = ["a-b/1.jpg", "a.jpg", "a/1.jpg", "a/b/2.jpg", "a/b0.jpg", "a0/3.jpg", "b/4.jpg", "c\\d/5.jpg"];
         let dim = 4;
         let entries = paths.iter().enumerate().map(|(i, p)| Entry { path: p.to_string(), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0, taken: None }).collect();
         let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.path().into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, dates: true, entries };
@@ -512,6 +524,7 @@ mod tests {
         assert_eq!(under("a"), ["a/1.jpg", "a/b/2.jpg", "a/b0.jpg"]);
         assert_eq!(under("/a/b/"), ["a/b/2.jpg"]);
         assert_eq!(under("a\\b"), ["a/b/2.jpg"]);
+        assert_eq!(under("c\\d"), ["c\\d/5.jpg"], "a Linux folder named with a backslash");
         assert_eq!(under("./b"), ["b/4.jpg"]);
         assert_eq!(under(""), paths);
         assert!(under("c").is_empty() && under("a/1.jpg").is_empty());
