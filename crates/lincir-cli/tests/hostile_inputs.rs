@@ -15,34 +15,6 @@ use common::*;
 use hostile::Expect;
 
 /// Peak resident memory of a process, in MiB (Linux).
-#[cfg(not(windows))]
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// The process's peak working set, Windows' measure of what /proc's VmHWM is.
-#[cfg(windows)]
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    use windows_sys::Win32::Foundation::CloseHandle;
-    use windows_sys::Win32::System::ProcessStatus::{GetProcessMemoryInfo, PROCESS_MEMORY_COUNTERS};
-    use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION};
-    // SAFETY: plain Win32 calls on a handle opened and closed here, into a zeroed struct whose
-    // size is passed along.
-    unsafe {
-        let process = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
-        if process.is_null() {
-            return None;
-        }
-        let mut counters: PROCESS_MEMORY_COUNTERS = std::mem::zeroed();
-        let ok = GetProcessMemoryInfo(process, &mut counters, std::mem::size_of::<PROCESS_MEMORY_COUNTERS>() as u32);
-        CloseHandle(process);
-        (ok != 0).then(|| counters.PeakWorkingSetSize as f64 / (1024.0 * 1024.0))
-    }
-}
-
 fn indexed(work: &tempfile::TempDir, model: &str) -> std::path::PathBuf {
     let (images, out) = (work.path().join("photos"), work.path().join("index"));
     for (i, rgb) in [[220, 30, 30], [30, 200, 40], [30, 40, 220]].iter().enumerate() {
@@ -111,7 +83,7 @@ fn serve_answers_hostile_uploads_with_4xx_and_stays_up() {
     }
     let info: serde_json::Value = agent.get(&format!("{}/api/info", server.base)).call().unwrap().body_mut().read_json().unwrap();
     assert_eq!(info["images"], 3, "still up");
-    let rss = peak_rss_mib(server.child.id()).unwrap();
+    let rss = memory::of_process(server.child.id()).unwrap().peak_mib();
     // The 100,000 x 1 images are the largest real work here (resized only where cropped).
     assert!(rss < 300.0, "peak RSS {rss:.0} MiB");
 }
@@ -149,7 +121,7 @@ fn decoded_bombs_at_the_limit_are_accepted_with_a_warning_and_bounded_memory() {
         let (ct, body) = multipart(&[("k", "2")], Some(("over.png", &over)));
         assert_eq!(post(&agent, &url, &ct, &body).0, 415);
     }
-    let rss = peak_rss_mib(server.child.id()).unwrap();
+    let rss = memory::of_process(server.child.id()).unwrap().peak_mib();
     // Idle server ~90 MiB; the bomb as RGB is 24 MB, the decoder's bound 8 bytes per pixel.
     assert!(rss < 300.0, "peak RSS {rss:.0} MiB");
 }
@@ -219,7 +191,7 @@ fn a_flood_gets_503_not_unbounded_queueing_and_info_keeps_answering() {
     assert!(server.child.try_wait().is_ok_and(|s| s.is_none()), "the server is alive");
     // Bound: the model and runtime (~50 MiB), 4 admitted uploads of ~12 MB... at most the
     // workers' decoded images (2 x 4 MP x (3 + 3) bytes) and their preprocessing: far below 512.
-    let rss = peak_rss_mib(server.child.id()).unwrap();
+    let rss = memory::of_process(server.child.id()).unwrap().peak_mib();
     assert!(rss < 512.0, "peak RSS {rss:.0} MiB");
 }
 

@@ -30,8 +30,22 @@ fn link(from: &Path, to: &Path) {
     std::fs::create_dir_all(to.parent().unwrap()).unwrap();
     #[cfg(unix)]
     std::os::unix::fs::symlink(from, to).unwrap();
-    #[cfg(windows)]
-    if from.is_dir() { std::os::windows::fs::symlink_dir(from, to) } else { std::os::windows::fs::symlink_file(from, to) }.unwrap();
+    // (Links need privileges on Windows: a copy, a few megabytes of annotations.)
+    #[cfg(not(unix))]
+    copy_tree(from, to);
+}
+
+#[cfg(not(unix))]
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -35,6 +35,9 @@ pub fn stamp_of(m: &std::fs::Metadata) -> Option<(u64, u128)> {
     Some((m.len(), mtime))
 }
 
+/// Where the feature cache lives unless `--cache-dir` says: `$LINCIR_CACHE`, else
+/// `$XDG_CACHE_HOME/lincir`, else `.cache/lincir` in the home folder (`%USERPROFILE%` on
+/// Windows, which has no `HOME`: beside the Hugging Face cache, as the hub's libraries put it).
 pub fn default_root() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(CACHE_ENV) {
         return Some(PathBuf::from(p));
@@ -42,7 +45,8 @@ pub fn default_root() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
         return Some(PathBuf::from(p).join("lincir"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/lincir"))
+    let home = std::env::var_os("HOME").or_else(|| if cfg!(windows) { std::env::var_os("USERPROFILE") } else { None });
+    home.map(|h| PathBuf::from(h).join(".cache").join("lincir"))
 }
 
 /// A key that changes when the model's image embeddings could change: `config.json`, the
