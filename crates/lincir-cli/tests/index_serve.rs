@@ -366,6 +366,28 @@ fn links_loops_and_hidden_folders_in_a_photo_folder() {
     assert_eq!(paths, ["album/linked.bmp", "sub/img0.bmp", "sub/img1.bmp", "sub/img2.bmp", "sub/img3.bmp", "sub/img4.bmp", "sub/img5.bmp"]);
 }
 
+/// Windows: what Explorer hides (the hidden or system attribute, set here with `attrib`) is left
+/// out and counted, as names starting with `.` are.
+#[cfg(windows)]
+#[test]
+fn windows_hidden_files_and_folders_are_left_out() {
+    let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
+    let m = model.path().to_str().unwrap();
+    let images = work.path().join("Pictures");
+    colours(&images);
+    write_bmp(&images.join("private/p0.bmp"), [1, 2, 3]);
+    write_bmp(&images.join("sub/hidden.bmp"), [4, 5, 6]);
+    for (flag, path) in [("+h", images.join("private")), ("+s", images.join("sub/hidden.bmp"))] {
+        let o = std::process::Command::new("attrib").arg(flag).arg(&path).output().unwrap();
+        assert!(o.status.success(), "attrib {flag}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (out, report) = (work.path().join("index"), work.path().join("report.json"));
+    let o = lincir(&["index", "--model", m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!((r["total"].as_u64(), r["hidden_folders"].as_u64(), r["hidden_images"].as_u64()), (Some(6), Some(1), Some(1)), "{r}");
+}
+
 /// One index over several places through a folder of links; a link whose drive is not mounted
 /// keeps what was indexed under it (no re-embedding when it is back), and an indexed folder found
 /// empty (a mount point without its drive) is refused, the index left as it was.

@@ -55,18 +55,33 @@ pub struct ImageWalk {
 /// Whether a walk leaves a folder or file out: hidden names (`.thumbnails`, `.Trash`, `.git`, and
 /// the `._IMG_0001.JPG` resource forks macOS leaves on shared drives, which are not images),
 /// Synology's `@eaDir` folders, whose pictures are thumbnails of the photos beside them, and the
-/// system folders of Windows and NAS drives (trash, snapshots), often unreadable.
+/// system folders of Windows and NAS drives (trash, snapshots), often unreadable. On Windows the
+/// walk also leaves out what has the hidden or system attribute.
 pub fn is_hidden(name: &std::ffi::OsStr) -> bool {
     const SYSTEM: &[&str] = &["@eaDir", "$RECYCLE.BIN", "System Volume Information", "#recycle", "#snapshot"];
     let name = name.to_string_lossy();
     name.starts_with('.') || SYSTEM.contains(&name.as_ref())
 }
 
+/// Windows' own mark for what Explorer does not show: the hidden or system attribute.
+#[cfg(windows)]
+fn hidden_by_attribute(m: &std::fs::Metadata) -> bool {
+    const HIDDEN: u32 = 0x2;
+    const SYSTEM: u32 = 0x4;
+    std::os::windows::fs::MetadataExt::file_attributes(m) & (HIDDEN | SYSTEM) != 0
+}
+
+#[cfg(not(windows))]
+fn hidden_by_attribute(_: &std::fs::Metadata) -> bool {
+    false
+}
+
 /// "2 hidden folders and 1 hidden image", or None when nothing hidden was left out.
 pub fn describe_hidden(folders: usize, images: usize) -> Option<String> {
     let plural = |n: usize, what: &str| format!("{n} hidden {what}{}", if n == 1 { "" } else { "s" });
     let parts: Vec<String> = [(folders, "folder"), (images, "image")].iter().filter(|(n, _)| *n > 0).map(|&(n, w)| plural(n, w)).collect();
-    (!parts.is_empty()).then(|| format!("left out: {} (names starting with `.`, Synology's @eaDir: caches, trash, resource forks)", parts.join(" and ")))
+    let windows = if cfg!(windows) { ", the hidden attribute" } else { "" };
+    (!parts.is_empty()).then(|| format!("left out: {} (names starting with `.`, Synology's @eaDir{windows}: caches, trash, resource forks)", parts.join(" and ")))
 }
 
 /// Expands files and directories into image files: files are kept as given (whatever their
@@ -136,9 +151,9 @@ impl Walker {
 
     fn walk(&mut self, entries: Vec<PathBuf>) -> Result<()> {
         for p in entries {
-            let hidden = p.file_name().is_some_and(is_hidden);
             // One stat per entry (a network share answers each in a millisecond or more).
             let target = std::fs::metadata(&p);
+            let hidden = p.file_name().is_some_and(is_hidden) || target.as_ref().is_ok_and(hidden_by_attribute);
             if target.as_ref().is_ok_and(|m| m.is_dir()) {
                 if hidden {
                     self.out.hidden_folders += 1;

@@ -433,7 +433,7 @@ fn remove_earlier_generations(dir: &Path, meta: &IndexMeta) {
     let Ok(listing) = std::fs::read_dir(dir) else { return };
     for name in listing.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()) {
         let generation = name.strip_prefix("vectors-").and_then(|n| n.strip_suffix(".f32")).or_else(|| name.strip_prefix("codes-").and_then(|n| n.strip_suffix(".i8")));
-        let current = name == meta.vectors_file || meta.codes_file.as_deref() == Some(name.as_str());
+        let current = name == meta.vectors_file || meta.codes_file.as_deref() == Some(name.as_str()) || name == codes_name(&meta.vectors_file);
         if generation.is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit())) && !current {
             let _ = std::fs::remove_file(dir.join(&name));
         }
