@@ -14,20 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-check}
 TARGET=aarch64-unknown-linux-gnu
-sudo=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
 need=(gcc-aarch64-linux-gnu g++-aarch64-linux-gnu)
 [ "$MODE" = test ] && need+=(qemu-user)
-missing=()
-for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-if ! rustup target list --installed | grep -qx "$TARGET" && ! rustup target add "$TARGET"; then
-  # (rustup's server out of reach: said loudly, not failed, in CI's compile-only mode.)
-  echo "SKIPPED: the aarch64 standard library cannot be installed here (rustup target add $TARGET failed)" >&2
-  [ "$MODE" = check ] && exit 0
-  exit 1
-fi
+. scripts/cross_setup.sh
+cross_setup "$MODE" "$TARGET" aarch64 "${need[@]}"
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"

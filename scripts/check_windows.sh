@@ -16,20 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-check}
 TARGET=x86_64-pc-windows-gnu
-sudo=""; if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo"; fi
 need=(gcc-mingw-w64-x86-64 g++-mingw-w64-x86-64)
 [ "$MODE" = test ] && need+=(wine64)
-missing=()
-for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-if ! rustup target list --installed | grep -qx "$TARGET" && ! rustup target add "$TARGET"; then
-  # (rustup's server out of reach: said loudly, not failed, in CI's compile-only mode.)
-  echo "SKIPPED: the Windows standard library cannot be installed here (rustup target add $TARGET failed)" >&2
-  [ "$MODE" = check ] && exit 0
-  exit 1
-fi
+. scripts/cross_setup.sh
+cross_setup "$MODE" "$TARGET" Windows "${need[@]}"
 
 export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
 export CC_x86_64_pc_windows_gnu=x86_64-w64-mingw32-gcc CXX_x86_64_pc_windows_gnu=x86_64-w64-mingw32-g++
