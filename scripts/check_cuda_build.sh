@@ -26,12 +26,14 @@ echo "$out"
 [ "$(echo "$out" | grep -c .)" -eq 1 ] && echo "$out" | grep -q "^error: --device cuda:0: no usable CUDA device 0" \
   || { echo "expected one error line"; exit 1; }
 
-cargo test --release --features "$LINCIR_CUDA_FEATURES" -p lincir --test smp_parity --test cuda_ops
+# `--workspace`, not `-p lincir`: the features build_cuda.sh resolved for the whole workspace, so
+# nothing is compiled a second time (`-p lincir` alone costs a 12-minute rebuild).
+cargo test --release --features "$LINCIR_CUDA_FEATURES" --workspace --test smp_parity --test cuda_ops
 # The fused GPU ops' launch geometry (their kernels: scripts/check_cuda_kernels.sh; on a GPU:
 # tests/cuda_ops.rs, which skips here).
-cargo test --release --features "$LINCIR_CUDA_FEATURES" -p lincir --lib clip::cuda_ops
+cargo test --release --features "$LINCIR_CUDA_FEATURES" --workspace --lib clip::cuda_ops
 # The build's JPEG decoding (libjpeg's SIMD code where nasm was there) gives Pillow's bytes, and
 # hostile images are still refused cleanly.
-cargo test --release --features "$LINCIR_CUDA_FEATURES" -p lincir --test preprocess_parity --test hostile_images
+cargo test --release --features "$LINCIR_CUDA_FEATURES" --workspace --test preprocess_parity --test hostile_images
 echo "CUDA build: links, falls back, refuses cleanly, step parity on the CPU"
 rm -rf "$fake_driver" "$model"

@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 scripts/build_cuda.sh
 source scripts/cuda_toolchain.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/cuda}"
-# The test binaries of the same build: the SMP step's parity and the fused GPU ops' parity.
-tests_json=$(cargo test --release --features "$LINCIR_CUDA_FEATURES" -p lincir --test smp_parity --test cuda_ops --no-run --message-format=json 2>/dev/null)
+# The test binaries of the same build (`--workspace`: the binary's feature resolution, so no
+# dependency is compiled twice): the SMP step's parity and the fused GPU ops' parity.
+tests_json=$(cargo test --release --features "$LINCIR_CUDA_FEATURES" --workspace --test smp_parity --test cuda_ops --no-run --message-format=json 2>/dev/null)
 test_bin() {
   echo "$tests_json" | python3 -c 'import json, sys
 for m in map(json.loads, sys.stdin):
