@@ -342,7 +342,7 @@ fn search_latency(args: SearchBenchArgs) -> Result<()> {
         let v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         vectors.extend(v.iter().map(|x| x / norm));
-        entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), id: i, size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform(), taken: None });
+        entries.push(Entry { path: format!("synthetic/{i:06}.jpg"), id: i, size: 0, mtime_ns: 0, row: i, norm: 5.0 + 10.0 * rng.uniform(), taken: None, digest: None });
     }
     let meta = IndexMeta {
         format: FORMAT,

@@ -79,6 +79,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
     if r.moved > 0 {
         println!("{} of the unchanged images were moved to new folders (same name, size and time): their vectors and ids kept", r.moved);
     }
+    if r.renamed > 0 {
+        println!("{} of the unchanged images were renamed (same content, size and time): their vectors and ids kept", r.renamed);
+    }
     if r.dates_read > 0 {
         println!("read when {} already indexed photos were taken (recorded from now on)", r.dates_read);
     }

@@ -443,10 +443,11 @@ fn photos_behind_a_link_that_cannot_be_reached_stay_indexed() {
     assert_eq!(std::fs::read(laptop_index.join("index.json")).unwrap(), meta);
 }
 
-/// Photos moved to other folders (same name, size and time) keep their vectors and ids; one
-/// edited on the way, or renamed, is another photo.
+/// Photos moved to other folders (same name, size and time) or renamed (same content, size and
+/// time) keep their vectors and ids; one edited on the way is another photo, and so is another
+/// file with a gone photo's size and time.
 #[test]
-fn moved_photos_keep_their_vectors_and_ids() {
+fn moved_and_renamed_photos_keep_their_vectors_and_ids() {
     let (model, work) = (model_dir(), tempfile::tempdir().unwrap());
     let (m, images, out) = indexed_colours(&model, &work);
     let ids = || -> std::collections::BTreeMap<String, u64> {
@@ -470,23 +471,34 @@ fn moved_photos_keep_their_vectors_and_ids() {
     // Moved and edited: not the same photo any more.
     std::fs::remove_file(images.join("sub/img3.bmp")).unwrap();
     write_bmp(&images.join("2024/img3.bmp"), [1, 1, 1]);
-    // Renamed: not recognised.
+    // Renamed, and renamed into another folder: recognised by their content.
     std::fs::rename(images.join("sub/img4.bmp"), images.join("sub/renamed.bmp")).unwrap();
-    let o = lincir(&["index", "--model", &m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    std::fs::rename(images.join("sub/img0.bmp"), images.join("2024/2023-07-14 18.03.00.bmp")).unwrap();
+    // Another photo (another colour) put in place of a gone one with its size and time: new.
+    let gone_time = std::fs::metadata(images.join("sub/img5.bmp")).unwrap().modified().unwrap();
+    std::fs::remove_file(images.join("sub/img5.bmp")).unwrap();
+    write_bmp(&images.join("sub/impostor.bmp"), [2, 200, 2]);
+    std::fs::File::options().write(true).open(images.join("sub/impostor.bmp")).unwrap().set_modified(gone_time).unwrap();
+    let o = lincir(&["index", "--model", &m, "--images", images.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json", out.join("run.json").to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     // images, added, updated, removed, unchanged, unreadable
     assert_eq!(counts(&stdout), [6, 2, 0, 2, 4, 0], "{stdout}");
     assert!(stdout.contains("2 of the unchanged images were moved to new folders"), "{stdout}");
+    assert!(stdout.contains("2 of the unchanged images were renamed (same content, size and time)"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!((report["moved"].as_u64(), report["renamed"].as_u64()), (Some(2), Some(2)));
     let after = ids();
     for i in [1, 2] {
         assert_eq!(after[&format!("2024/album/img{i}.bmp")], before[&format!("sub/img{i}.bmp")]);
     }
+    assert_eq!(after["sub/renamed.bmp"], before["sub/img4.bmp"]);
+    assert_eq!(after["2024/2023-07-14 18.03.00.bmp"], before["sub/img0.bmp"]);
     assert!(after["2024/img3.bmp"] > *before.values().max().unwrap());
-    assert!(after["sub/renamed.bmp"] > *before.values().max().unwrap());
-    // The moved photos' vectors came with them.
-    for i in [1, 2] {
-        assert_eq!(top_hit(&images.join(format!("2024/album/img{i}.bmp"))), format!("2024/album/img{i}.bmp"));
+    assert!(after["sub/impostor.bmp"] > *before.values().max().unwrap());
+    // The moved and renamed photos' vectors came with them; the impostor has its own.
+    for path in ["2024/album/img1.bmp", "2024/album/img2.bmp", "sub/renamed.bmp", "2024/2023-07-14 18.03.00.bmp", "sub/impostor.bmp"] {
+        assert_eq!(top_hit(&images.join(path)), path);
     }
 }
 

@@ -366,7 +366,7 @@ mod tests {
     /// An index in `dir` whose entries have these ids (one-hot vectors).
     fn index_with_ids(dir: &std::path::Path, ids: &[usize]) -> Index {
         let dim = 8;
-        let entries = ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{id:03}.png"), id, size: 0, mtime_ns: 0, row, norm: 1.0, taken: None }).collect();
+        let entries = ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{id:03}.png"), id, size: 0, mtime_ns: 0, row, norm: 1.0, taken: None, digest: None }).collect();
         let meta = IndexMeta { format: 2, model: "m".into(), model_key: "k".into(), dim, root: dir.into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, dates: true, entries };
         let vectors: Vec<f32> = (0..ids.len() * dim).map(|i| f32::from(i % (dim + 1) == 0)).collect();
         crate::index::write(dir, meta, &vectors, true).unwrap();

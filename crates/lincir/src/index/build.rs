@@ -30,6 +30,10 @@ pub struct BuildReport {
     /// Of the unchanged, photos found under new paths, moved there ([`crate::moved`]): vectors,
     /// dates and ids kept.
     pub moved: usize,
+    /// Of the unchanged, photos found under new names (and perhaps folders), renamed: found by
+    /// their content's digest with their size and time ([`crate::moved`]); vectors, dates and
+    /// ids kept.
+    pub renamed: usize,
     pub failed: Vec<(String, String)>,
     pub compacted: bool,
     pub total: usize,
@@ -170,11 +174,15 @@ pub fn build(
             }
         };
         let mut errors = embedded.skipped.into_iter().map(|(_, e)| e);
-        // (Only the images that embedded: a file that failed is not indexed.)
-        let dates: Vec<Option<String>> =
-            save_chunk.par_iter().zip(embedded.ok.par_iter()).map(|(t, &ok)| if ok { crate::photo_date::taken(&t.file) } else { None }).collect();
+        // (Only the images that embedded: a file that failed is not indexed.) Their dates, and
+        // their content's digest (the file was just read: it is in the page cache).
+        let dates_and_digests: Vec<(Option<String>, Option<String>)> = save_chunk
+            .par_iter()
+            .zip(embedded.ok.par_iter())
+            .map(|(t, &ok)| if ok { (crate::photo_date::taken(&t.file), crate::moved::content_digest(&t.file)) } else { (None, None) })
+            .collect();
         let mut bytes = Vec::with_capacity(save_chunk.len() * dim * 4);
-        for (((t, row), ok), taken) in save_chunk.iter().zip(embedded.features.to_vec2::<f32>()?).zip(&embedded.ok).zip(dates) {
+        for (((t, row), ok), (taken, digest)) in save_chunk.iter().zip(embedded.features.to_vec2::<f32>()?).zip(&embedded.ok).zip(dates_and_digests) {
             if !ok {
                 report.failed.push((t.rel.clone(), errors.next().unwrap_or_default()));
                 continue;
@@ -194,7 +202,7 @@ pub fn build(
                     id
                 }
             };
-            meta.entries.push(Entry { path: t.rel.clone(), id, size: t.size, mtime_ns: t.mtime_ns, row: meta.rows, norm, taken });
+            meta.entries.push(Entry { path: t.rel.clone(), id, size: t.size, mtime_ns: t.mtime_ns, row: meta.rows, norm, taken, digest });
             meta.rows += 1;
         }
         // Rows first, then the metadata that refers to them.
@@ -308,6 +316,20 @@ fn plan(root: &Path, dir: &Path, old: Vec<Entry>, skip_bad: bool, relocated_from
     todo.retain(|t| t.id.is_some() || gone.take(&t.rel, t.size, t.mtime_ns).map(|e| moved.push(e)).is_none());
     report.moved = moved.len();
     kept.extend(moved);
+    // Photos renamed keep theirs too, recognised by their content: only the new files with the
+    // size and time of a gone photo with a digest are read.
+    let digests: Vec<Option<String>> = todo
+        .par_iter()
+        .map(|t| if t.id.is_none() && gone.may_be_renamed(t.size, t.mtime_ns) { crate::moved::content_digest(&t.file) } else { None })
+        .collect();
+    let mut renamed = Vec::new();
+    let mut digests = digests.into_iter();
+    todo.retain(|t| {
+        let digest = digests.next().flatten();
+        digest.and_then(|d| gone.take_renamed(&t.rel, t.size, t.mtime_ns, &d)).map(|e| renamed.push(e)).is_none()
+    });
+    report.renamed = renamed.len();
+    kept.extend(renamed);
     if let Some(from) = relocated_from {
         if kept.is_empty() && !old.is_empty() {
             return Err(Error::file(

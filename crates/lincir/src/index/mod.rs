@@ -71,6 +71,11 @@ pub struct Entry {
     /// say (or, with `dates` false, when it was not read yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken: Option<String>,
+    /// The digest of the file's bytes when it was embedded ([`crate::moved::content_digest`]),
+    /// by which the photo is recognised after a rename; absent for photos embedded before
+    /// 2026-12-02.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -493,7 +498,7 @@ mod tests {
         let meta = |ids: &[usize], next_id| IndexMeta {
             format: FORMAT, model: "m".into(), model_key: "k".into(), dim: 1, root: "/".into(), vectors_file: "v".into(), codes_file: None,
             jpeg: Default::default(), rows: ids.len(), next_id, dates: true,
-            entries: ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{row}"), id, size: 0, mtime_ns: 0, row, norm: 1.0, taken: None }).collect(),
+            entries: ids.iter().enumerate().map(|(row, &id)| Entry { path: format!("{row}"), id, size: 0, mtime_ns: 0, row, norm: 1.0, taken: None, digest: None }).collect(),
         };
         let ids = |m: &IndexMeta| m.entries.iter().map(|e| e.id).collect::<Vec<_>>();
         let none = unassigned();
@@ -516,7 +521,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = ["a-b/1.jpg", "a.jpg", "a/1.jpg", "a/b/2.jpg", "a/b0.jpg", "a0/3.jpg", "b/4.jpg", "c\\d/5.jpg"];
         let dim = 4;
-        let entries = paths.iter().enumerate().map(|(i, p)| Entry { path: p.to_string(), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0, taken: None }).collect();
+        let entries = paths.iter().enumerate().map(|(i, p)| Entry { path: p.to_string(), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0, taken: None, digest: None }).collect();
         let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.path().into(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: 0, next_id: 0, dates: true, entries };
         write(dir.path(), meta, &vec![0.5; paths.len() * dim], true).unwrap();
         let index = Index::open(dir.path()).unwrap();
@@ -550,7 +555,7 @@ mod tests {
 
     fn synthetic(dir: &Path, vectors: &[f32], dim: usize, with_codes: bool) -> Index {
         let n = vectors.len() / dim;
-        let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0, taken: None }).collect();
+        let entries = (0..n).map(|i| Entry { path: format!("{i:06}.png"), id: i, size: 0, mtime_ns: 0, row: i, norm: 1.0, taken: None, digest: None }).collect();
         let meta = IndexMeta { format: FORMAT, model: "m".into(), model_key: "k".into(), dim, root: dir.to_path_buf(), vectors_file: "vectors-0.f32".into(), codes_file: None, jpeg: Default::default(), rows: n, next_id: n, dates: true, entries };
         write(dir, meta, vectors, with_codes).unwrap();
         Index::open(dir).unwrap()
